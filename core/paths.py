@@ -1,0 +1,39 @@
+"""Where the app keeps its files: data, caches and run history.
+
+Everything lives under the platform's per-user folders (platformdirs).  Set the environment
+variable ``COMPRESSION_STUDIO_HOME`` to put all of it under one folder instead (tests do this).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from platformdirs import user_cache_dir, user_data_dir
+
+APP_NAME = "compression-studio"
+HOME_ENV = "COMPRESSION_STUDIO_HOME"
+DATA_ENV = "COMPRESSION_STUDIO_DATA"
+
+
+def _home() -> Path | None:
+    value = os.environ.get(HOME_ENV)
+    return Path(value).expanduser() if value else None
+
+
+def data_dir() -> Path:
+    """Folder for durable app data (bundled datasets, run history)."""
+    home = _home()
+    return (home / "data") if home else Path(user_data_dir(APP_NAME, appauthor=False))
+
+
+def datasets_dir() -> Path:
+    """Folder holding the bundled sample datasets (``COMPRESSION_STUDIO_DATA`` overrides it)."""
+    override = os.environ.get(DATA_ENV)
+    return Path(override).expanduser() if override else data_dir() / "datasets"
+
+
+def cache_dir() -> Path:
+    """Folder for caches that can be rebuilt at any time (converted GGUF models)."""
+    home = _home()
+    return (home / "cache") if home else Path(user_cache_dir(APP_NAME, appauthor=False))

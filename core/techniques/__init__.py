@@ -1,0 +1,1 @@
+"""Compression techniques.  Each module registers itself with ``core.registry.register``."""
