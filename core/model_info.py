@@ -1,0 +1,153 @@
+"""Inspecting a model: what it is, how big it is (three honest ways), and a per-layer table.
+
+Sizes:
+- parameters: logical weights (tied tensors counted once), and how many of them are non-zero;
+- bytes in memory: the storage of every parameter and buffer as loaded (shared tensors once);
+- bytes on disk: the weight files of a saved folder or the source file, measured with ``stat``.
+
+Effective bits per weight = bytes in memory × 8 / parameters.  A technique that stores weights
+packed (e.g. 4-bit) exposes ``compression_info()`` on its module returning
+``{"params": logical weight count, "bits": storage bits per weight}`` so the table stays honest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
+
+
+@dataclass
+class LayerRow:
+    name: str
+    kind: str
+    shape: list[int]
+    dtype: str
+    params: int
+    nonzero: int
+    sparsity: float
+    bits: float
+
+
+@dataclass
+class ModelSummary:
+    architecture: str
+    model_type: str
+    num_layers: int | None
+    hidden_size: int | None
+    vocab_size: int | None
+    parameters: int
+    nonzero_parameters: int
+    bytes_in_memory: int
+    bytes_on_disk: int | None
+    bits_per_weight: float
+    dtype: str
+    layers: list[LayerRow] = field(default_factory=list)
+
+    @property
+    def sparsity(self) -> float:
+        return 1 - self.nonzero_parameters / self.parameters if self.parameters else 0.0
+
+    def to_dict(self, with_layers: bool = True) -> dict[str, Any]:
+        data = asdict(self)
+        data["sparsity"] = self.sparsity
+        if not with_layers:
+            data.pop("layers")
+        return data
+
+
+def _unique_tensors(module: nn.Module, recurse: bool = True) -> list[torch.Tensor]:
+    seen: set[int] = set()
+    tensors = []
+    for tensor in list(module.parameters(recurse=recurse)) + list(module.buffers(recurse=recurse)):
+        key = tensor.data_ptr() if tensor.device.type != "meta" else id(tensor)
+        if key in seen or tensor.numel() == 0:
+            continue
+        seen.add(key)
+        tensors.append(tensor)
+    return tensors
+
+
+def bytes_in_memory(model: nn.Module) -> int:
+    """Bytes of all parameters and buffers, each shared tensor counted once."""
+    return sum(t.numel() * t.element_size() for t in _unique_tensors(model))
+
+
+def folder_weight_bytes(path: str | Path) -> int:
+    """Bytes of the weight files in a folder (or of a single weights file)."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHT_FILE_SUFFIXES)
+
+
+def _count_nonzero(tensor: torch.Tensor) -> int:
+    return int(torch.count_nonzero(tensor.detach()).item()) if tensor.device.type != "meta" else tensor.numel()
+
+
+def layer_rows(model: nn.Module) -> list[LayerRow]:
+    """One row per module that directly owns weights (Linear, Embedding, norms, packed layers)."""
+    rows = []
+    seen: set[int] = set()
+    for name, module in model.named_modules():
+        info = getattr(module, "compression_info", None)
+        if callable(info):
+            details = info()
+            weight = getattr(module, "weight", None)
+            rows.append(LayerRow(name, type(module).__name__, list(details.get("shape", [])),
+                                 str(details.get("dtype", "")), int(details["params"]),
+                                 int(details.get("nonzero", details["params"])),
+                                 float(details.get("sparsity", 0.0)), float(details["bits"])))
+            if weight is not None:
+                seen.add(weight.data_ptr())
+            continue
+        own = [t for t in _unique_tensors(module, recurse=False) if t.data_ptr() not in seen]
+        params = [p for p in module.parameters(recurse=False) if p.data_ptr() not in seen]
+        if not params:
+            continue
+        seen.update(t.data_ptr() for t in own)
+        main = getattr(module, "weight", None)
+        main = main if isinstance(main, torch.Tensor) and main.data_ptr() in {p.data_ptr() for p in params} else params[0]
+        count = sum(p.numel() for p in params)
+        nonzero = sum(_count_nonzero(p) for p in params)
+        storage = sum(t.numel() * t.element_size() for t in own)
+        rows.append(LayerRow(name, type(module).__name__, list(main.shape), str(main.dtype).replace("torch.", ""),
+                             count, nonzero, 1 - nonzero / count if count else 0.0, storage * 8 / count))
+    return rows
+
+
+def inspect_model(model: nn.Module, on_disk: str | Path | None = None, with_layers: bool = True) -> ModelSummary:
+    """Summarise a loaded model; ``on_disk`` is its saved folder or source file, if any."""
+    rows = layer_rows(model)
+    config = getattr(model, "config", None)
+    params = sum(r.params for r in rows)
+    nonzero = sum(r.nonzero for r in rows)
+    memory = bytes_in_memory(model)
+    dtypes = sorted({r.dtype for r in rows if r.dtype}, key=lambda d: -sum(r.params for r in rows if r.dtype == d))
+    return ModelSummary(
+        architecture=type(model).__name__,
+        model_type=getattr(config, "model_type", "unknown"),
+        num_layers=getattr(config, "num_hidden_layers", None),
+        hidden_size=getattr(config, "hidden_size", None),
+        vocab_size=getattr(config, "vocab_size", None),
+        parameters=params, nonzero_parameters=nonzero, bytes_in_memory=memory,
+        bytes_on_disk=folder_weight_bytes(on_disk) if on_disk else None,
+        bits_per_weight=memory * 8 / params if params else 0.0,
+        dtype=dtypes[0] if dtypes else "",
+        layers=rows if with_layers else [])
+
+
+def human_bytes(count: float | None) -> str:
+    """1536 -> '1.5 KB' (powers of 1000, as file managers show sizes)."""
+    if count is None:
+        return "—"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(count) < 1000 or unit == "TB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} TB"

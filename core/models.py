@@ -1,0 +1,190 @@
+"""Loading models from a hub id, a local folder, a .gguf file or the bundled default.
+
+``iter_load_model`` is a job: it yields events (download and conversion progress, log lines) and
+returns a :class:`LoadedModel`.  ``load_model`` runs it to the end.  The source is never written to.
+
+Security: ``trust_remote_code`` is off unless the caller passes it for this model; weights are
+read from safetensors, or from ``.bin`` files with ``torch.load(weights_only=True)`` (transformers'
+default), never by unpickling arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core import paths
+from core.bundled import bundled_model_file
+from core.errors import ModelLoadError
+from core.events import Log
+
+TASKS = ("causal-lm", "sequence-classification")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to use, with where it came from."""
+
+    model: Any
+    tokenizer: Any
+    source: str
+    kind: str  # "bundled", "gguf", "folder" or "hub"
+    task: str
+    source_path: Path  # the file or folder the weights were read from
+    source_bytes: int  # bytes of the source weights on disk
+
+
+def resolve_source(source: str) -> tuple[str, Path | str]:
+    """Classify a source string: ("bundled"|"gguf"|"folder"|"hub", path or hub id)."""
+    source = source.strip()
+    if source.startswith("bundled:"):
+        return "bundled", bundled_model_file(source.split(":", 1)[1])
+    path = Path(source).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file not found: {path}")
+        return "gguf", path
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"{path} is a file, not a model: open a model folder or a .gguf file")
+        return "folder", path
+    if _HUB_ID.match(source) and not source.startswith((".", "/", "~")):
+        return "hub", source
+    raise ModelLoadError(f"model not found: {source} is neither an existing folder, a .gguf file, "
+                         "nor a Hugging Face hub id like owner/name")
+
+
+def _auto_class(task: str):
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    if task not in TASKS:
+        raise ModelLoadError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    return AutoModelForCausalLM if task == "causal-lm" else AutoModelForSequenceClassification
+
+
+def check_model_folder(folder: Path) -> list[Path]:
+    """Return the weight files of a model folder, or raise a ModelLoadError saying what is wrong."""
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(f"{folder} is not a model folder: it has no config.json "
+                             "(choose the folder that holds config.json and the weights)")
+    weights = sorted(p for pattern in WEIGHT_PATTERNS for p in folder.glob(pattern))
+    if not weights:
+        raise ModelLoadError(f"{folder} has a config.json but no weights (*.safetensors or pytorch_model.bin)")
+    return weights
+
+
+def _load_folder(folder: Path, task: str, trust_remote_code: bool):
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own events report progress
+
+    weights = check_model_folder(folder)
+    has_safetensors = any(p.suffix == ".safetensors" for p in weights)
+    try:
+        model = _auto_class(task).from_pretrained(
+            folder, trust_remote_code=trust_remote_code, use_safetensors=has_safetensors, weights_only=True,
+            dtype="auto")
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # transformers raises many types; translate the ones a person can fix
+        raise _explain_load_error(exc, folder) from exc
+    return model, tokenizer, sum(p.stat().st_size for p in weights)
+
+
+def _explain_load_error(exc: Exception, where: Path | str) -> ModelLoadError:
+    text = str(exc)
+    lowered = text.lower()
+    if "trust_remote_code" in lowered:
+        return ModelLoadError(f"{where} needs its own Python code to load; allow 'trust remote code' for "
+                              "this model only if you trust its authors")
+    if any(k in lowered for k in ("safetensor", "header", "deserializ", "incomplete", "invalid load key",
+                                  "unpickl", "pickle", "failed to read", "unexpected eof")):
+        return ModelLoadError(f"the weights in {where} are damaged or incomplete ({text.splitlines()[0][:120]}); "
+                              "copy or download the model again")
+    if "unrecognized" in lowered or "model_type" in lowered or "does not recognize" in lowered:
+        return ModelLoadError(f"{where} holds a model type this version of transformers does not know: "
+                              f"{text.splitlines()[0][:160]}")
+    if "size mismatch" in lowered or "shape" in lowered:
+        return ModelLoadError(f"the weights in {where} do not match its config.json: {text.splitlines()[0][:160]}")
+    return ModelLoadError(f"could not load {where}: {text.splitlines()[0][:200] if text else type(exc).__name__}")
+
+
+def gguf_cache_folder(gguf_file: Path) -> Path:
+    """Cache folder for a converted GGUF, keyed by the file's path, size and modification time."""
+    stat = gguf_file.stat()
+    key = hashlib.sha256(f"{gguf_file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:20]
+    return paths.cache_dir() / "gguf" / f"{gguf_file.stem}-{key}"
+
+
+def _convert_gguf(gguf_file: Path, task: str) -> Generator[Any, None, Path]:
+    """Dequantize a GGUF through transformers once and cache it as a safetensors folder."""
+    from transformers import AutoTokenizer
+
+    cached = gguf_cache_folder(gguf_file)
+    if (cached / "config.json").is_file():
+        return cached
+    yield Log(f"Converting {gguf_file.name} to a transformers model (once; later loads use the cache)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+        model = _auto_class(task).from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+    except Exception as exc:
+        raise ModelLoadError(f"could not read {gguf_file} as a GGUF model: {str(exc).splitlines()[0][:200]}") from exc
+    # The tensors are already dequantized to float; drop the GGUF marker so the model saves as a plain one.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = cached.parent / f".{cached.name}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        os.replace(partial, cached)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return cached
+
+
+def iter_load_model(source: str, task: str = "causal-lm", trust_remote_code: bool = False,
+                    device: str = "cpu") -> Generator[Any, None, LoadedModel]:
+    """Load a model and its tokenizer from any supported source, yielding progress events."""
+    kind, where = resolve_source(source)
+    if kind == "hub":
+        from core.hub import iter_download
+
+        folder = yield from iter_download(str(where))
+        model, tokenizer, size = _load_folder(folder, task, trust_remote_code)
+        source_path = folder
+    elif kind in ("gguf", "bundled"):
+        gguf_file = Path(where)
+        folder = yield from _convert_gguf(gguf_file, task)
+        model, tokenizer, _ = _load_folder(folder, task, trust_remote_code=False)
+        source_path, size = gguf_file, gguf_file.stat().st_size
+    else:
+        folder = Path(where)
+        yield Log(f"Loading {folder}")
+        model, tokenizer, size = _load_folder(folder, task, trust_remote_code)
+        source_path = folder
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    if device != "cpu":
+        model.to(device)
+    yield Log(f"Loaded {type(model).__name__} from {source}")
+    return LoadedModel(model, tokenizer, source, kind, task, Path(source_path), size)
+
+
+def load_model(source: str, task: str = "causal-lm", trust_remote_code: bool = False,
+               device: str = "cpu") -> LoadedModel:
+    """Load a model without watching its progress (see :func:`iter_load_model`)."""
+    from core.events import drain
+
+    return drain(iter_load_model(source, task, trust_remote_code, device))

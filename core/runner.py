@@ -1,0 +1,165 @@
+"""Running a recipe: load, measure, apply each step, measure again, save atomically.
+
+``run_recipe`` is a job: a generator of events that returns the run's report.  Every ``yield``
+is a cancel point; closing the generator (or an exception anywhere) leaves no output folder and
+never touches the source model.  Techniques are found through the registry, so the runner never
+changes when one is added.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import platform
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.errors import RecipeError
+from core.events import Log, Metric, RunDone, StepDone
+from core.model_info import folder_weight_bytes, inspect_model
+from core.models import iter_load_model
+from core.recipe import Recipe
+from core.registry import get_technique
+from core.saving import atomic_folder, check_output_dir, write_model_files, write_run_files
+
+
+@dataclass
+class RunContext:
+    """What a technique handler may use besides the model and its config."""
+
+    recipe: Recipe
+    tokenizer: Any
+    device: str
+    step_index: int = 0
+    teacher: Any = None
+    _calibration: torch.Tensor | None = field(default=None, repr=False)
+
+    def calibration_windows(self) -> torch.Tensor:
+        """Token windows [n, sequence_length] of the recipe's calibration text (loaded once)."""
+        if self._calibration is None:
+            from core.data import load_texts, token_windows
+
+            data = self.recipe.data
+            texts = load_texts(data.calibration, data.text_column)
+            self._calibration = token_windows(texts, self.tokenizer, data.sequence_length, data.calibration_windows)
+        return self._calibration
+
+
+def check_runnable(recipe: Recipe, device: str) -> None:
+    """Reject, before any work, a recipe whose steps cannot run here."""
+    recipe.validate()
+    if not recipe.enabled_steps():
+        raise RecipeError("the recipe has no enabled steps: add or switch on at least one technique")
+    for index, step in recipe.enabled_steps():
+        reason = get_technique(step.technique).unavailable_reason(device=device, task=recipe.model.task)
+        if reason:
+            raise RecipeError(f"step {index + 1}: {reason}")
+
+
+def _measure(model, tokenizer, recipe: Recipe, eval_windows, label: str, on_disk) -> Generator[Any, None, dict]:
+    """Size, and quality on the evaluation data, as a dict; also yields them as metrics."""
+    summary = inspect_model(model, on_disk=on_disk, with_layers=False)
+    result: dict[str, Any] = summary.to_dict(with_layers=False)
+    for name in ("parameters", "nonzero_parameters", "bytes_in_memory"):
+        yield Metric(f"{name}/{label}", float(result[name]))
+    if eval_windows is not None:
+        from core.evaluate import iter_perplexity
+
+        ppl = yield from iter_perplexity(model, eval_windows)
+        result["perplexity"] = ppl.to_dict()
+        yield Metric(f"perplexity/{label}", ppl.perplexity)
+        yield Log(f"Perplexity {label}: {ppl.perplexity:.3f} over {ppl.tokens} tokens")
+    if recipe.model.task == "sequence-classification":
+        from core.data import load_labelled
+        from core.metrics import classification_metrics, iter_predict_labels
+
+        data = load_labelled(recipe.data.labelled, recipe.data.text_column, recipe.data.label_column, recipe.seed)
+        predicted = yield from iter_predict_labels(model, tokenizer, data.test.texts)
+        scores = classification_metrics(data.test.labels, predicted, data.label_names)
+        result["classification"] = scores
+        for key in ("accuracy", "f1"):
+            yield Metric(f"{key}/{label}", float(scores[key]))
+    if recipe.evaluation.speed:
+        from core.speed import iter_measure_speed
+
+        speed = yield from iter_measure_speed(model, tokenizer)
+        result["speed"] = speed.to_dict()
+        yield Metric(f"decode_tokens_per_s/{label}", speed.decode_tokens_per_s, unit="tokens/s")
+    return result
+
+
+def _evaluation_windows(recipe: Recipe, tokenizer) -> torch.Tensor | None:
+    if not (recipe.evaluation.perplexity and recipe.model.task == "causal-lm"):
+        return None
+    from core.data import load_texts, token_windows
+
+    data = recipe.data
+    texts = load_texts(data.evaluation, data.text_column)
+    return token_windows(texts, tokenizer, data.sequence_length, recipe.evaluation.max_windows or None)
+
+
+def _environment(device: str) -> dict[str, str]:
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "device": device, "machine": platform.machine()}
+
+
+def run_recipe(recipe: Recipe, output_dir: str | Path, *, overwrite: bool = False,
+               device: str = "cpu") -> Generator[Any, None, dict]:
+    """Run every enabled step of ``recipe`` and save the result to ``output_dir``; return the report."""
+    started = time.perf_counter()
+    check_runnable(recipe, device)
+    torch.manual_seed(recipe.seed)
+    output = check_output_dir(output_dir, overwrite=overwrite)
+    loaded = yield from iter_load_model(recipe.model.source, recipe.model.task, recipe.model.trust_remote_code, device)
+    check_output_dir(output, loaded.source_path, overwrite)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    eval_windows = _evaluation_windows(recipe, tokenizer)
+    before = yield from _measure(model, tokenizer, recipe, eval_windows, "before", loaded.source_path)
+    teacher = copy.deepcopy(model) if (recipe.evaluation.kl_to_teacher and eval_windows is not None) else None
+    ctx = RunContext(recipe, tokenizer, device, teacher=teacher)
+
+    steps = []
+    for index, step in recipe.enabled_steps():
+        info = get_technique(step.technique)
+        ctx.step_index = index
+        yield Log(f"Step {index + 1}: {info.title}")
+        step_started = time.perf_counter()
+        with torch.no_grad():
+            report = yield from info.handler(model, step.config, ctx)
+        record = {"index": index, **step.to_dict(), "seconds": time.perf_counter() - step_started, **report.to_dict()}
+        steps.append(record)
+        nonzero = inspect_model(model, with_layers=False).nonzero_parameters
+        yield Metric("nonzero_parameters", float(nonzero), step=index, step_index=index)
+        yield StepDone(index, step.technique, record)
+        yield Log(report.summary)
+
+    after = yield from _measure(model, tokenizer, recipe, eval_windows, "after", None)
+    comparison: dict[str, Any] = {}
+    if teacher is not None:
+        from core.evaluate import iter_kl_to_teacher
+
+        kl = yield from iter_kl_to_teacher(model, teacher, eval_windows)
+        comparison = kl.to_dict()
+        yield Metric("kl_to_teacher", kl.kl_per_token, unit="nats/token")
+        del teacher, ctx.teacher
+
+    report = {"recipe": recipe.name, "source": recipe.model.source, "task": recipe.model.task,
+              "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+              "environment": _environment(device), "before": before, "after": after,
+              "comparison": comparison, "steps": steps}
+    yield Log(f"Saving to {output}")
+    with atomic_folder(output, overwrite) as folder:
+        write_model_files(folder, model, tokenizer)
+        after["bytes_on_disk"] = folder_weight_bytes(folder)
+        report["seconds"] = time.perf_counter() - started
+        write_run_files(folder, recipe.to_yaml(), report)
+    yield Metric("bytes_on_disk/after", float(after["bytes_on_disk"]))
+    yield RunDone(str(output), report)
+    return report
