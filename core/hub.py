@@ -21,6 +21,7 @@ from core.events import Log, Progress
 CONFIG_FILES = ["config.json", "generation_config.json", "tokenizer*", "special_tokens_map.json", "vocab*",
                 "merges.txt", "*.model", "added_tokens.json", "chat_template*"]
 POLL_SECONDS = 0.25
+NETWORK_HINTS = ("connect", "name or service not known", "name resolution", "network is unreachable", "timed out")
 
 
 class _DownloadState:
@@ -85,7 +86,8 @@ def _explain(repo_id: str, exc: BaseException) -> ModelLoadError:
     if isinstance(exc, RepositoryNotFoundError):
         return ModelLoadError(f"{repo_id} does not exist on the Hugging Face hub (or is private: log in with "
                               "`hf auth login`); check the spelling owner/name")
-    if isinstance(exc, OfflineModeIsEnabled | ConnectionError | TimeoutError) or "connect" in str(exc).lower():
+    lowered = str(exc).lower()
+    if isinstance(exc, OfflineModeIsEnabled | ConnectionError | TimeoutError) or any(k in lowered for k in NETWORK_HINTS):
         return ModelLoadError(f"cannot reach the Hugging Face hub to download {repo_id}, and it is not in your "
                               "hub cache: connect to the internet, or open a local folder or .gguf file instead")
     return ModelLoadError(f"downloading {repo_id} failed: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}")
@@ -99,7 +101,7 @@ def iter_download(repo_id: str) -> Generator[Any, None, Path]:
         return cached
     from huggingface_hub import constants, snapshot_download
 
-    if constants.HF_HUB_OFFLINE:
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         raise ModelLoadError(f"{repo_id} is not in your Hugging Face cache and offline mode is on "
                              "(HF_HUB_OFFLINE=1): go online, or open a local folder or .gguf file")
     try:

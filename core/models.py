@@ -11,6 +11,7 @@ default), never by unpickling arbitrary objects.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -89,6 +90,9 @@ def _load_folder(folder: Path, task: str, trust_remote_code: bool):
     hf_logging.disable_progress_bar()  # our own events report progress
 
     weights = check_model_folder(folder)
+    if not trust_remote_code and _needs_remote_code(folder):
+        raise ModelLoadError(f"{folder} needs its own Python code to load (auto_map in config.json); allow "
+                             "'trust remote code' for this model only if you trust its authors")
     has_safetensors = any(p.suffix == ".safetensors" for p in weights)
     try:
         model = _auto_class(task).from_pretrained(
@@ -98,6 +102,14 @@ def _load_folder(folder: Path, task: str, trust_remote_code: bool):
     except Exception as exc:  # transformers raises many types; translate the ones a person can fix
         raise _explain_load_error(exc, folder) from exc
     return model, tokenizer, sum(p.stat().st_size for p in weights)
+
+
+def _needs_remote_code(folder: Path) -> bool:
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{folder / 'config.json'} is not valid JSON; the model folder is damaged") from exc
+    return isinstance(config, dict) and bool(config.get("auto_map"))
 
 
 def _explain_load_error(exc: Exception, where: Path | str) -> ModelLoadError:

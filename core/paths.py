@@ -14,6 +14,7 @@ from platformdirs import user_cache_dir, user_data_dir
 APP_NAME = "compression-studio"
 HOME_ENV = "COMPRESSION_STUDIO_HOME"
 DATA_ENV = "COMPRESSION_STUDIO_DATA"
+CACHE_ENV = "COMPRESSION_STUDIO_CACHE"
 
 
 def _home() -> Path | None:
@@ -34,6 +35,11 @@ def datasets_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    """Folder for caches that can be rebuilt at any time (converted GGUF models)."""
+    """Folder for caches that can be rebuilt at any time (converted GGUF models).
+
+    ``COMPRESSION_STUDIO_CACHE`` overrides it."""
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override).expanduser()
     home = _home()
     return (home / "cache") if home else Path(user_cache_dir(APP_NAME, appauthor=False))

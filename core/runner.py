@@ -82,7 +82,7 @@ def _measure(model, tokenizer, recipe: Recipe, eval_windows, label: str, on_disk
         predicted = yield from iter_predict_labels(model, tokenizer, data.test.texts)
         scores = classification_metrics(data.test.labels, predicted, data.label_names)
         result["classification"] = scores
-        for key in ("accuracy", "f1"):
+        for key in ("accuracy", "macro_f1"):
             yield Metric(f"{key}/{label}", float(scores[key]))
     if recipe.evaluation.speed:
         from core.speed import iter_measure_speed

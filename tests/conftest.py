@@ -24,12 +24,19 @@ SAMPLE_TEXT = (
 ) * 4
 
 
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory):
+    """One cache for the whole session, so the bundled GGUF is converted once per test run."""
+    return tmp_path_factory.mktemp("studio-cache")
+
+
 @pytest.fixture(autouse=True)
-def studio_home(tmp_path_factory, monkeypatch):
-    """Point the app's data and cache folders at a fresh temporary folder for every test."""
+def studio_home(tmp_path_factory, monkeypatch, session_cache):
+    """Point the app's data folder at a fresh temporary folder for every test."""
     home = tmp_path_factory.mktemp("studio-home")
     monkeypatch.setenv(paths.HOME_ENV, str(home))
     monkeypatch.setenv(paths.DATA_ENV, os.environ.get(paths.DATA_ENV, _REAL_DATASETS))
+    monkeypatch.setenv(paths.CACHE_ENV, str(session_cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return home
 

@@ -1,0 +1,121 @@
+"""The runner end to end on a tiny model: events, report, saved folder, cancel and failure."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from core import registry
+from core.data import load_texts, token_windows
+from core.errors import RecipeError
+from core.evaluate import perplexity
+from core.events import LayerStat, Log, Metric, Progress, RunDone, StepDone
+from core.recipe import load_recipe
+from core.runner import run_recipe
+from tests.conftest import SAMPLE_TEXT
+from tests.helpers import collect, folder_digest, write_recipe
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    path = tmp_path / "text.txt"
+    path.write_text(SAMPLE_TEXT + "\n\n" + SAMPLE_TEXT.upper())
+    return path
+
+
+@pytest.fixture
+def recipe(tmp_path, tiny_llama_dir, text_file):
+    return load_recipe(write_recipe(tmp_path / "recipe.yaml", tiny_llama_dir, text_file))
+
+
+def test_run_end_to_end(tmp_path, recipe, tiny_llama_dir, text_file, tiny_tokenizer):
+    source_before = folder_digest(tiny_llama_dir)
+    out = tmp_path / "out"
+    events, report = collect(run_recipe(recipe, out))
+
+    kinds = {type(e) for e in events}
+    assert {Progress, Metric, LayerStat, Log, StepDone, RunDone} <= kinds
+    assert isinstance(events[-1], RunDone) and events[-1].output_dir == str(out.resolve())
+    metric_names = {e.name for e in events if isinstance(e, Metric)}
+    assert {"perplexity/before", "perplexity/after", "kl_to_teacher", "nonzero_parameters"} <= metric_names
+
+    # The saved folder loads in plain transformers, is pruned, and its measured perplexity is the reported one.
+    model = AutoModelForCausalLM.from_pretrained(out)
+    up = model.model.layers[0].mlp.up_proj.weight
+    assert (up == 0).float().mean().item() == pytest.approx(0.5, abs=1e-3)
+    windows = token_windows(load_texts(str(text_file)), tiny_tokenizer, 16, 4)
+    assert perplexity(model, windows).perplexity == pytest.approx(report["after"]["perplexity"]["perplexity"], rel=1e-5)
+    assert report["before"]["perplexity"]["perplexity"] != report["after"]["perplexity"]["perplexity"]
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["after"]["bytes_on_disk"] == (out / "model.safetensors").stat().st_size
+    assert saved["steps"][0]["technique"] == "magnitude_prune" and saved["steps"][0]["notes"]
+    assert load_recipe(out / "recipe.yaml").to_dict() == recipe.to_dict()
+    assert folder_digest(tiny_llama_dir) == source_before
+
+
+def test_cancel_leaves_nothing(tmp_path, recipe, tiny_llama_dir):
+    source_before = folder_digest(tiny_llama_dir)
+    out = tmp_path / "out"
+    job = run_recipe(recipe, out)
+    for event in job:
+        if isinstance(event, LayerStat):
+            job.close()  # the consumer cancels at a cancel point
+            break
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+    assert folder_digest(tiny_llama_dir) == source_before
+
+
+def test_failing_step_leaves_nothing(tmp_path, recipe, monkeypatch):
+    info = registry.get_technique("magnitude_prune")
+
+    def broken(model, config, ctx):
+        yield Log("about to fail")
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(registry._REGISTRY, "magnitude_prune",
+                        registry.TechniqueInfo(info.name, info.title, info.family, info.summary, info.config_cls, broken))
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="boom"):
+        collect(run_recipe(recipe, out))
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_no_enabled_steps_is_rejected(tmp_path, recipe):
+    recipe.steps[0].enabled = False
+    with pytest.raises(RecipeError, match="no enabled steps"):
+        collect(run_recipe(recipe, tmp_path / "out"))
+
+
+def test_gpu_only_step_rejected_on_cpu(tmp_path, recipe, monkeypatch):
+    info = registry.get_technique("magnitude_prune")
+    gpu_info = registry.TechniqueInfo(info.name, info.title, info.family, info.summary, info.config_cls,
+                                      info.handler, registry.Needs(gpu=True))
+    monkeypatch.setitem(registry._REGISTRY, "magnitude_prune", gpu_info)
+    with pytest.raises(RecipeError, match="needs an NVIDIA GPU"):
+        collect(run_recipe(recipe, tmp_path / "out"))
+
+
+def test_classifier_run_reports_accuracy(tmp_path, tiny_bert, tiny_tokenizer):
+    model_dir = tmp_path / "bert"
+    tiny_bert.save_pretrained(model_dir)
+    tiny_tokenizer.save_pretrained(model_dir)
+    rows = ["text,label"] + [f"review number {i} was {'great' if i % 2 else 'awful'},{'fresh' if i % 2 else 'rotten'}"
+                             for i in range(40)]
+    (tmp_path / "labelled.csv").write_text("\n".join(rows))
+    recipe_path = write_recipe(tmp_path / "r.yaml", model_dir, tmp_path / "labelled.csv",
+                               model={"task": "sequence-classification"},
+                               data={"labelled": str(tmp_path / "labelled.csv")})
+    events, report = collect(run_recipe(load_recipe(recipe_path), tmp_path / "out"))
+    assert 0.0 <= report["after"]["classification"]["accuracy"] <= 1.0
+    assert "accuracy/after" in {e.name for e in events if isinstance(e, Metric)}
+    assert "perplexity" not in report["after"]
+
+
+def test_speed_is_measured_when_asked(tmp_path, tiny_llama_dir, text_file):
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", tiny_llama_dir, text_file, evaluation={"speed": True}))
+    _, report = collect(run_recipe(recipe, tmp_path / "out"))
+    assert report["before"]["speed"]["decode_tokens_per_s"] > 0 and report["after"]["speed"]["prefill_ms"] > 0
+    assert torch.get_num_threads() >= 1
