@@ -83,11 +83,17 @@ def check_model_folder(folder: Path) -> list[Path]:
     return weights
 
 
-def _load_folder(folder: Path, task: str, trust_remote_code: bool):
-    from transformers import AutoTokenizer
+def _quiet_transformers() -> None:
+    """Our own events report progress; transformers' tqdm bars would only clutter the CLI and logs."""
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # our own events report progress
+    hf_logging.disable_progress_bar()
+
+
+def _load_folder(folder: Path, task: str, trust_remote_code: bool):
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
 
     weights = check_model_folder(folder)
     if not trust_remote_code and _needs_remote_code(folder):
@@ -145,6 +151,7 @@ def _convert_gguf(gguf_file: Path, task: str) -> Generator[Any, None, Path]:
     if (cached / "config.json").is_file():
         return cached
     yield Log(f"Converting {gguf_file.name} to a transformers model (once; later loads use the cache)")
+    _quiet_transformers()
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
         model = _auto_class(task).from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)

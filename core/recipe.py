@@ -62,6 +62,8 @@ class EvalSpec:
     speed: bool = param(False, "Measure prefill latency and decode tokens/s before and after.")
     kl_to_teacher: bool = param(True, "Measure how far the result's predictions drift from the "
                                 "original's (KL divergence per token).")
+    prompts: list = param([], "Prompts both models answer (greedy, 48 new tokens) so you can compare "
+                          "their text side by side.")
 
 
 @dataclass

@@ -84,6 +84,11 @@ def _measure(model, tokenizer, recipe: Recipe, eval_windows, label: str, on_disk
         result["classification"] = scores
         for key in ("accuracy", "macro_f1"):
             yield Metric(f"{key}/{label}", float(scores[key]))
+    if recipe.evaluation.prompts and recipe.model.task == "causal-lm":
+        from core.speed import iter_generate_samples
+
+        samples = yield from iter_generate_samples(model, tokenizer, recipe.evaluation.prompts)
+        result["samples"] = [sample.to_dict() for sample in samples]
     if recipe.evaluation.speed:
         from core.speed import iter_measure_speed
 

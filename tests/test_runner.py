@@ -114,8 +114,11 @@ def test_classifier_run_reports_accuracy(tmp_path, tiny_bert, tiny_tokenizer):
     assert "perplexity" not in report["after"]
 
 
-def test_speed_is_measured_when_asked(tmp_path, tiny_llama_dir, text_file):
-    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", tiny_llama_dir, text_file, evaluation={"speed": True}))
+def test_speed_and_samples_are_measured_when_asked(tmp_path, tiny_llama_dir, text_file):
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", tiny_llama_dir, text_file,
+                                      evaluation={"speed": True, "prompts": ["The quick brown"]}))
     _, report = collect(run_recipe(recipe, tmp_path / "out"))
     assert report["before"]["speed"]["decode_tokens_per_s"] > 0 and report["after"]["speed"]["prefill_ms"] > 0
+    assert [s["prompt"] for s in report["after"]["samples"]] == ["The quick brown"]
+    assert report["before"]["samples"][0]["new_tokens"] > 0
     assert torch.get_num_threads() >= 1

@@ -1,0 +1,58 @@
+"""Shared bits for benchmarks: peak memory, timing, a plain-text table, and JSON output.
+
+Benchmarks print a table and write JSON under ``bench/results/``; they are not tests.  Numbers
+from this noisy machine are only comparable within one run, so scripts measure side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (Linux reports KiB)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 if sys.platform != "darwin" else peak / 1e6
+
+
+@contextmanager
+def timed(into: dict[str, Any], key: str):
+    """Store the wall time of the block in seconds under ``into[key]``."""
+    started = time.perf_counter()
+    yield
+    into[key] = time.perf_counter() - started
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> None:
+    """Print rows as a table; columns are (key, header, format spec)."""
+    cells = [[format(row.get(key, ""), spec) if row.get(key) is not None else "—" for key, _, spec in columns]
+             for row in rows]
+    widths = [max(len(header), *(len(c[i]) for c in cells)) for i, (_, header, _) in enumerate(columns)]
+    print("  ".join(header.ljust(w) for (_, header, _), w in zip(columns, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for row in cells:
+        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
+
+
+def write_results(name: str, rows: list[dict[str, Any]], settings: dict[str, Any]) -> Path:
+    """Write ``bench/results/<name>.json`` with the machine, settings and rows."""
+    import torch
+    import transformers
+
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    payload = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
+                           "transformers": transformers.__version__, "cpu_threads": torch.get_num_threads(),
+                           "platform": platform.platform()},
+               "settings": settings, "rows": rows}
+    path.write_text(json.dumps(payload, indent=2))
+    return path
