@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # torch is pinned to the CPU wheel that lies on disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: run test lint data bench clean
+.PHONY: run test lint data bench screenshots clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ lint: $(STAMP)
 
 bench: data
 	$(PY) bench/bench_baseline.py
+
+# Needs Debian's xvfb and the xcb libraries (see README, "Screenshots").
+screenshots: data
+	COMPRESSION_STUDIO_HOME=$$(mktemp -d) xvfb-run -a $(PY) -m gui.screenshot --source bundled:smollm2-135m \
+		--out docs/screenshots/model.png
 
 clean:
 	rm -rf $(VENV) build *.egg-info

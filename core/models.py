@@ -15,13 +15,16 @@ import json
 import os
 import re
 import shutil
+import threading
 import uuid
 from collections.abc import Generator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from core import paths
+from core.background import iter_blocking
 from core.bundled import bundled_model_file
 from core.errors import ModelLoadError
 from core.events import Log
@@ -145,16 +148,47 @@ def gguf_cache_folder(gguf_file: Path) -> Path:
 
 def _convert_gguf(gguf_file: Path, task: str) -> Generator[Any, None, Path]:
     """Dequantize a GGUF through transformers once and cache it as a safetensors folder."""
-    from transformers import AutoTokenizer
-
     cached = gguf_cache_folder(gguf_file)
     if (cached / "config.json").is_file():
         return cached
     yield Log(f"Converting {gguf_file.name} to a transformers model (once; later loads use the cache)")
+    counter = {"done": 0, "total": 0}
+    yield from iter_blocking(lambda: _write_gguf_cache(gguf_file, task, cached, counter),
+                             f"Converting {gguf_file.name}", progress=lambda: (counter["done"], counter["total"]))
+    return cached
+
+
+_GGUF_PATCH_LOCK = threading.Lock()
+
+
+@contextmanager
+def _count_gguf_tensors(counter: dict[str, int]):
+    """transformers' GGUF reader loops over tensors with a bare tqdm bar; count them for our events instead."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    def counting(iterable, **_ignored):
+        counter["total"] = len(iterable)
+        for item in iterable:
+            yield item
+            counter["done"] += 1
+
+    with _GGUF_PATCH_LOCK:
+        original = gguf_utils.tqdm
+        gguf_utils.tqdm = counting
+        try:
+            yield
+        finally:
+            gguf_utils.tqdm = original
+
+
+def _write_gguf_cache(gguf_file: Path, task: str, cached: Path, counter: dict[str, int]) -> None:
+    from transformers import AutoTokenizer
+
     _quiet_transformers()
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
-        model = _auto_class(task).from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+        with _count_gguf_tensors(counter):
+            model = _auto_class(task).from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
     except Exception as exc:
         raise ModelLoadError(f"could not read {gguf_file} as a GGUF model: {str(exc).splitlines()[0][:200]}") from exc
     # The tensors are already dequantized to float; drop the GGUF marker so the model saves as a plain one.
@@ -167,9 +201,11 @@ def _convert_gguf(gguf_file: Path, task: str) -> Generator[Any, None, Path]:
         model.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
         os.replace(partial, cached)
+    except OSError:
+        if not (cached / "config.json").is_file():  # another process may have finished the same cache first
+            raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-    return cached
 
 
 def iter_load_model(source: str, task: str = "causal-lm", trust_remote_code: bool = False,

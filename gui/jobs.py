@@ -1,0 +1,46 @@
+"""Jobs the GUI runs in a JobWorker: engine calls composed into generators.
+
+Everything that imports torch is imported inside these functions, which run in the worker
+thread, so the window opens before torch is loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class LoadResult:
+    loaded: Any  # core.models.LoadedModel
+    summary: Any  # core.model_info.ModelSummary
+
+
+@dataclass
+class Environment:
+    devices: list[Any]  # core.devices.Device
+    techniques: dict[str, Any]  # name -> core.registry.TechniqueInfo
+
+
+def load_and_inspect(source: str, task: str, device: str) -> Generator[Any, None, LoadResult]:
+    """Load a model (yielding the engine's events), then measure it."""
+    from core.events import Log
+    from core.model_info import inspect_model
+    from core.models import iter_load_model
+
+    loaded = yield from iter_load_model(source, task, trust_remote_code=False, device=device)
+    yield Log("Counting parameters and measuring sizes…")
+    return LoadResult(loaded, inspect_model(loaded.model, loaded.source_path))
+
+
+def probe_environment() -> Generator[Any, None, Environment]:
+    """Find the compute devices and the registered techniques (imports torch: run it in a worker)."""
+    from core.events import Log
+
+    yield Log("Looking for compute devices…")
+    from core.devices import available_devices
+    from core.registry import techniques
+
+    devices = available_devices()
+    return Environment(devices, techniques())

@@ -1,0 +1,154 @@
+"""The main window: the planned flow on the left, its pages on the right.
+
+Only the Model step is built; the other steps show what they will hold.  Nothing here imports
+torch at module level: the device list and the techniques are found in a background job that
+:meth:`MainWindow.start_background_setup` starts once the window is on screen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QByteArray, QSettings, QSize, Qt
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QPalette
+from PySide6.QtWidgets import QHBoxLayout, QListWidget, QListWidgetItem, QMainWindow, QStackedWidget, QWidget
+
+from gui.errors import show_error
+from gui.panels.model_panel import ModelPanel
+from gui.panels.placeholder import PLANNED, PlaceholderPage
+from gui.panels.source_picker import is_model_path
+from gui.settings import app_settings
+from gui.worker import JobHandle, start_job
+
+STEPS = ("Model", "Pipeline", "Run", "Compare", "History", "Export")
+LIVE_STEPS = {"Model"}
+
+
+def _dropped_model_path(mime: Any) -> Path | None:
+    for url in mime.urls() if mime.hasUrls() else []:
+        if url.isLocalFile() and is_model_path(Path(url.toLocalFile())):
+            return Path(url.toLocalFile())
+    return None
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, source: str | None = None, settings: QSettings | None = None,
+                 parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setAcceptDrops(True)
+        self.setMinimumSize(900, 600)
+        self.settings = settings if settings is not None else app_settings()
+        self.setup_job: JobHandle | None = None
+
+        self.nav = QListWidget()
+        self.nav.setToolTip("The steps of compressing a model, top to bottom. Greyed steps are not built yet.")
+        self.nav.setIconSize(QSize(0, 0))
+        self.nav.setSpacing(2)
+        self.stack = QStackedWidget()
+        self.model_panel = ModelPanel()
+        for number, name in enumerate(STEPS, start=1):
+            item = QListWidgetItem(f"{number}   {name}")
+            item.setData(Qt.ItemDataRole.UserRole, name)
+            item.setSizeHint(QSize(0, self.fontMetrics().height() + 16))
+            if name in LIVE_STEPS:
+                item.setToolTip("Choose and load the model to compress, and see what it is made of.")
+            else:
+                item.setToolTip(f"Coming later: {PLANNED[name]}")
+            self.nav.addItem(item)
+            self.stack.addWidget(self.model_panel if name == "Model" else PlaceholderPage(name))
+        self._grey_planned_steps()
+        width = max(self.nav.sizeHintForColumn(0), self.fontMetrics().horizontalAdvance("0   Pipeline")) + 48
+        self.nav.setFixedWidth(width)
+        self.nav.currentRowChanged.connect(self.stack.setCurrentIndex)
+        self.nav.setCurrentRow(0)
+
+        central = QWidget()
+        layout = QHBoxLayout(central)
+        layout.addWidget(self.nav)
+        layout.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
+        self.model_panel.model_loaded.connect(self._on_model_loaded)
+        self._restore_state(source)
+
+    # -- look ----------------------------------------------------------------------------------
+    def _grey_planned_steps(self) -> None:
+        """Planned steps in the palette's placeholder-text colour (still clickable); follows theme changes."""
+        grey = self.palette().color(QPalette.ColorRole.PlaceholderText)
+        for row in range(self.nav.count()):
+            item = self.nav.item(row)
+            if item.data(Qt.ItemDataRole.UserRole) not in LIVE_STEPS:
+                item.setForeground(grey)
+
+    def changeEvent(self, event: Any) -> None:
+        if event.type() == event.Type.PaletteChange:
+            self._grey_planned_steps()
+        super().changeEvent(event)
+
+    # -- startup work that needs torch -----------------------------------------------------------
+    def start_background_setup(self) -> JobHandle:
+        """Find devices and techniques in a worker (imports torch); call once the window shows."""
+        from gui.jobs import probe_environment
+
+        self.setup_job = start_job(probe_environment, on_finished=self.model_panel.set_environment,
+                                   on_errored=lambda exc: show_error(exc, self, "Looking for devices"))
+        return self.setup_job
+
+    # -- drag and drop --------------------------------------------------------------------------
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if _dropped_model_path(event.mimeData()) is not None and not self.model_panel.is_busy():
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        path = _dropped_model_path(event.mimeData())
+        if path is None:
+            event.ignore()
+            return
+        event.acceptProposedAction()
+        self.open_source(str(path))
+
+    def open_source(self, source: str) -> None:
+        """Show the Model step with ``source`` chosen, and load it."""
+        self.nav.setCurrentRow(0)
+        self.model_panel.set_source(source)
+        self.model_panel.load()
+
+    # -- state ---------------------------------------------------------------------------------
+    def _on_model_loaded(self, result: Any) -> None:
+        self.setWindowTitle(f"{Path(result.loaded.source).name or result.loaded.source} "
+                            f"({result.summary.architecture})")
+        self.settings.setValue("model/last_source", self.model_panel.source())
+        self.settings.setValue("model/task", self.model_panel.task())
+
+    def _restore_state(self, source: str | None) -> None:
+        geometry = self.settings.value("window/geometry")
+        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1280, 820)
+        splitter = self.settings.value("window/model_splitter")
+        if isinstance(splitter, QByteArray):
+            self.model_panel.splitter.restoreState(splitter)
+        last = self.settings.value("model/last_source")
+        if source or last:
+            self.model_panel.set_source(source or str(last))
+        task = self.settings.value("model/task")
+        if task:
+            self.model_panel.set_task(str(task))
+
+    def save_state(self) -> None:
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/model_splitter", self.model_panel.splitter.saveState())
+        self.settings.setValue("model/last_source", self.model_panel.source())
+        self.settings.setValue("model/task", self.model_panel.task())
+        self.settings.sync()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.save_state()
+        for job in (self.model_panel.job, self.setup_job):
+            if job is not None and job.is_running():
+                job.cancel()
+                job.wait()
+        super().closeEvent(event)

@@ -1,0 +1,88 @@
+"""Take a screenshot of the main window with a model loaded (used by ``make screenshots``).
+
+    xvfb-run -a python -m gui.screenshot --source bundled:smollm2-135m --out docs/screenshots/model.png
+
+Starts the app, waits for the device list, loads the model, waits until it is shown, grabs the
+window to a PNG and quits.  Exit code 0 on success, 1 if loading failed or timed out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, QTimer
+
+from gui.app import create_app
+
+
+def use_color_scheme(app, scheme: str) -> None:
+    """Ask the platform for a light/dark palette; where it cannot (Xvfb has no theme), simulate
+    one from a single window colour, so the grab shows how the app looks on such a desktop."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QColor, QPalette
+
+    wanted = Qt.ColorScheme.Dark if scheme == "dark" else Qt.ColorScheme.Light
+    app.styleHints().setColorScheme(wanted)
+    if app.styleHints().colorScheme() != wanted:
+        app.setPalette(QPalette(QColor(0x35, 0x35, 0x35) if scheme == "dark" else QColor(0xEF, 0xEF, 0xEF)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", default=None, help="model to load (default: the bundled model)")
+    parser.add_argument("--out", required=True, type=Path, help="PNG file to write")
+    parser.add_argument("--size", default="1280x820", help="window size WIDTHxHEIGHT")
+    parser.add_argument("--step", default="Model", help="step to show in the grab (Model, Pipeline, …)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the model")
+    parser.add_argument("--color-scheme", choices=("system", "light", "dark"), default="system",
+                        help="ask the platform for a light or dark palette (Qt 6.8+)")
+    args = parser.parse_args(argv)
+
+    app = create_app([sys.argv[0]])
+    if args.color_scheme != "system":
+        use_color_scheme(app, args.color_scheme)
+    import gui.panels.model_panel as model_panel
+    from core.bundled import DEFAULT_MODEL
+    from gui.main_window import STEPS, MainWindow
+
+    exit_code = {"value": 1}
+    started = time.monotonic()
+
+    def fail(exc: BaseException, parent=None, action=None) -> None:
+        print(f"screenshot: {action or 'loading'} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        app.quit()
+
+    model_panel.show_error = fail  # no modal dialog to block an unattended run
+
+    # A throw-away settings file: the grab does not depend on, or change, the user's window state.
+    scratch = tempfile.TemporaryDirectory(prefix="compression-studio-shot-")
+    settings = QSettings(str(Path(scratch.name) / "settings.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(source=args.source or DEFAULT_MODEL, settings=settings)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    window.resize(width, height)
+    window.show()
+
+    def grab() -> None:
+        window.nav.setCurrentRow(STEPS.index(args.step))
+        app.processEvents()
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        if window.grab().save(str(args.out)):
+            print(f"screenshot: {args.out} after {time.monotonic() - started:.1f} s", flush=True)
+            exit_code["value"] = 0
+        app.quit()
+
+    window.model_panel.model_loaded.connect(lambda _: QTimer.singleShot(500, grab))
+    setup = window.start_background_setup()
+    setup.done.connect(window.model_panel.load)  # load once the device list is there
+    QTimer.singleShot(int(args.timeout * 1000), lambda: fail(TimeoutError(f"no model after {args.timeout:.0f} s")))
+    app.exec()
+    scratch.cleanup()
+    return exit_code["value"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""Run a core job (a generator of events) in a QThread and hand its events to the GUI thread.
+
+The recipe (ARCHITECTURE pattern 3): the worker has no parent and is moved to a fresh QThread;
+``thread.started`` runs it; when it is done, ``thread.quit`` and ``worker.deleteLater`` run, and
+``thread.finished`` deletes the thread; the application's ``aboutToQuit`` cancels and waits.
+The worker never touches widgets: it only emits signals.
+
+A job is cancelled by closing its generator between two events (every ``yield`` is a cancel
+point; ``job.close()`` lets the engine clean up in its ``finally`` blocks).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Generator
+from typing import Any
+
+from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, Signal, Slot
+from shiboken6 import isValid
+
+from core.events import Progress  # plain dataclasses: no torch
+
+JobFactory = Callable[[], Generator[Any, None, Any]]
+MIN_PROGRESS_STEP = 0.001  # forward a Progress event only when it moved at least 0.1% ...
+UNKNOWN_TOTAL_INTERVAL_S = 0.1  # ... or, when its total is unknown, at most this often
+
+
+class JobWorker(QObject):
+    """Runs ``job_factory()`` to the end in whatever thread it lives in, emitting what happens.
+
+    Exactly one of ``finished(result)``, ``errored(exception)`` or ``cancelled()`` is emitted,
+    then ``done()`` (used to stop the thread).
+    """
+
+    event = Signal(object)
+    finished = Signal(object)
+    errored = Signal(object)
+    cancelled = Signal()
+    done = Signal()
+
+    def __init__(self, job_factory: JobFactory):
+        super().__init__()  # no parent: it is moved to its own thread
+        self._job_factory = job_factory
+        self._cancel = threading.Event()
+        self._last_stage: str | None = None
+        self._last_fraction = -1.0
+        self._last_time = 0.0
+
+    def cancel(self) -> None:
+        """Ask the job to stop at its next event (safe to call from any thread)."""
+        self._cancel.set()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel.is_set()
+
+    def _worth_forwarding(self, event: Any) -> bool:
+        if not isinstance(event, Progress):
+            return True
+        now = time.monotonic()
+        fraction = event.fraction
+        forward = (event.stage != self._last_stage
+                   or abs(fraction - self._last_fraction) >= MIN_PROGRESS_STEP
+                   or (fraction >= 1.0 > self._last_fraction)
+                   or (not event.total and now - self._last_time >= UNKNOWN_TOTAL_INTERVAL_S))
+        if forward:
+            self._last_stage, self._last_fraction, self._last_time = event.stage, fraction, now
+        return forward
+
+    @Slot()
+    def run(self) -> None:
+        job = None
+        try:
+            job = self._job_factory()
+            while True:
+                if self._cancel.is_set():
+                    job.close()  # the cancel point: the engine's finally blocks clean up
+                    self.cancelled.emit()
+                    return
+                try:
+                    event = next(job)
+                except StopIteration as stop:
+                    result = stop.value
+                    break
+                if self._worth_forwarding(event):
+                    self.event.emit(event)
+            if self._cancel.is_set():  # cancelled while the last step ran: the user asked to drop it
+                self.cancelled.emit()
+            else:
+                self.finished.emit(result)
+        except BaseException as exc:  # one error path: every failure reaches the GUI's handler
+            if job is not None:
+                job.close()
+            self.errored.emit(exc)
+        finally:
+            self.done.emit()
+
+
+class JobHandle(QObject):
+    """The GUI thread's handle on a running job: relays the worker's signals, cancels, waits.
+
+    Its signals are emitted in the GUI thread, so any callable (even a lambda) connected to them
+    runs there; connect before :meth:`start`, or pass callbacks to :func:`start_job`.
+    """
+
+    event = Signal(object)
+    finished = Signal(object)
+    errored = Signal(object)
+    cancelled = Signal()
+    done = Signal()
+
+    _running: set[JobHandle] = set()  # keeps Python references while threads run (GUI thread only)
+
+    def __init__(self, job_factory: JobFactory):
+        super().__init__()
+        self.worker = JobWorker(job_factory)
+        self.thread = QThread()
+        self.worker.moveToThread(self.thread)
+        self.thread.started.connect(self.worker.run)
+        self.worker.done.connect(self.thread.quit, Qt.ConnectionType.DirectConnection)
+        self.worker.done.connect(self.worker.deleteLater)
+        self.thread.finished.connect(self._on_thread_finished)
+        self.thread.finished.connect(self.thread.deleteLater)
+        # Relays: these slots belong to a QObject of the GUI thread, so Qt queues them there.
+        self.worker.event.connect(self._relay_event)
+        self.worker.finished.connect(self._relay_finished)
+        self.worker.errored.connect(self._relay_errored)
+        self.worker.cancelled.connect(self._relay_cancelled)
+        self._started = False
+        self._done = False
+
+    def start(self) -> JobHandle:
+        app = QCoreApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.cancel_and_wait)
+        JobHandle._running.add(self)
+        self._started = True
+        self.thread.start()
+        return self
+
+    def cancel(self) -> None:
+        if not self._done:
+            self.worker.cancel()
+
+    def is_running(self) -> bool:
+        return self._started and not self._done
+
+    def wait(self, timeout_ms: int = -1) -> bool:
+        """Block until the thread ended (True) or the timeout passed (False)."""
+        if self._done or not self._started or not isValid(self.thread):
+            return True
+        return self.thread.wait(timeout_ms) if timeout_ms >= 0 else self.thread.wait()
+
+    @Slot()
+    def cancel_and_wait(self) -> None:
+        self.cancel()
+        self.wait()
+
+    @Slot(object)
+    def _relay_event(self, event: Any) -> None:
+        self.event.emit(event)
+
+    @Slot(object)
+    def _relay_finished(self, result: Any) -> None:
+        self.finished.emit(result)
+
+    @Slot(object)
+    def _relay_errored(self, exc: BaseException) -> None:
+        self.errored.emit(exc)
+
+    @Slot()
+    def _relay_cancelled(self) -> None:
+        self.cancelled.emit()
+
+    @Slot()
+    def _on_thread_finished(self) -> None:
+        self._done = True
+        app = QCoreApplication.instance()
+        if app is not None:
+            try:
+                app.aboutToQuit.disconnect(self.cancel_and_wait)
+            except (RuntimeError, TypeError):
+                pass
+        JobHandle._running.discard(self)
+        self.done.emit()
+
+
+def start_job(job_factory: JobFactory, *, on_event: Callable[[Any], None] | None = None,
+              on_finished: Callable[[Any], None] | None = None,
+              on_errored: Callable[[BaseException], None] | None = None,
+              on_cancelled: Callable[[], None] | None = None,
+              on_done: Callable[[], None] | None = None) -> JobHandle:
+    """Start ``job_factory()`` in a new thread and return its handle; callbacks run in the GUI thread."""
+    handle = JobHandle(job_factory)
+    for signal, callback in ((handle.event, on_event), (handle.finished, on_finished),
+                             (handle.errored, on_errored), (handle.cancelled, on_cancelled),
+                             (handle.done, on_done)):
+        if callback is not None:
+            signal.connect(callback)
+    return handle.start()
+
+
+def call_as_job(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Generator[Any, None, Any]:
+    """Wrap a plain (slow) call as a job without events, so it can run in a JobWorker."""
+    if False:  # pragma: no cover - the yield makes this a generator
+        yield
+    return function(*args, **kwargs)
