@@ -136,8 +136,7 @@ def run_recipe(recipe: Recipe, output_dir: str | Path, *, overwrite: bool = Fals
         ctx.step_index = index
         yield Log(f"Step {index + 1}: {info.title}")
         step_started = time.perf_counter()
-        with torch.no_grad():
-            report = yield from info.handler(model, step.config, ctx)
+        report = yield from info.handler(model, step.config, ctx)  # handlers choose their own grad mode
         record = {"index": index, **step.to_dict(), "seconds": time.perf_counter() - step_started, **report.to_dict()}
         steps.append(record)
         nonzero = inspect_model(model, with_layers=False).nonzero_parameters

@@ -167,3 +167,26 @@ def test_human_bytes():
     assert human_bytes(999) == "999 B"
     assert human_bytes(1536) == "1.5 KB"
     assert human_bytes(98_362_432) == "98.4 MB"
+
+
+@pytest.mark.parametrize("error_name, expected", [
+    ("RepositoryNotFoundError", "does not exist on the Hugging Face hub"),
+    ("GatedRepoError", "is gated"),
+])
+def test_hub_errors_are_translated(error_name, expected):
+    """What a person sees when online and the id is wrong or gated (the hub cannot be reached here)."""
+    import huggingface_hub.errors as hub_errors
+
+    from core.hub import _explain
+
+    error_cls = getattr(hub_errors, error_name)
+    exc = error_cls.__new__(error_cls)
+    Exception.__init__(exc, "404 Client Error")
+    assert expected in str(_explain("owner/missing", exc))
+
+
+def test_hub_unreachable_is_translated():
+    from core.hub import _explain
+
+    message = str(_explain("owner/name", OSError("[Errno -2] Name or service not known")))
+    assert "cannot reach the Hugging Face hub" in message

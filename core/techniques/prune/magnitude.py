@@ -58,19 +58,19 @@ def apply_magnitude_prune(model, config: MagnitudePruneConfig, ctx):
     threshold = global_threshold([m.weight for _, m in layers], config.sparsity) if config.scope == "global" else None
     meter = ProgressMeter("Magnitude pruning", len(layers), ctx.step_index)
     rows, zeros, total = [], 0, 0
-    with torch.no_grad():
-        for index, (name, module) in enumerate(layers):
-            weight = module.weight
+    for index, (name, module) in enumerate(layers):
+        weight = module.weight
+        with torch.no_grad():
             mask = (weight.abs() > threshold) if threshold is not None else magnitude_mask(weight, config.sparsity)
             weight.mul_(mask)
-            layer_zeros = int(weight.numel() - torch.count_nonzero(weight))
-            zeros, total = zeros + layer_zeros, total + weight.numel()
-            sparsity = layer_zeros / weight.numel()
-            rows.append({"layer": name, "sparsity": sparsity, "params": weight.numel()})
-            yield LayerStat(name, "sparsity", sparsity, ctx.step_index)
-            event = meter.update(index + 1)
-            if event:
-                yield event
+        layer_zeros = int(weight.numel() - torch.count_nonzero(weight))
+        zeros, total = zeros + layer_zeros, total + weight.numel()
+        sparsity = layer_zeros / weight.numel()
+        rows.append({"layer": name, "sparsity": sparsity, "params": weight.numel()})
+        yield LayerStat(name, "sparsity", sparsity, ctx.step_index)
+        event = meter.update(index + 1)
+        if event:
+            yield event
     achieved = zeros / total if total else 0.0
     return StepReport(
         summary=f"Pruned {len(layers)} layers to {achieved:.1%} zeros by magnitude ({config.scope}).",
