@@ -33,7 +33,7 @@ class JobWorker(QObject):
     then ``done()`` (used to stop the thread).
     """
 
-    event = Signal(object)
+    job_event = Signal(object)
     finished = Signal(object)
     errored = Signal(object)
     cancelled = Signal()
@@ -84,7 +84,7 @@ class JobWorker(QObject):
                     result = stop.value
                     break
                 if self._worth_forwarding(event):
-                    self.event.emit(event)
+                    self.job_event.emit(event)
             if self._cancel.is_set():  # cancelled while the last step ran: the user asked to drop it
                 self.cancelled.emit()
             else:
@@ -104,7 +104,7 @@ class JobHandle(QObject):
     runs there; connect before :meth:`start`, or pass callbacks to :func:`start_job`.
     """
 
-    event = Signal(object)
+    job_event = Signal(object)
     finished = Signal(object)
     errored = Signal(object)
     cancelled = Signal()
@@ -123,7 +123,7 @@ class JobHandle(QObject):
         self.thread.finished.connect(self._on_thread_finished)
         self.thread.finished.connect(self.thread.deleteLater)
         # Relays: these slots belong to a QObject of the GUI thread, so Qt queues them there.
-        self.worker.event.connect(self._relay_event)
+        self.worker.job_event.connect(self._relay_event)
         self.worker.finished.connect(self._relay_finished)
         self.worker.errored.connect(self._relay_errored)
         self.worker.cancelled.connect(self._relay_cancelled)
@@ -159,7 +159,7 @@ class JobHandle(QObject):
 
     @Slot(object)
     def _relay_event(self, event: Any) -> None:
-        self.event.emit(event)
+        self.job_event.emit(event)
 
     @Slot(object)
     def _relay_finished(self, result: Any) -> None:
@@ -193,7 +193,7 @@ def start_job(job_factory: JobFactory, *, on_event: Callable[[Any], None] | None
               on_done: Callable[[], None] | None = None) -> JobHandle:
     """Start ``job_factory()`` in a new thread and return its handle; callbacks run in the GUI thread."""
     handle = JobHandle(job_factory)
-    for signal, callback in ((handle.event, on_event), (handle.finished, on_finished),
+    for signal, callback in ((handle.job_event, on_event), (handle.finished, on_finished),
                              (handle.errored, on_errored), (handle.cancelled, on_cancelled),
                              (handle.done, on_done)):
         if callback is not None:

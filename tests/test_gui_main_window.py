@@ -150,7 +150,7 @@ def test_worker_events_arrive_in_order_and_finished_carries_result(qtbot):
 
     # Synchronously, no thread: the worker's own logic.
     worker, got = JobWorker(job), []
-    worker.event.connect(got.append)
+    worker.job_event.connect(got.append)
     worker.finished.connect(got.append)
     worker.run()
     assert got == [*sent, {"answer": 42}]
@@ -172,7 +172,7 @@ def test_worker_throttles_progress(qtbot):
         yield Progress("next stage", 0, 5)
 
     worker, got = JobWorker(job), []
-    worker.event.connect(got.append)
+    worker.job_event.connect(got.append)
     worker.run()
     assert 900 <= len(got) <= 1_002
     assert got[-2].fraction == 1.0 and got[-1].stage == "next stage"
@@ -204,7 +204,7 @@ def test_cancel_running_job_closes_generator_and_emits_cancelled(qtbot):
     worker_cancelled, errors, finished = [], [], []
     handle = start_job(endless, on_errored=errors.append, on_finished=finished.append)
     handle.worker.cancelled.connect(lambda: worker_cancelled.append(True))
-    with qtbot.waitSignal(handle.event, timeout=10_000):
+    with qtbot.waitSignal(handle.job_event, timeout=10_000):
         pass
     with qtbot.waitSignal(handle.cancelled, timeout=10_000):
         handle.cancel()
