@@ -24,16 +24,6 @@ SAMPLE_TEXT = (
 ) * 4
 
 
-def run_job(job):
-    """Collect a job's events and its return value."""
-    events = []
-    while True:
-        try:
-            events.append(next(job))
-        except StopIteration as stop:
-            return events, stop.value
-
-
 @pytest.fixture
 def windows(tiny_tokenizer):
     ids = tiny_tokenizer(SAMPLE_TEXT, add_special_tokens=False, return_tensors="pt").input_ids[0]

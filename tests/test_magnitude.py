@@ -13,6 +13,7 @@ from core.techniques.prune.magnitude import (
     global_threshold,
     magnitude_mask,
 )
+from tests.helpers import collect
 
 
 def test_mask_drops_exactly_the_smallest():
@@ -43,14 +44,7 @@ def test_global_threshold_spans_layers():
 def test_handler_prunes_targets_not_head(tiny_llama, tiny_tokenizer):
     head_before = tiny_llama.lm_head.weight.clone()
     ctx = RunContext(Recipe(), tiny_tokenizer, "cpu")
-    job = apply_magnitude_prune(tiny_llama, MagnitudePruneConfig(sparsity=0.5), ctx)
-    events = []
-    while True:
-        try:
-            events.append(next(job))
-        except StopIteration as stop:
-            report = stop.value
-            break
+    events, report = collect(apply_magnitude_prune(tiny_llama, MagnitudePruneConfig(sparsity=0.5), ctx))
     stats = [e for e in events if isinstance(e, LayerStat)]
     assert len(stats) == 14  # 2 layers x 7 Linears
     assert all(abs(s.value - 0.5) < 1e-3 for s in stats)
