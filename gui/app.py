@@ -76,9 +76,24 @@ def install_excepthook(window) -> None:
     sys.excepthook = hook
 
 
+def missing_display_message(env: dict[str, str] | None = None, platform: str = sys.platform) -> str | None:
+    """On Linux with no screen to draw on, say what to do instead of letting Qt abort."""
+    env = dict(os.environ if env is None else env)
+    if not platform.startswith("linux") or env.get("QT_QPA_PLATFORM") or env.get("DISPLAY") \
+            or env.get("WAYLAND_DISPLAY"):
+        return None
+    return ("compression-studio: no display found (DISPLAY and WAYLAND_DISPLAY are unset). Run it on a desktop, "
+            "under a virtual screen (`xvfb-run -a make run`), or use the command line: "
+            "`.venv/bin/compression-studio-cli --help`.")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     args, qt_args = parse_args(argv[1:])
+    problem = None if "-platform" in qt_args else missing_display_message()
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     app = create_app([argv[0] if argv else "compression-studio", *qt_args])
 
     from gui.main_window import MainWindow

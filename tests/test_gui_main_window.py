@@ -254,3 +254,12 @@ def test_smoke_test_flag_shows_window_and_exits_zero():
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "window shown" in done.stdout
+
+
+def test_no_display_gives_a_clear_message_not_a_crash():
+    from gui.app import missing_display_message
+
+    assert "xvfb-run" in missing_display_message({}, "linux")
+    assert missing_display_message({"DISPLAY": ":0"}, "linux") is None
+    assert missing_display_message({"QT_QPA_PLATFORM": "offscreen"}, "linux") is None
+    assert missing_display_message({}, "darwin") is None
