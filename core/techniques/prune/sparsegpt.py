@@ -1,0 +1,157 @@
+"""SparseGPT: one-shot pruning with error compensation (Frantar & Alistarh, 2023).
+
+For each Linear, with the layer-wise Hessian H = (2/n) Σ x xᵀ of its calibration inputs, the
+columns are visited left to right.  Each pruned weight's error is spread over the not-yet-visited
+weights of its row using the upper Cholesky factor of H⁻¹ (the Optimal Brain Surgeon update), so
+the layer's output ``W X`` changes as little as possible.  The mask is chosen adaptively while
+going: per block of columns (unstructured) or per group of M columns (N:M), from the already
+updated weights, by the OBS saliency w² / [H⁻¹]_jj².  The math is :func:`sparsegpt_prune`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from core.calibration import HessianStats
+from core.errors import RecipeError, StudioError
+from core.params import param
+from core.registry import Needs, StepReport, register
+from core.targets import DEFAULT_IGNORE, DEFAULT_TARGETS
+from core.techniques.prune.masks import (
+    PATTERN_HELP,
+    PATTERNS,
+    PRUNE_NOTES,
+    check_nm_width,
+    check_targets,
+    nm_mask,
+    parse_pattern,
+    prune_blockwise,
+)
+
+
+@dataclass
+class SparseGPTConfig:
+    sparsity: float = param(0.5, "Share of weights set to zero in each targeted layer (0.5 = half). "
+                            "Ignored for the 2:4 and 4:8 patterns, which are always 50%.",
+                            minimum=0.0, maximum=1.0, exclusive_maximum=True)
+    pattern: str = param("unstructured", PATTERN_HELP, choices=PATTERNS)
+    block_size: int = param(128, "Columns processed together: the unstructured mask is chosen per block, "
+                            "and the error update is applied lazily to later blocks. 128 is the paper's value.",
+                            minimum=8, maximum=4096)
+    dampening: float = param(0.01, "Added to the Hessian's diagonal as a share of its mean, for numerical "
+                             "stability (0.01 = 1%). Raise it if a layer fails to factorise.",
+                             minimum=0.0, maximum=1.0, exclusive_minimum=True)
+    targets: list = param(list(DEFAULT_TARGETS), "Layer name patterns to prune (shell globs, or re:regex).")
+    ignore: list = param(list(DEFAULT_IGNORE), "Layer name patterns never pruned (the output head by default).")
+
+    def validate(self) -> None:
+        """Reject settings that cannot mean anything (RecipeError with the reason)."""
+        _, m = parse_pattern(self.pattern)
+        if m and self.block_size % m:
+            raise RecipeError(f"block_size {self.block_size} must be a multiple of {m} for the "
+                              f"{self.pattern} pattern, so groups never straddle two blocks")
+        check_targets(self.targets, self.ignore)
+
+
+def _inverse_cholesky(hessian: torch.Tensor, percdamp: float) -> torch.Tensor:
+    """Upper Cholesky factor of (H + λI)⁻¹ with λ = percdamp · mean(diag H); more damping if needed."""
+    damp = percdamp * torch.mean(torch.diag(hessian))
+    eye = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
+    for _ in range(4):
+        lower, info = torch.linalg.cholesky_ex(hessian + damp * eye)
+        if int(info) == 0:
+            upper, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(lower), upper=True)
+            if int(info) == 0:
+                return upper
+        damp = damp * 10
+    raise StudioError("SparseGPT could not factorise a layer's Hessian even with 1000× the dampening; "
+                      "raise 'dampening' or use more calibration windows")
+
+
+def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float, n: int = 0, m: int = 0,
+                    block_size: int = 128, percdamp: float = 0.01) -> tuple[torch.Tensor, float]:
+    """Prune ``weight`` [out, in] with SparseGPT; return (pruned weight, reconstruction error).
+
+    ``hessian`` is (2/n) Σ x xᵀ over the layer's calibration inputs [in, in].  Unstructured: in
+    every block of ``block_size`` columns, the ``round(sparsity · rows · block)`` weights with the
+    smallest w² / [H⁻¹]_jj² are pruned (one threshold per block over all rows, as the reference
+    implementation does).  N:M (``m > 0``): in every group of ``m`` columns each row keeps the
+    ``n`` weights with the largest saliency.  The math runs in float32 on the weight's device; the
+    result has the weight's dtype.  The error is ‖(W - Ŵ) X‖² / tokens = ½ tr(ΔW H ΔWᵀ), summed
+    over outputs and measured with the undamped Hessian.
+    """
+    rows, columns = weight.shape
+    if m:
+        check_nm_width(columns, m)
+        if block_size % m:
+            raise RecipeError(f"block_size {block_size} must be a multiple of {m} for an N:{m} pattern")
+    original = weight.detach().to(torch.float32)
+    W = original.clone()
+    H = hessian.detach().to(device=W.device, dtype=torch.float32).clone()
+    dead = torch.diag(H) == 0  # inputs that were always zero: their weights can go for free
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    Hinv = _inverse_cholesky(H, percdamp)
+
+    for i1 in range(0, columns, block_size):
+        i2 = min(i1 + block_size, columns)
+        W1 = W[:, i1:i2].clone()
+        Q1 = torch.zeros_like(W1)
+        Err1 = torch.zeros_like(W1)
+        Hinv1 = Hinv[i1:i2, i1:i2]
+        d = torch.diag(Hinv1)
+        prune1 = torch.zeros_like(W1, dtype=torch.bool)
+        if not m:
+            saliency = (W1 ** 2 / d.reshape(1, -1) ** 2).flatten()
+            count = round(sparsity * saliency.numel())
+            if count:
+                prune1.view(-1)[torch.argsort(saliency, stable=True)[:count]] = True
+        for i in range(i2 - i1):
+            if m and i % m == 0:
+                saliency = W1[:, i:i + m] ** 2 / d[i:i + m].reshape(1, -1) ** 2
+                prune1[:, i:i + m] = ~nm_mask(saliency, n, m)
+            w = W1[:, i]
+            q = w.masked_fill(prune1[:, i], 0.0)
+            err = (w - q) / d[i]
+            W1[:, i:] -= err.unsqueeze(1) * Hinv1[i, i:].unsqueeze(0)  # OBS update within the block
+            Q1[:, i] = q
+            Err1[:, i] = err
+        W[:, i1:i2] = Q1
+        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]  # lazy batch update of the columns after the block
+
+    delta = original - W
+    error = 0.5 * float(((delta @ hessian.to(device=W.device, dtype=torch.float32)) * delta).sum())
+    return W.to(weight.dtype), error
+
+
+@register("sparsegpt_prune", title="SparseGPT pruning", family="pruning",
+          summary="Zero weights and adjust the remaining ones to make up for them, using second-order "
+                  "statistics of calibration text. The best quality of the pruning methods here; slower "
+                  "than Wanda (one matrix factorisation per layer). Does not shrink a dense file by itself.",
+          config=SparseGPTConfig, needs=Needs(calibration_data=True))
+def apply_sparsegpt_prune(model, config: SparseGPTConfig, ctx):
+    """Handler: Hessians block by block, SparseGPT on every target Linear, report sparsity and error."""
+    n, m = parse_pattern(config.pattern)
+
+    def prune_linear(_name, linear, stats: HessianStats) -> dict:
+        pruned, error = sparsegpt_prune(linear.weight, stats.hessian, config.sparsity, n, m,
+                                        config.block_size, config.dampening)
+        linear.weight.copy_(pruned)
+        return {"reconstruction_error": error}
+
+    rows, achieved = yield from prune_blockwise(
+        model, ctx, targets=config.targets, ignore=config.ignore, pattern=config.pattern,
+        make_stats=HessianStats, prune_linear=prune_linear, stage="SparseGPT pruning")
+    what = f"{config.pattern} pattern" if m else "unstructured"
+    return StepReport(
+        summary=f"Pruned {len(rows)} layers to {achieved:.1%} zeros with SparseGPT ({what}).",
+        metrics={"sparsity": achieved, "layers": len(rows),
+                 "reconstruction_error": sum(r["reconstruction_error"] for r in rows),
+                 "calibration_tokens": int(ctx.calibration_windows().numel())},
+        layers=rows,
+        notes=PRUNE_NOTES[:1] + (PRUNE_NOTES[1:] if m else []) + [
+            "SparseGPT changes the weights it keeps to compensate for the pruned ones; "
+            "reconstruction_error is each layer's mean squared output change per calibration token "
+            "(‖(W − Ŵ)X‖² / tokens), measured after pruning."])
