@@ -139,6 +139,7 @@ def _cmd_run(args) -> int:
         ppl_text = f", perplexity {ppl:.3f}" if ppl is not None else ""
         print(f"{label:<12} {data['nonzero_parameters']:,} non-zero of {data['parameters']:,} parameters, "
               f"{data['bytes_on_disk'] / 1e6:.1f} MB on disk{ppl_text}")
+        print(f"{'':<12} (on disk: {data['on_disk_is']})")
     if report.get("comparison"):
         print(f"KL to original {report['comparison']['kl_per_token']:.4f} nats/token, "
               f"top-1 agreement {report['comparison']['top1_agreement']:.1%}")

@@ -127,6 +127,7 @@ def run_recipe(recipe: Recipe, output_dir: str | Path, *, overwrite: bool = Fals
     model, tokenizer = loaded.model, loaded.tokenizer
     eval_windows = _evaluation_windows(recipe, tokenizer)
     before = yield from _measure(model, tokenizer, recipe, eval_windows, "before", loaded.source_path)
+    before["on_disk_is"] = f"the source weights as stored ({loaded.source_path.name}, {loaded.kind})"
     teacher = copy.deepcopy(model) if (recipe.evaluation.kl_to_teacher and eval_windows is not None) else None
     ctx = RunContext(recipe, tokenizer, device, teacher=teacher)
 
@@ -162,6 +163,7 @@ def run_recipe(recipe: Recipe, output_dir: str | Path, *, overwrite: bool = Fals
     with atomic_folder(output, overwrite) as folder:
         write_model_files(folder, model, tokenizer)
         after["bytes_on_disk"] = folder_weight_bytes(folder)
+        after["on_disk_is"] = f"the saved folder's weight files (safetensors, {after['dtype']})"
         report["seconds"] = time.perf_counter() - started
         write_run_files(folder, recipe.to_yaml(), report)
     yield Metric("bytes_on_disk/after", float(after["bytes_on_disk"]))

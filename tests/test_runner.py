@@ -49,6 +49,7 @@ def test_run_end_to_end(tmp_path, recipe, tiny_llama_dir, text_file, tiny_tokeni
     assert report["before"]["perplexity"]["perplexity"] != report["after"]["perplexity"]["perplexity"]
     saved = json.loads((out / "report.json").read_text())
     assert saved["after"]["bytes_on_disk"] == (out / "model.safetensors").stat().st_size
+    assert "safetensors" in saved["after"]["on_disk_is"] and "folder" in saved["before"]["on_disk_is"]
     assert saved["steps"][0]["technique"] == "magnitude_prune" and saved["steps"][0]["notes"]
     assert load_recipe(out / "recipe.yaml").to_dict() == recipe.to_dict()
     assert folder_digest(tiny_llama_dir) == source_before
