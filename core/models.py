@@ -26,8 +26,9 @@ from typing import Any
 from core import paths
 from core.background import iter_blocking
 from core.bundled import bundled_model_file
-from core.errors import ModelLoadError
+from core.errors import ModelLoadError, StudioError
 from core.events import Log
+from core.formats import get_format, read_manifest
 
 TASKS = ("causal-lm", "sequence-classification")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -103,11 +104,17 @@ def _load_folder(folder: Path, task: str, trust_remote_code: bool):
         raise ModelLoadError(f"{folder} needs its own Python code to load (auto_map in config.json); allow "
                              "'trust remote code' for this model only if you trust its authors")
     has_safetensors = any(p.suffix == ".safetensors" for p in weights)
+    manifest = read_manifest(folder)
     try:
-        model = _auto_class(task).from_pretrained(
-            folder, trust_remote_code=trust_remote_code, use_safetensors=has_safetensors, weights_only=True,
-            dtype="auto")
+        if manifest is not None:
+            model = get_format(manifest["format"]).load(folder, task)
+        else:
+            model = _auto_class(task).from_pretrained(
+                folder, trust_remote_code=trust_remote_code, use_safetensors=has_safetensors, weights_only=True,
+                dtype="auto")
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except StudioError:
+        raise
     except Exception as exc:  # transformers raises many types; translate the ones a person can fix
         raise _explain_load_error(exc, folder) from exc
     return model, tokenizer, sum(p.stat().st_size for p in weights)

@@ -78,8 +78,15 @@ def save_model(model: Any, tokenizer: Any, output_dir: str | Path, *, recipe_yam
 
 
 def write_model_files(folder: Path, model: Any, tokenizer: Any) -> None:
-    """Weights as safetensors, config, generation config and tokenizer."""
-    model.save_pretrained(folder)
+    """Weights (safetensors), config, generation config and tokenizer; compressed formats write a manifest."""
+    from core.formats import get_format, model_format, write_manifest
+
+    mark = model_format(model)
+    if mark is None:
+        model.save_pretrained(folder)
+    else:
+        get_format(mark["format"]).save(model, folder)
+        write_manifest(folder, mark)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
 

@@ -1,0 +1,86 @@
+"""Saved formats beyond plain transformers: the extension point for techniques that replace modules.
+
+Most results save with ``save_pretrained`` and load in plain ``transformers``.  A technique whose
+modules transformers does not know (packed low-bit weights, factorized Linears, shared layers)
+registers a :class:`SavedFormat` and marks the model with :func:`mark_format`.  Saving then calls the
+format's ``save``; the folder gets a ``compression_studio.json`` manifest naming the format; our
+loader (``core.models``) sees the manifest and calls the format's ``load``.  Whether plain
+transformers can also load the folder is part of the format, so the app can say so honestly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.errors import ModelLoadError
+
+MANIFEST = "compression_studio.json"
+MANIFEST_VERSION = 1
+_FORMAT_ATTRIBUTE = "_compression_studio_format"
+
+
+@dataclass(frozen=True)
+class SavedFormat:
+    """How to write and read back one kind of compressed model folder."""
+
+    name: str
+    description: str
+    save: Callable[[Any, Path], None]  # (model, folder): write weights + config into folder
+    load: Callable[[Path, str], Any]  # (folder, task) -> model, compressed modules intact and re-marked
+    plain_transformers: bool = False  # True if AutoModel*.from_pretrained also loads the folder
+    notes: list[str] = field(default_factory=list)
+
+
+_FORMATS: dict[str, SavedFormat] = {}
+
+
+def register_format(saved_format: SavedFormat) -> SavedFormat:
+    """Make a format known to the loader and the saver (call at import time of the technique)."""
+    _FORMATS[saved_format.name] = saved_format
+    return saved_format
+
+
+def get_format(name: str) -> SavedFormat:
+    if name not in _FORMATS:
+        from core.registry import techniques
+
+        techniques()  # importing the techniques registers their formats
+    if name not in _FORMATS:
+        raise ModelLoadError(f"this folder was saved in the format {name!r}, which this version of the app "
+                             f"does not know (known: {', '.join(sorted(_FORMATS)) or 'none'}); update the app")
+    return _FORMATS[name]
+
+
+def mark_format(model: Any, name: str, **details: Any) -> None:
+    """Record on the model that it must be saved in format ``name`` (with details for the manifest)."""
+    setattr(model, _FORMAT_ATTRIBUTE, {"format": name, **details})
+
+
+def model_format(model: Any) -> dict[str, Any] | None:
+    """The format mark set by :func:`mark_format`, or None for a plain transformers model."""
+    return getattr(model, _FORMAT_ATTRIBUTE, None)
+
+
+def write_manifest(folder: Path, mark: dict[str, Any]) -> None:
+    saved_format = get_format(mark["format"])
+    manifest = {"version": MANIFEST_VERSION, **mark, "plain_transformers": saved_format.plain_transformers,
+                "description": saved_format.description}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    """The folder's manifest, or None if it is a plain transformers folder."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path} is damaged ({exc}); the model folder cannot be read") from exc
+    if not isinstance(manifest, dict) or "format" not in manifest:
+        raise ModelLoadError(f"{path} does not name a format; the model folder is damaged")
+    return manifest

@@ -1,0 +1,62 @@
+"""The saved-format extension point: a marked model saves with its format and our loader reads it back."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from core import formats
+from core.errors import ModelLoadError
+from core.models import load_model
+from core.saving import save_model
+
+
+@pytest.fixture
+def halved_format(monkeypatch):
+    """A toy format that stores weights halved and doubles them on load (so a plain load would differ)."""
+
+    def save(model, folder):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(0.5)
+        model.save_pretrained(folder)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(2.0)
+
+    def load(folder, task):
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(2.0)
+        formats.mark_format(model, "test-halved")
+        return model
+
+    saved_format = formats.SavedFormat("test-halved", "weights stored halved (test only)", save, load)
+    monkeypatch.setitem(formats._FORMATS, "test-halved", saved_format)
+    return saved_format
+
+
+def test_marked_model_round_trips_through_its_format(tmp_path, tiny_llama, tiny_tokenizer, halved_format):
+    formats.mark_format(tiny_llama, "test-halved", note="kept in the manifest")
+    out = save_model(tiny_llama, tiny_tokenizer, tmp_path / "out")
+    manifest = json.loads((out / formats.MANIFEST).read_text())
+    assert manifest["format"] == "test-halved" and manifest["note"] == "kept in the manifest"
+    assert manifest["plain_transformers"] is False
+    loaded = load_model(str(out))
+    ids = torch.tensor([[1, 2, 3]])
+    assert torch.allclose(loaded.model(ids).logits, tiny_llama(ids).logits, atol=1e-6)
+    assert formats.model_format(loaded.model)["format"] == "test-halved"
+
+
+def test_unknown_format_is_a_clear_error(tmp_path, tiny_llama_dir):
+    (tiny_llama_dir / formats.MANIFEST).write_text(json.dumps({"format": "from-the-future"}))
+    with pytest.raises(ModelLoadError, match="does not know"):
+        load_model(str(tiny_llama_dir))
+
+
+def test_damaged_manifest_is_a_clear_error(tiny_llama_dir):
+    (tiny_llama_dir / formats.MANIFEST).write_text("{not json")
+    with pytest.raises(ModelLoadError, match="damaged"):
+        load_model(str(tiny_llama_dir))
