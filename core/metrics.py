@@ -105,3 +105,18 @@ def predict_labels(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str],
                    max_length: int = 256) -> list[int]:
     """:func:`iter_predict_labels` without the progress events."""
     return drain(iter_predict_labels(model, tokenizer, texts, batch_size, max_length))
+
+
+def align_predictions(predicted: Sequence[int], id2label: dict | None, label_names: Sequence[str]) -> list[int]:
+    """Map a classifier's output ids onto the dataset's label ids by label name.
+
+    A fine-tuned model has its own ``id2label`` (e.g. 0 = "rotten"), while a dataset numbers its
+    labels in sorted order (0 = "fresh").  When every dataset label is one of the model's label
+    names (ignoring case), predictions are translated by name; otherwise the ids are taken as they
+    are (a model trained on these very ids, or generic LABEL_0/LABEL_1 names).
+    """
+    model_names = {int(i): str(name).lower() for i, name in (id2label or {}).items()}
+    data_ids = {name.lower(): index for index, name in enumerate(label_names)}
+    if not data_ids or not set(data_ids) <= set(model_names.values()):
+        return list(predicted)
+    return [data_ids.get(model_names.get(p, ""), p) for p in predicted]

@@ -76,10 +76,11 @@ def _measure(model, tokenizer, recipe: Recipe, eval_windows, label: str, on_disk
         yield Log(f"Perplexity {label}: {ppl.perplexity:.3f} over {ppl.tokens} tokens")
     if recipe.model.task == "sequence-classification":
         from core.data import load_labelled
-        from core.metrics import classification_metrics, iter_predict_labels
+        from core.metrics import align_predictions, classification_metrics, iter_predict_labels
 
         data = load_labelled(recipe.data.labelled, recipe.data.text_column, recipe.data.label_column, recipe.seed)
         predicted = yield from iter_predict_labels(model, tokenizer, data.test.texts)
+        predicted = align_predictions(predicted, getattr(model.config, "id2label", None), data.label_names)
         scores = classification_metrics(data.test.labels, predicted, data.label_names)
         result["classification"] = scores
         for key in ("accuracy", "macro_f1"):

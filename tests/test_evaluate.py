@@ -226,3 +226,12 @@ def test_generate_samples_with_a_chat_template(tiny_llama, tiny_tokenizer):
     samples = generate_samples(tiny_llama, chat_tokenizer, ["The fox"], max_new_tokens=6, use_chat_template=True,
                                stop_at_eos=False)
     assert samples[0].prompt == "The fox" and samples[0].new_tokens == 6
+
+
+def test_predictions_are_aligned_by_label_name():
+    from core.metrics import align_predictions
+
+    # model: 0 = rotten, 1 = fresh; dataset (sorted): 0 = fresh, 1 = rotten
+    assert align_predictions([0, 1, 1], {0: "rotten", 1: "fresh"}, ["fresh", "rotten"]) == [1, 0, 0]
+    assert align_predictions([0, 1], {0: "LABEL_0", 1: "LABEL_1"}, ["fresh", "rotten"]) == [0, 1]
+    assert align_predictions([0, 1], None, ["fresh", "rotten"]) == [0, 1]
