@@ -35,8 +35,10 @@ bench: data
 
 # Needs Debian's xvfb and the xcb libraries (see README, "Screenshots").
 screenshots: data
-	COMPRESSION_STUDIO_HOME=$$(mktemp -d) xvfb-run -a $(PY) -m gui.screenshot --source bundled:smollm2-135m \
-		--out docs/screenshots/model.png
+	for step in Model Pipeline Run; do \
+		COMPRESSION_STUDIO_HOME=$$(mktemp -d) xvfb-run -a $(PY) -m gui.screenshot --source bundled:smollm2-135m \
+			--step $$step --out docs/screenshots/$$(echo $$step | tr A-Z a-z).png || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) build *.egg-info

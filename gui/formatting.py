@@ -39,3 +39,14 @@ def device_label(name: str, free_bytes: int | None, total_bytes: int | None) -> 
     if total_bytes:
         return f"{name} — {human_bytes(free_bytes)} free of {human_bytes(total_bytes)}"
     return f"{name} — {human_bytes(free_bytes)} free"
+
+
+def format_bytes(count: float | None) -> str:
+    """1536 -> '1.5 KB' (powers of 1000, like core.model_info.human_bytes, without importing torch)."""
+    if count is None:
+        return "—"
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(count) < 1000:
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} TB"

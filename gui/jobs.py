@@ -44,3 +44,10 @@ def probe_environment() -> Generator[Any, None, Environment]:
 
     devices = available_devices()
     return Environment(devices, techniques())
+
+
+def run_pipeline(recipe: Any, output_dir: str, device: str) -> Generator[Any, None, dict]:
+    """Run a recipe with the core runner (imports torch here, in the worker thread)."""
+    from core.runner import run_recipe
+
+    return (yield from run_recipe(recipe, output_dir, device=device))

@@ -1,6 +1,6 @@
 """The main window: the planned flow on the left, its pages on the right.
 
-Only the Model step is built; the other steps show what they will hold.  Nothing here imports
+Model, Pipeline and Run are built; the other steps show what they will hold.  Nothing here imports
 torch at module level: the device list and the techniques are found in a background job that
 :meth:`MainWindow.start_background_setup` starts once the window is on screen.
 """
@@ -11,18 +11,25 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings, QSize, Qt
-from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QPalette
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QPalette, QShortcut
 from PySide6.QtWidgets import QHBoxLayout, QListWidget, QListWidgetItem, QMainWindow, QStackedWidget, QWidget
 
 from gui.errors import show_error
 from gui.panels.model_panel import ModelPanel
+from gui.panels.pipeline_panel import ModelContext, PipelinePanel
 from gui.panels.placeholder import PLANNED, PlaceholderPage
+from gui.panels.run_panel import RunPanel
 from gui.panels.source_picker import is_model_path
 from gui.settings import app_settings
 from gui.worker import JobHandle, start_job
 
 STEPS = ("Model", "Pipeline", "Run", "Compare", "History", "Export")
-LIVE_STEPS = {"Model"}
+LIVE_STEPS = {"Model", "Pipeline", "Run"}
+LIVE_TOOLTIPS = {
+    "Model": "Choose and load the model to compress, and see what it is made of.",
+    "Pipeline": "Choose the compression steps and their settings, the data, and see a pre-flight estimate.",
+    "Run": "Run the pipeline in the background with live plots, progress and a log; cancel at any time.",
+}
 
 
 def _dropped_model_path(mime: Any) -> Path | None:
@@ -40,6 +47,7 @@ class MainWindow(QMainWindow):
         self.setMinimumSize(900, 600)
         self.settings = settings if settings is not None else app_settings()
         self.setup_job: JobHandle | None = None
+        self.environment: Any = None
 
         self.nav = QListWidget()
         self.nav.setToolTip("The steps of compressing a model, top to bottom. Greyed steps are not built yet.")
@@ -47,16 +55,19 @@ class MainWindow(QMainWindow):
         self.nav.setSpacing(2)
         self.stack = QStackedWidget()
         self.model_panel = ModelPanel()
+        self.pipeline_panel = PipelinePanel(self.model_context)
+        self.run_panel = RunPanel(self.run_source)
+        pages = {"Model": self.model_panel, "Pipeline": self.pipeline_panel, "Run": self.run_panel}
         for number, name in enumerate(STEPS, start=1):
             item = QListWidgetItem(f"{number}   {name}")
             item.setData(Qt.ItemDataRole.UserRole, name)
             item.setSizeHint(QSize(0, self.fontMetrics().height() + 16))
             if name in LIVE_STEPS:
-                item.setToolTip("Choose and load the model to compress, and see what it is made of.")
+                item.setToolTip(LIVE_TOOLTIPS[name])
             else:
                 item.setToolTip(f"Coming later: {PLANNED[name]}")
             self.nav.addItem(item)
-            self.stack.addWidget(self.model_panel if name == "Model" else PlaceholderPage(name))
+            self.stack.addWidget(pages.get(name) or PlaceholderPage(name))
         self._grey_planned_steps()
         width = max(self.nav.sizeHintForColumn(0), self.fontMetrics().horizontalAdvance("0   Pipeline")) + 48
         self.nav.setFixedWidth(width)
@@ -69,6 +80,12 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.stack, 1)
         self.setCentralWidget(central)
         self.model_panel.model_loaded.connect(self._on_model_loaded)
+        self.model_panel.device_box.currentIndexChanged.connect(self.pipeline_panel.refresh_availability)
+        self.model_panel.task_box.currentIndexChanged.connect(self.pipeline_panel.refresh_availability)
+        self.pipeline_panel.run_requested.connect(self.run_pipeline)
+        self.pipeline_panel.recipe_loaded.connect(self._on_recipe_loaded)
+        QShortcut(QKeySequence("Ctrl+R"), self, activated=self.run_pipeline)
+        QShortcut(QKeySequence(Qt.Key.Key_Escape), self, activated=self.run_panel.cancel)
         self._restore_state(source)
 
     # -- look ----------------------------------------------------------------------------------
@@ -90,9 +107,38 @@ class MainWindow(QMainWindow):
         """Find devices and techniques in a worker (imports torch); call once the window shows."""
         from gui.jobs import probe_environment
 
-        self.setup_job = start_job(probe_environment, on_finished=self.model_panel.set_environment,
+        self.setup_job = start_job(probe_environment, on_finished=self.set_environment,
                                    on_errored=lambda exc: show_error(exc, self, "Looking for devices"))
         return self.setup_job
+
+    def set_environment(self, environment: Any) -> None:
+        self.environment = environment
+        self.model_panel.set_environment(environment)
+        self.pipeline_panel.set_environment(environment)
+
+    # -- what the Pipeline and Run pages need from the Model page ---------------------------------
+    def model_context(self) -> ModelContext:
+        """The chosen model, its task, the device, free memory, and the summary once that model is loaded."""
+        result = self.model_panel.result
+        device = self.model_panel.device()
+        free = next((d.free_bytes for d in getattr(self.environment, "devices", []) if d.id == device), None)
+        source = self.model_panel.source()
+        summary = result.summary if result is not None and result.loaded.source == source else None
+        return ModelContext(source, self.model_panel.task(), device, summary, free)
+
+    def run_source(self) -> tuple[Any, Path, str]:
+        recipe = self.pipeline_panel.build_recipe()
+        return recipe, self.pipeline_panel.output_dir(recipe), self.model_panel.device()
+
+    def run_pipeline(self) -> JobHandle | None:
+        """Show the Run page and start the pipeline (Ctrl+R anywhere)."""
+        self.nav.setCurrentRow(STEPS.index("Run"))
+        return self.run_panel.run()
+
+    def _on_recipe_loaded(self, recipe: Any) -> None:
+        if recipe.model.source != self.model_context().source:
+            self.model_panel.set_source(recipe.model.source)
+            self.model_panel.set_task(recipe.model.task)
 
     # -- drag and drop --------------------------------------------------------------------------
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
@@ -121,6 +167,7 @@ class MainWindow(QMainWindow):
                             f"({result.summary.architecture})")
         self.settings.setValue("model/last_source", self.model_panel.source())
         self.settings.setValue("model/task", self.model_panel.task())
+        self.pipeline_panel.refresh_availability()
 
     def _restore_state(self, source: str | None) -> None:
         geometry = self.settings.value("window/geometry")
@@ -147,7 +194,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.save_state()
-        for job in (self.model_panel.job, self.setup_job):
+        for job in (self.model_panel.job, self.setup_job, self.run_panel.job):
             if job is not None and job.is_running():
                 job.cancel()
                 job.wait()

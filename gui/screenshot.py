@@ -1,9 +1,13 @@
 """Take a screenshot of the main window with a model loaded (used by ``make screenshots``).
 
     xvfb-run -a python -m gui.screenshot --source bundled:smollm2-135m --out docs/screenshots/model.png
+    xvfb-run -a python -m gui.screenshot --step pipeline --out docs/screenshots/pipeline.png
+    xvfb-run -a python -m gui.screenshot --step run --out docs/screenshots/run.png
 
 Starts the app, waits for the device list, loads the model, waits until it is shown, grabs the
-window to a PNG and quits.  Exit code 0 on success, 1 if loading failed or timed out.
+window to a PNG and quits.  ``--step pipeline`` first sets up a Wanda 50% step with a small
+calibration set; ``--step run`` also starts that run and grabs the window mid-run, once about
+half the layers are pruned.  Exit code 0 on success, 1 if anything failed or timed out.
 """
 
 from __future__ import annotations
@@ -31,6 +35,20 @@ def use_color_scheme(app, scheme: str) -> None:
         app.setPalette(QPalette(QColor(0x35, 0x35, 0x35) if scheme == "dark" else QColor(0xEF, 0xEF, 0xEF)))
 
 
+def prepare_pipeline(window) -> None:
+    """A Wanda 50% step with a small calibration set, as a person would set it up for a first try."""
+    panel = window.pipeline_panel
+    panel.name.setText("Wanda 50% first try")
+    step = panel.add_step("wanda_prune")
+    step.config.sparsity = 0.5
+    panel.step_list.setCurrentRow(0)
+    panel.data_box.data_form.set_value("sequence_length", 128)
+    panel.data_box.data_form.set_value("calibration_windows", 8)
+    panel.data_box.eval_form.set_value("max_windows", 4)
+    panel.recipe_bar.output.setText(str(Path(tempfile.gettempdir()) / "compression-studio-shots"))
+    panel.update_estimate()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default=None, help="model to load (default: the bundled model)")
@@ -56,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"screenshot: {action or 'loading'} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         app.quit()
 
-    model_panel.show_error = fail  # no modal dialog to block an unattended run
+    import gui.panels.pipeline_panel as pipeline_panel
+    import gui.panels.run_panel as run_panel
+
+    for module in (model_panel, pipeline_panel, run_panel):
+        module.show_error = fail  # no modal dialog to block an unattended run
 
     # A throw-away settings file: the grab does not depend on, or change, the user's window state.
     scratch = tempfile.TemporaryDirectory(prefix="compression-studio-shot-")
@@ -66,8 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     window.resize(width, height)
     window.show()
 
+    step = next((s for s in STEPS if s.lower() == args.step.lower()), None)
+    if step is None:
+        parser.error(f"--step must be one of {', '.join(STEPS)}")
+
     def grab() -> None:
-        window.nav.setCurrentRow(STEPS.index(args.step))
+        window.nav.setCurrentRow(STEPS.index(step))
+        window.run_panel.plots.redraw()
         app.processEvents()
         args.out.parent.mkdir(parents=True, exist_ok=True)
         if window.grab().save(str(args.out)):
@@ -75,7 +102,30 @@ def main(argv: list[str] | None = None) -> int:
             exit_code["value"] = 0
         app.quit()
 
-    window.model_panel.model_loaded.connect(lambda _: QTimer.singleShot(500, grab))
+    def loaded(_result) -> None:
+        if step not in ("Pipeline", "Run"):
+            QTimer.singleShot(500, grab)
+            return
+        prepare_pipeline(window)
+        if step == "Pipeline":
+            QTimer.singleShot(500, grab)
+            return
+        job = window.run_pipeline()
+        if job is None:
+            fail(RuntimeError("the run did not start"), action="starting the run")
+            return
+        grabbed = {"done": False}
+
+        def maybe_grab(_event=None, force: bool = False) -> None:
+            layers = sum(len(v) for v in window.run_panel.plots.layer_values.values())
+            if not grabbed["done"] and (force or layers >= 100):
+                grabbed["done"] = True
+                QTimer.singleShot(300, grab)
+
+        job.job_event.connect(maybe_grab)
+        job.finished.connect(lambda _r: maybe_grab(force=True))
+
+    window.model_panel.model_loaded.connect(loaded)
     setup = window.start_background_setup()
     setup.done.connect(window.model_panel.load)  # load once the device list is there
     QTimer.singleShot(int(args.timeout * 1000), lambda: fail(TimeoutError(f"no model after {args.timeout:.0f} s")))

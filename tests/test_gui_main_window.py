@@ -81,11 +81,12 @@ def test_window_opens_with_bundled_default(qtbot, window, dialogs):
 
 def test_planned_steps_are_greyed_but_clickable(qtbot, window):
     live = window.nav.item(0).foreground().color()
-    pipeline = window.nav.item(STEPS.index("Pipeline"))
-    assert pipeline.foreground().color() != live
-    assert pipeline.flags() & Qt.ItemFlag.ItemIsEnabled
-    window.nav.setCurrentItem(pipeline)
-    assert "recipe" in window.stack.currentWidget().text.text()
+    compare = window.nav.item(STEPS.index("Compare"))
+    assert compare.foreground().color() != live
+    assert compare.flags() & Qt.ItemFlag.ItemIsEnabled
+    window.nav.setCurrentItem(compare)
+    assert "teacher" in window.stack.currentWidget().text.text()
+    assert window.nav.item(STEPS.index("Pipeline")).foreground().color() == live
 
 
 def test_gui_modules_do_not_import_torch():

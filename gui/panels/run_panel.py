@@ -1,0 +1,284 @@
+"""The Run page: run the pipeline in a background thread, watch it, cancel it, read the result.
+
+The core runner is a generator of events; ``start_job`` runs it in a QThread, so the window never
+freezes.  Events update progress and the log at once, and the plots through their 50 ms redraw.
+Cancel stops at the runner's next cancel point; its output folder is written atomically at the
+very end, so a cancelled run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from gui.errors import show_error
+from gui.formatting import format_bytes, format_duration
+from gui.panels.model_panel import heading
+from gui.plots import LivePlots
+from gui.run_summary import ResultTable, summary_header
+from gui.worker import JobHandle, start_job
+
+# Returns (recipe, output folder, device) for a new run, or raises StudioError saying what is missing.
+RunSource = Callable[[], tuple[Any, Path, str]]
+
+
+def _metric_text(metric: Any) -> str:
+    if metric.name.startswith("bytes"):
+        return format_bytes(metric.value)
+    value = f"{metric.value:,.0f}" if abs(metric.value) >= 1e4 else f"{metric.value:.4g}"
+    return f"{value} {metric.unit}".strip()
+
+
+def _bar(tooltip: str) -> QProgressBar:
+    bar = QProgressBar()
+    bar.setRange(0, 1000)
+    bar.setTextVisible(False)
+    bar.setToolTip(tooltip)
+    return bar
+
+
+class RunPanel(QWidget):
+    run_finished = Signal(object)  # the run's report (dict)
+    busy_changed = Signal(bool)
+
+    def __init__(self, run_source: RunSource | None = None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.run_source = run_source
+        self.job: JobHandle | None = None
+        self.output_dir: Path | None = None
+        self.report: dict | None = None
+        self._started = 0.0
+        self._phase = 0
+        self._phases = 1
+        self._step_rows: list[int] = []
+        self._overall = 0.0
+        self._stage = ""
+        self._stage_eta: float | None = None
+        self._clock = QTimer(self, interval=1000, timeout=self._show_status)
+
+        self.run_button = QPushButton("Run  (Ctrl+R)")
+        self.run_button.setDefault(True)
+        self.run_button.setToolTip("Compress the model with the recipe on the Pipeline page, in the background. "
+                                   "The window stays usable.")
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button = QPushButton("Cancel  (Esc)")
+        self.cancel_button.setToolTip("Stop at the next safe point. Nothing is written: the output folder "
+                                      "only appears when a run completes.")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.status = QLabel("Set up the pipeline, then press Run.")
+        self.status.setWordWrap(True)
+        self.overall_bar = _bar("The whole run: loading and measuring, every step, measuring again, saving.")
+        self.overall_label = QLabel("Overall")
+        self.stage_bar = _bar("The part running now (loading, a technique's layers, an evaluation).")
+        self.stage_label = QLabel("Current stage")
+        self.plots = LivePlots()
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(5000)
+        self.log.setToolTip("What the run did, line by line: steps, measurements, warnings.")
+        self.summary = QLabel("The before/after numbers appear here when a run is done.")
+        self.summary.setWordWrap(True)
+        self.summary.setTextFormat(Qt.TextFormat.RichText)
+        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.result_table = ResultTable()
+        self.open_button = QPushButton("Open output folder")
+        self.open_button.setToolTip("Show the saved model, its recipe.yaml and report.json in your file manager.")
+        self.open_button.clicked.connect(self.open_output)
+        self._build_layout()
+        self.result_table.show_report(None)
+        self._set_busy(False)
+
+    def _build_layout(self) -> None:
+        top = QHBoxLayout()
+        top.addWidget(self.run_button)
+        top.addWidget(self.cancel_button)
+        top.addWidget(self.status, 1)
+        bars = QGridLayout()
+        bars.addWidget(self.overall_label, 0, 0)
+        bars.addWidget(self.overall_bar, 0, 1)
+        bars.addWidget(self.stage_label, 1, 0)
+        bars.addWidget(self.stage_bar, 1, 1)
+        bars.setColumnStretch(0, 1)
+        bars.setColumnStretch(1, 2)
+        log_group = QGroupBox("Log")
+        QVBoxLayout(log_group).addWidget(self.log)
+        result_group = QGroupBox("Result")
+        result_layout = QVBoxLayout(result_group)
+        result_layout.addWidget(self.summary)
+        result_layout.addWidget(self.result_table, 1)
+        result_layout.addStretch(0)
+        result_layout.addWidget(self.open_button, 0, Qt.AlignmentFlag.AlignLeft)
+        bottom = QSplitter(Qt.Orientation.Horizontal)
+        bottom.addWidget(log_group)
+        bottom.addWidget(result_group)
+        bottom.setSizes([360, 640])
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.addWidget(self.plots)
+        self.splitter.addWidget(bottom)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 2)
+        self.splitter.setSizes([420, 260])
+        self.splitter.setChildrenCollapsible(False)
+        layout = QVBoxLayout(self)
+        layout.addWidget(heading("Run"))
+        layout.addLayout(top)
+        layout.addLayout(bars)
+        layout.addWidget(self.splitter, 1)
+
+    # -- state ---------------------------------------------------------------------------------
+    def is_busy(self) -> bool:
+        return self.job is not None and self.job.is_running()
+
+    def _set_busy(self, busy: bool) -> None:
+        self.run_button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+        self.open_button.setEnabled(not busy and self.output_dir is not None and self.output_dir.is_dir())
+        (self._clock.start if busy else self._clock.stop)()
+        (self.plots.start if busy else self.plots.stop)()
+        self.busy_changed.emit(busy)
+
+    def _show_status(self) -> None:
+        if not self.is_busy():
+            return
+        elapsed = time.monotonic() - self._started
+        eta = ""
+        if self._overall > 0.02:
+            eta = f", about {format_duration(elapsed * (1 - self._overall) / self._overall)} left"
+        self.overall_label.setText(f"Overall: {self._overall:.0%} ({format_duration(elapsed)} so far{eta})")
+        stage_eta = f", about {format_duration(self._stage_eta)} left" if self._stage_eta is not None else ""
+        fraction = f": {self.stage_bar.value() / 10:.0f}%" if self.stage_bar.maximum() else ""
+        self.stage_label.setText(f"{self._stage or 'Starting'}{fraction}{stage_eta}")
+
+    # -- starting and stopping ----------------------------------------------------------------------
+    def run(self) -> JobHandle | None:
+        """Ask the run source for a recipe and start it; a problem becomes a dialog."""
+        if self.is_busy() or self.run_source is None:
+            return None
+        try:
+            recipe, output_dir, device = self.run_source()
+            from core.runner import check_runnable  # imports torch: the environment probe already did
+
+            check_runnable(recipe, device)
+            Path(output_dir).parent.mkdir(parents=True, exist_ok=True)
+        except Exception as exc:
+            show_error(exc, self.window(), "Starting the run")
+            return None
+        return self.start(recipe, Path(output_dir), device)
+
+    def start(self, recipe: Any, output_dir: Path, device: str) -> JobHandle:
+        from gui.jobs import run_pipeline
+
+        self.output_dir, self.report = output_dir, None
+        self._started, self._overall, self._stage, self._stage_eta = time.monotonic(), 0.0, "", None
+        self._step_rows = [index for index, _ in recipe.enabled_steps()]
+        self._phase, self._phases = 0, len(self._step_rows) + 2
+        self.plots.reset(len(self._step_rows))
+        self.log.clear()
+        self.summary.setText("Running… The before/after numbers appear here when the run is done.")
+        self.result_table.show_report(None)
+        self.overall_bar.setValue(0)
+        self.stage_bar.setValue(0)
+        self.status.setText(f"Running '{recipe.name}' on {device}; the result goes to {output_dir}.")
+        self.job = start_job(lambda: run_pipeline(recipe, str(output_dir), device), on_event=self.on_event,
+                             on_finished=self._on_finished, on_errored=self._on_errored,
+                             on_cancelled=self._on_cancelled, on_done=lambda: self._set_busy(False))
+        self._set_busy(True)
+        self._show_status()
+        return self.job
+
+    def cancel(self) -> None:
+        if self.is_busy():
+            self.job.cancel()
+            self.status.setText("Cancelling at the next safe point…")
+            self.cancel_button.setEnabled(False)
+
+    # -- events ------------------------------------------------------------------------------------
+    def on_event(self, event: Any) -> None:
+        from core.events import LayerStat, Log, Metric, Progress, RunDone, StepDone
+
+        self.plots.add_event(event)
+        if isinstance(event, Progress):
+            if event.step_index in self._step_rows:
+                self._phase = 1 + self._step_rows.index(event.step_index)
+            self._stage, self._stage_eta = event.stage, event.eta_s
+            self.stage_bar.setRange(0, 1000 if event.total else 0)
+            self.stage_bar.setValue(round(event.fraction * 1000))
+            self._advance(event.fraction)
+        elif isinstance(event, StepDone):
+            if event.step_index in self._step_rows:
+                self._phase = 2 + self._step_rows.index(event.step_index)
+            self._advance(0.0)
+            self.log.appendPlainText(f"Step {event.step_index + 1} done: {event.report.get('summary', '')}")
+        elif isinstance(event, Log):
+            prefix = "" if event.level == "info" else f"{event.level.upper()}: "
+            self.log.appendPlainText(prefix + event.message)
+        elif isinstance(event, Metric) and not event.name.startswith("loss"):
+            self.log.appendPlainText(f"  {event.name} = {_metric_text(event)}")
+        elif isinstance(event, RunDone):
+            self._overall, self.report = 1.0, event.report
+        elif isinstance(event, LayerStat):
+            return
+        self._show_status()
+
+    def _advance(self, fraction: float) -> None:
+        self._overall = max(self._overall, min(1.0, (self._phase + fraction) / self._phases))
+        self.overall_bar.setValue(round(self._overall * 1000))
+
+    def _finish(self, text: str) -> None:
+        self.stage_bar.setRange(0, 1000)
+        self.status.setText(text)
+
+    def _on_finished(self, report: dict) -> None:
+        self.report = report
+        self._overall = 1.0
+        self.overall_bar.setValue(1000)
+        self.stage_bar.setValue(1000)
+        elapsed = format_duration(time.monotonic() - self._started)
+        self.overall_label.setText(f"Overall: done in {elapsed}")
+        self.stage_label.setText("Finished")
+        self._finish(f"Done in {elapsed}. The compressed model is in {self.output_dir}.")
+        self._show_result(report)
+        self.plots.redraw()
+        self.run_finished.emit(report)
+
+    def _on_errored(self, exc: BaseException) -> None:
+        self._finish(f"The run failed: {exc}. Nothing was written.")
+        self.summary.setText("No result: the run failed.")
+        self.log.appendPlainText(f"ERROR: {type(exc).__name__}: {exc}")
+        show_error(exc, self.window(), "Running the pipeline")
+
+    def _on_cancelled(self) -> None:
+        if self.output_dir is not None and self.output_dir.exists():  # it finished just before the cancel
+            self._finish(f"The run had already finished when Cancel arrived; its result is in {self.output_dir}.")
+            if self.report:
+                self._show_result(self.report)
+            return
+        self._finish("Cancelled — nothing was written.")
+        self.stage_label.setText("Cancelled")
+        self.summary.setText("Cancelled — nothing was written. Press Run to start again.")
+        self.log.appendPlainText("Cancelled by you. No output folder was created.")
+
+    def _show_result(self, report: dict) -> None:
+        self.summary.setText(summary_header(report, str(self.output_dir)))
+        self.result_table.show_report(report)
+
+    def open_output(self) -> None:
+        if self.output_dir is not None and self.output_dir.is_dir():
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.output_dir)))

@@ -1,0 +1,202 @@
+"""Live plots of a run, throttled (ARCHITECTURE pattern 5).
+
+Events only append numbers to numpy buffers and mark the plots dirty; a ~50 ms QTimer redraws
+what changed with ``setData`` / ``setOpts`` on items created once.  So a burst of thousands of
+events costs a few array writes, not thousands of repaints.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
+
+REDRAW_MS = 50
+LOSS_COLOURS = {"total": "#1f77b4", "soft": "#ff7f0e", "hard": "#2ca02c"}
+OTHER_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#17becf")
+
+
+class Buffer:
+    """Growable x/y float arrays (amortised O(1) append)."""
+
+    def __init__(self, capacity: int = 64):
+        self._x = np.empty(capacity)
+        self._y = np.empty(capacity)
+        self.size = 0
+
+    def append(self, x: float, y: float) -> None:
+        if self.size == len(self._x):
+            self._x = np.resize(self._x, 2 * self.size)
+            self._y = np.resize(self._y, 2 * self.size)
+        self._x[self.size], self._y[self.size] = x, y
+        self.size += 1
+
+    def clear(self) -> None:
+        self.size = 0
+
+    @property
+    def x(self) -> np.ndarray:
+        return self._x[: self.size]
+
+    @property
+    def y(self) -> np.ndarray:
+        return self._y[: self.size]
+
+
+def _plot(title: str, left: str, bottom: str, tooltip: str) -> pg.PlotWidget:
+    widget = pg.PlotWidget(background=None)
+    widget.setTitle(title)
+    widget.setLabel("left", left)
+    widget.setLabel("bottom", bottom)
+    widget.showGrid(x=True, y=True, alpha=0.2)
+    widget.setMenuEnabled(False)
+    widget.setToolTip(tooltip)
+    widget.setMinimumHeight(160)
+    for axis in ("left", "bottom"):
+        widget.getAxis(axis).enableAutoSIPrefix(False)  # 0.5 stays 0.5, not "500 (x0.001)"
+    return widget
+
+
+class LivePlots(QWidget):
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.loss_plot = _plot("Loss", "loss", "training step", "Training loss of distillation steps "
+                               "(total, soft = imitating the teacher, hard = the true labels). Empty until "
+                               "a step trains.")
+        self.loss_plot.addLegend(offset=(-10, 10))
+        self.loss_note = pg.TextItem("No loss yet: only steps that train\n(distillation) report one.",
+                                     color="#888888", anchor=(0.5, 0.5))
+        self.loss_note.setPos(0.5, 0.5)
+        self.loss_plot.addItem(self.loss_note)
+        self.size_plot = _plot("Non-zero parameters", "millions", "after step (0 = before)",
+                               "How many weights are not exactly zero, before the run and after each step.")
+        self.quality_plot = _plot("Quality", "perplexity", "", "Perplexity on the evaluation text before "
+                                  "and after (lower is better); accuracy for classifiers (higher is better).")
+        self.quality_plot.getAxis("bottom").setTicks([[(0, "before"), (1, "after")]])
+        self.quality_plot.setXRange(-0.5, 1.5)
+        self.layer_plot = _plot("Per layer", "value", "layer (model order)", "One bar per layer, "
+                                "filled in as each layer is done: the share of zeros, the rank, the bits or "
+                                "the error, whichever the running step reports.")
+        self.layer_note = QLabel("Layers appear here as each one is compressed.")
+        self.layer_note.setWordWrap(True)
+
+        self.loss: dict[str, tuple[Buffer, pg.PlotDataItem]] = {}
+        self.size = Buffer()
+        self.size_curve = self.size_plot.plot(pen=pg.mkPen("#1f77b4", width=2), symbol="o", symbolSize=7,
+                                              symbolBrush="#1f77b4")
+        self.quality: dict[str, tuple[Buffer, pg.PlotDataItem]] = {}
+        self.layer_values: dict[tuple[Any, str], dict[str, float]] = {}
+        self.layer_key: tuple[Any, str] | None = None
+        self.bars = pg.BarGraphItem(x=np.zeros(0), height=np.zeros(0), width=0.8, brush="#1f77b4")
+        self.layer_plot.addItem(self.bars)
+        self._dirty: set[str] = set()
+        self.timer = QTimer(self, interval=REDRAW_MS, timeout=self.redraw)
+
+        grid = QGridLayout()
+        grid.addWidget(self.loss_plot, 0, 0)
+        grid.addWidget(self.size_plot, 0, 1)
+        grid.addWidget(self.quality_plot, 1, 0)
+        layer_box = QVBoxLayout()
+        layer_box.addWidget(self.layer_plot, 1)
+        layer_box.addWidget(self.layer_note)
+        grid.addLayout(layer_box, 1, 1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(grid)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def reset(self, steps: int = 1) -> None:
+        """Empty every plot for a new run of ``steps`` enabled steps."""
+        self.size_plot.setXRange(-0.5, steps + 0.5)
+        self.size_plot.getAxis("bottom").setTicks([[(i, str(i)) for i in range(steps + 1)]])
+        self.quality_plot.setTitle("Quality")
+        for buffer, _ in (*self.loss.values(), *self.quality.values()):
+            buffer.clear()
+        self.size.clear()
+        self.layer_values.clear()
+        self.layer_key = None
+        self.layer_note.setText("Layers appear here as each one is compressed.")
+        self._dirty = {"loss", "size", "quality", "layers"}
+        self.redraw()
+
+    def start(self) -> None:
+        self.timer.start()
+
+    def stop(self) -> None:
+        self.timer.stop()
+        self.redraw()
+
+    # -- events (cheap: buffers only) ------------------------------------------------------------------
+    def add_event(self, event: Any) -> None:
+        from core.events import LayerStat, Metric
+
+        if isinstance(event, Metric):
+            self._add_metric(event)
+        elif isinstance(event, LayerStat):
+            key = (event.step_index, event.name)
+            self.layer_values.setdefault(key, {})[event.layer] = event.value
+            self.layer_key = key
+            self._dirty.add("layers")
+
+    def _add_metric(self, metric: Any) -> None:
+        name = metric.name
+        if name.startswith("loss/") or name == "loss":
+            part = name.split("/", 1)[1] if "/" in name else "total"
+            buffer, _ = self._curve(self.loss, self.loss_plot, part, LOSS_COLOURS)
+            buffer.append(metric.step if metric.step is not None else buffer.size, metric.value)
+            self._dirty.add("loss")
+        elif name == "nonzero_parameters/before":
+            self.size.append(0, metric.value / 1e6)
+            self._dirty.add("size")
+        elif name == "nonzero_parameters":
+            self.size.append((metric.step_index if metric.step_index is not None else self.size.size) + 1,
+                             metric.value / 1e6)
+            self._dirty.add("size")
+        elif name.split("/")[0] in ("perplexity", "accuracy") and name.endswith(("/before", "/after")):
+            kind, when = name.split("/")
+            buffer, _ = self._curve(self.quality, self.quality_plot, kind, {"perplexity": "#d62728",
+                                                                             "accuracy": "#2ca02c"})
+            buffer.append(0 if when == "before" else 1, metric.value)
+            self._dirty.add("quality")
+
+    def _curve(self, curves: dict, plot: pg.PlotWidget, name: str, colours: dict) -> tuple[Buffer, pg.PlotDataItem]:
+        if name not in curves:
+            colour = colours.get(name, OTHER_COLOURS[len(curves) % len(OTHER_COLOURS)])
+            item = plot.plot(name=name, pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=6,
+                             symbolBrush=colour)
+            curves[name] = (Buffer(), item)
+        return curves[name]
+
+    # -- drawing (on the timer) ----------------------------------------------------------------------
+    def redraw(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        if "loss" in dirty:
+            for buffer, item in self.loss.values():
+                item.setData(buffer.x, buffer.y)
+            self.loss_note.setVisible(not any(buffer.size for buffer, _ in self.loss.values()))
+        if "size" in dirty:
+            self.size_curve.setData(self.size.x, self.size.y)
+        if "quality" in dirty:
+            parts = []
+            for name, (buffer, item) in self.quality.items():
+                item.setData(buffer.x, buffer.y)
+                parts.append(f"{name} " + " → ".join(f"{v:.4g}" for v in buffer.y))
+            self.quality_plot.setTitle("Quality: " + "; ".join(parts) if parts else "Quality")
+        if "layers" in dirty:
+            self._draw_layers()
+
+    def _draw_layers(self) -> None:
+        values = self.layer_values.get(self.layer_key, {}) if self.layer_key else {}
+        heights = np.fromiter(values.values(), dtype=float, count=len(values))
+        self.bars.setOpts(x=np.arange(len(heights)), height=heights, width=0.8)
+        if self.layer_key is None:
+            return
+        step, stat = self.layer_key
+        last_layer, last_value = next(reversed(values.items()))
+        where = f" in step {step + 1}" if step is not None else ""
+        self.layer_plot.setTitle(f"{stat.replace('_', ' ').capitalize()} per layer{where}")
+        self.layer_plot.setLabel("left", stat.replace("_", " "))
+        self.layer_note.setText(f"{len(values)} layers so far; latest {last_layer}: {last_value:.4g}")

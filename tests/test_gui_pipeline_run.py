@@ -1,0 +1,258 @@
+"""The Pipeline and Run pages, with pytest-qt on the offscreen platform and the tiny model."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import time  # noqa: E402
+from dataclasses import replace  # noqa: E402
+
+import pytest  # noqa: E402
+from PySide6.QtCore import QModelIndex, Qt, QTimer  # noqa: E402
+from PySide6.QtWidgets import QMessageBox  # noqa: E402
+
+from gui.main_window import STEPS, MainWindow  # noqa: E402
+from tests.conftest import SAMPLE_TEXT  # noqa: E402
+
+TIMEOUT_MS = 120_000
+
+
+@pytest.fixture
+def dialogs(monkeypatch):
+    shown: list[QMessageBox] = []
+    monkeypatch.setattr(QMessageBox, "exec", lambda box: shown.append(box) or int(QMessageBox.StandardButton.Ok))
+    return shown
+
+
+@pytest.fixture
+def window(qtbot, dialogs):
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    with qtbot.waitSignal(win.start_background_setup().done, timeout=TIMEOUT_MS):
+        pass
+    yield win
+    if win.run_panel.job is not None:
+        win.run_panel.job.cancel_and_wait()
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    path = tmp_path / "text.txt"
+    path.write_text(SAMPLE_TEXT, encoding="utf-8")
+    return path
+
+
+def _add_from_palette(qtbot, panel, name):
+    item = panel.palette_view.item_for(name)
+    assert item is not None and item.flags() & Qt.ItemFlag.ItemIsEnabled
+    panel.palette_view.setCurrentItem(item)
+    panel.palette_view.itemActivated.emit(item, 0)
+    return panel.step_list.current_step()
+
+
+def _prepare_tiny_run(qtbot, window, model_dir, text_file, out_root):
+    model = window.model_panel
+    model.set_source(str(model_dir))
+    with qtbot.waitSignal(model.model_loaded, timeout=TIMEOUT_MS):
+        model.load()
+    qtbot.waitUntil(lambda: not model.is_busy())
+    panel = window.pipeline_panel
+    _add_from_palette(qtbot, panel, "magnitude_prune")
+    box = panel.data_box
+    box.calibration.set_value(str(text_file))
+    box.evaluation_text.set_value(str(text_file))
+    box.data_form.set_value("sequence_length", 16)
+    box.data_form.set_value("calibration_windows", 4)
+    box.eval_form.set_value("max_windows", 4)
+    panel.recipe_bar.output.setText(str(out_root))
+    return panel
+
+
+def test_add_edit_reorder_remove_steps(qtbot, window, dialogs):
+    panel = window.pipeline_panel
+    assert window.nav.item(STEPS.index("Pipeline")).toolTip() and panel.palette_view.toolTip()
+    step = _add_from_palette(qtbot, panel, "magnitude_prune")
+    assert step.technique == "magnitude_prune" and panel.form is not None
+    spin = panel.form.editors["sparsity"]
+    assert "Allowed" in spin.toolTip() and spin.maximum() == 1.0
+    assert all(editor.toolTip() for editor in panel.form.editors.values())
+    panel.form.set_value("sparsity", 0.3)
+    assert step.config.sparsity == 0.3 and not panel.form.error
+    assert "sparsity 0.3" in panel.step_list.item(0).text()
+    panel.form.set_value("sparsity", 1.0)  # the spin box allows 1.0; the config's range does not
+    assert "sparsity = 1.0 is not allowed" in panel.form.error and panel.form.error_label.isVisibleTo(panel)
+    panel.update_estimate()
+    assert "not allowed" in panel.problems.text()
+    assert window.run_pipeline() is None and window.run_panel.job is None  # refused before any work
+    assert "sparsity = 1.0 is not allowed" in dialogs.pop().text()
+    panel.form.set_value("sparsity", 0.4)
+    assert not panel.form.error and panel.form.error_label.isHidden()
+
+    _add_from_palette(qtbot, panel, "wanda_prune")
+    assert [s.technique for s in panel.step_list.ordered_steps()] == ["magnitude_prune", "wanda_prune"]
+    panel.step_list.move_current(-1)
+    assert [s.technique for s in panel.step_list.ordered_steps()] == ["wanda_prune", "magnitude_prune"]
+    assert panel.step_list.item(0).text().startswith("1. Wanda")
+    moved = []
+    panel.step_list.steps_changed.connect(lambda: moved.append(True))
+    assert panel.step_list.model().moveRow(QModelIndex(), 1, QModelIndex(), 0)  # what a drag does
+    assert [s.technique for s in panel.step_list.ordered_steps()] == ["magnitude_prune", "wanda_prune"]
+    assert panel.step_list.item(0).text().startswith("1. Magnitude") and moved
+    panel.step_list.setCurrentRow(1)
+    panel.step_list.move_current(-1)
+    assert [s.technique for s in panel.step_list.ordered_steps()] == ["wanda_prune", "magnitude_prune"]
+    panel.step_list.item(1).setCheckState(Qt.CheckState.Unchecked)
+    assert not panel.step_list.step_at(1).enabled and "(off)" in panel.step_list.item(1).text()
+    assert [s.enabled for s in panel.build_recipe().steps] == [True, False]
+    panel.step_list.setCurrentRow(0)
+    panel.step_list.setFocus()
+    qtbot.keyClick(panel.step_list, Qt.Key.Key_Delete)
+    assert [s.technique for s in panel.step_list.ordered_steps()] == ["magnitude_prune"]
+    assert panel.step_list.step_at(0).config.sparsity == 0.4
+    assert not dialogs
+
+
+def test_every_registered_technique_gets_a_valid_form(qtbot):
+    """Techniques added under core/techniques/ appear with no app code: each builds a form."""
+    from core.registry import techniques
+    from gui.panels.param_form import ParamForm
+
+    for name, info in techniques().items():
+        form = ParamForm(info.config_cls())
+        qtbot.addWidget(form)
+        assert not form.error, name
+        assert all(editor.toolTip() for editor in form.editors.values()), name
+
+
+def test_unavailable_technique_is_greyed_with_reason(qtbot, window):
+    from core.registry import Needs
+    from gui.jobs import Environment
+
+    gpu_only = replace(window.environment.techniques["magnitude_prune"], name="gpu_only", title="GPU thing",
+                       needs=Needs(gpu=True))
+    window.set_environment(Environment(window.environment.devices, {**window.environment.techniques,
+                                                                     "gpu_only": gpu_only}))
+    item = window.pipeline_panel.palette_view.item_for("gpu_only")
+    assert not item.flags() & Qt.ItemFlag.ItemIsEnabled
+    assert "needs an NVIDIA GPU" in item.toolTip(0)
+
+
+def test_presets_load_and_yaml_round_trip(qtbot, window, dialogs, tmp_path):
+    from core.recipe import load_recipe
+
+    panel = window.pipeline_panel
+    bar = panel.recipe_bar
+    names = [bar.presets.itemText(i) for i in range(1, bar.presets.count())]
+    assert len(names) >= 3 and any("SparseGPT" in n for n in names)
+    for index in range(1, bar.presets.count()):
+        bar.presets.activated.emit(index)
+        expected = load_recipe(bar.presets.itemData(index))
+        got = panel.build_recipe()
+        assert got.name == expected.name
+        assert [s.to_dict() for s in got.steps] == [s.to_dict() for s in expected.steps]
+    assert not dialogs
+
+    panel.step_list.setCurrentRow(0)
+    panel.form.set_value("sparsity", 0.25)
+    before = panel.build_recipe().to_dict()
+    path = tmp_path / "mine.yaml"
+    panel.save_file(path)
+    panel.new_recipe()
+    assert panel.step_list.count() == 0
+    panel.load_file(path)
+    assert panel.build_recipe().to_dict() == before
+    assert not dialogs
+
+
+def test_estimate_warns_when_memory_will_not_fit(qtbot, window, tiny_llama_dir):
+    from core.devices import Device
+    from gui.jobs import Environment
+
+    model = window.model_panel
+    model.set_source(str(tiny_llama_dir))
+    with qtbot.waitSignal(model.model_loaded, timeout=TIMEOUT_MS):
+        model.load()
+    panel = window.pipeline_panel
+    _add_from_palette(qtbot, panel, "magnitude_prune")
+    panel.update_estimate()
+    text = panel.estimate_box.label.text()
+    assert "Output size" in text and "does not shrink the saved file" in text and panel.estimate_box.fits
+    window.environment = Environment([Device("cpu", "CPU", 1000, 2000)], window.environment.techniques)
+    panel.update_estimate()
+    assert not panel.estimate_box.fits and "will probably not fit" in panel.estimate_box.label.text()
+
+
+def test_run_end_to_end_with_live_plots(qtbot, window, dialogs, tiny_llama_dir, text_file, tmp_path):
+    from core.models import load_model
+
+    _prepare_tiny_run(qtbot, window, tiny_llama_dir, text_file, tmp_path / "out")
+    run = window.run_panel
+    ticks: list[float] = []
+    heartbeat = QTimer(interval=20, timeout=lambda: ticks.append(time.monotonic()))
+    heartbeat.start()
+    qtbot.keyClick(window, Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier)
+    assert window.stack.currentWidget() is run
+    assert run.is_busy() and not run.run_button.isEnabled() and run.cancel_button.isEnabled()
+    with qtbot.waitSignal(run.run_finished, timeout=TIMEOUT_MS) as blocker:
+        pass
+    heartbeat.stop()
+    qtbot.waitUntil(lambda: not run.is_busy())
+    assert not dialogs, [d.text() for d in dialogs]
+    assert len(ticks) > 3 and max(b - a for a, b in zip(ticks, ticks[1:], strict=False)) < 3.0  # never froze
+
+    plots = run.plots
+    assert len(plots.size_curve.xData) == 2  # before, after step 1
+    perplexity = plots.quality["perplexity"][1]
+    assert list(perplexity.xData) == [0, 1] and all(perplexity.yData > 0)
+    assert len(plots.bars.opts["height"]) == 14 and plots.bars.opts["height"].max() == pytest.approx(0.5)
+    assert "Sparsity per layer" in plots.layer_plot.plotItem.titleLabel.text
+    assert not plots.loss  # no distillation step, so no loss curve
+
+    report = blocker.args[0]
+    assert run.output_dir.is_dir() and run.open_button.isEnabled()
+    table = run.result_table
+    measures = [table.item(r, 0).text() for r in range(table.rowCount())]
+    assert {"Perplexity", "Non-zero parameters", "Size on disk", "KL to original"} <= set(measures)
+    assert all(table.item(r, 3).text() for r in range(table.rowCount()))  # each says what it measures
+    assert "Saved to" in run.summary.text()
+    assert "Done" in run.status.text() and run.overall_bar.value() == 1000
+    assert report["after"]["nonzero_parameters"] < report["before"]["nonzero_parameters"]
+    loaded = load_model(str(run.output_dir))
+    assert sum(p.numel() for p in loaded.model.parameters()) == report["after"]["parameters"]
+
+
+def test_cancel_mid_run_leaves_no_output(qtbot, window, dialogs, tiny_llama_dir, text_file, tmp_path, monkeypatch):
+    import gui.jobs
+
+    real = gui.jobs.run_pipeline
+
+    def slowed(*args):  # the tiny model is too quick to catch mid-run otherwise
+        job = real(*args)
+        result = None
+        try:
+            while True:
+                event = next(job)
+                time.sleep(0.05)
+                yield event
+        except StopIteration as stop:
+            result = stop.value
+        finally:
+            job.close()
+        return result
+
+    monkeypatch.setattr(gui.jobs, "run_pipeline", slowed)
+    _prepare_tiny_run(qtbot, window, tiny_llama_dir, text_file, tmp_path / "out")
+    run = window.run_panel
+    job = window.run_pipeline()
+    qtbot.waitUntil(lambda: bool(run.plots.layer_values), timeout=TIMEOUT_MS)
+    with qtbot.waitSignal(job.cancelled, timeout=TIMEOUT_MS):
+        qtbot.keyClick(window, Qt.Key.Key_Escape)
+    qtbot.waitUntil(lambda: not run.is_busy())
+    assert run.status.text() == "Cancelled — nothing was written."
+    assert not run.output_dir.exists()
+    assert not any((tmp_path / "out").iterdir())  # no partial folder either
+    assert run.run_button.isEnabled() and not run.open_button.isEnabled() and not dialogs
