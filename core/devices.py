@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from core.errors import StudioError
 
 
@@ -17,9 +15,18 @@ class Device:
     total_bytes: int | None
 
 
+def ram_available() -> tuple[int, int]:
+    """(available, total) bytes of system memory; cheap and torch-free, so the app can poll it."""
+    import psutil
+
+    memory = psutil.virtual_memory()
+    return memory.available, memory.total
+
+
 def available_devices() -> list[Device]:
     """The CPU, every CUDA GPU, and Apple's MPS where present."""
     import psutil
+    import torch
 
     memory = psutil.virtual_memory()
     devices = [Device("cpu", f"CPU ({psutil.cpu_count(logical=True)} threads)", memory.available, memory.total)]

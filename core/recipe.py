@@ -81,6 +81,7 @@ class Step:
 @dataclass
 class Recipe:
     name: str = "untitled"
+    description: str = ""
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataSpec = field(default_factory=DataSpec)
     evaluation: EvalSpec = field(default_factory=EvalSpec)
@@ -99,7 +100,7 @@ class Recipe:
             validate_config(step.config, f"step {index + 1} ({step.technique}): ")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": RECIPE_VERSION, "name": self.name, "seed": self.seed,
+        return {"version": RECIPE_VERSION, "name": self.name, "description": self.description, "seed": self.seed,
                 "model": config_to_dict(self.model), "data": config_to_dict(self.data),
                 "evaluation": config_to_dict(self.evaluation),
                 "steps": [s.to_dict() for s in self.steps]}
@@ -112,7 +113,7 @@ class Recipe:
         version = raw.pop("version", RECIPE_VERSION)
         if version != RECIPE_VERSION:
             raise RecipeError(f"recipe version {version} is not supported; this app reads version {RECIPE_VERSION}")
-        known = {"name", "seed", "model", "data", "evaluation", "steps"}
+        known = {"name", "description", "seed", "model", "data", "evaluation", "steps"}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise RecipeError(f"unknown recipe key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -123,7 +124,7 @@ class Recipe:
         seed = raw.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise RecipeError(f"seed must be a whole number, got {seed!r}")
-        return cls(name=str(raw.get("name", "untitled")), seed=seed,
+        return cls(name=str(raw.get("name", "untitled")), description=str(raw.get("description") or ""), seed=seed,
                    model=config_from_dict(ModelSpec, raw.get("model"), "model: "),
                    data=config_from_dict(DataSpec, raw.get("data"), "data: "),
                    evaluation=config_from_dict(EvalSpec, raw.get("evaluation"), "evaluation: "),

@@ -9,6 +9,7 @@ from core.registry import get_technique, techniques
 GOOD = """
 version: 1
 name: test
+description: prune a quarter of the weights, globally
 model: {source: "bundled:smollm2-135m"}
 steps:
   - technique: magnitude_prune
@@ -21,6 +22,7 @@ steps:
 def test_round_trip_yaml_and_json(tmp_path):
     recipe = recipe_from_text(GOOD)
     assert recipe.steps[0].config.sparsity == 0.25 and recipe.steps[0].config.scope == "global"
+    assert recipe.description == "prune a quarter of the weights, globally"
     assert [i for i, _ in recipe.enabled_steps()] == [0]
     for name in ("r.yaml", "r.json"):
         recipe.save(tmp_path / name)
