@@ -1,0 +1,203 @@
+"""Quantization vs peers on the bundled model: ours (bitsandbytes step, dynamic int8) and the PyPI peers.
+
+    bash bench/setup_peers.sh            # once: .venv-peers with bitsandbytes, hqq, optimum-quanto, torchao
+    .venv-peers/bin/python bench/bench_quant_peers.py [--windows 40] [--sequence-length 512] [--rows ...]
+
+Every row runs in its own child process on a freshly loaded SmolLM2-135M (float32, CPU), so a peer
+that crashes only loses its own row.  Perplexity: ``core.evaluate.perplexity`` on the same windows of
+bundled:wiki-evaluation for every row.  Wall time: the quantization alone.  In-memory MB: the storage
+of every tensor the model holds (parameters, buffers, the parts of tensor subclasses as
+``__tensor_flatten__`` lists them, bitsandbytes quant states and hqq's meta tensors), each once.
+Decode tokens/s (``core.speed.measure_speed``, 64-token prompt, 32 new tokens, median of 3) is
+measured for the unquantized model and for our dynamic int8.  Ratio rows: ours / peer perplexity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import print_table, write_results  # noqa: E402
+
+ROWS = ["unquantized", "ours dynamic int8", "ours bnb int8", "bnb int8", "ours bnb nf4", "bnb nf4",
+        "hqq 8-bit", "hqq 4-bit g64", "quanto int8", "torchao int8 wo", "hqq 3-bit g64", "quanto int4",
+        "torchao int4 wo"]
+RATIOS = [("ours bnb int8", "bnb int8"), ("ours bnb nf4", "bnb nf4"), ("ours dynamic int8", "quanto int8"),
+          ("ours dynamic int8", "torchao int8 wo"), ("ours dynamic int8", "hqq 8-bit")]
+SPEED_ROWS = ("unquantized", "ours dynamic int8")
+
+
+def _storage(tensor, seen: set) -> int:
+    import torch
+
+    if not isinstance(tensor, torch.Tensor):
+        return 0
+    flatten = getattr(tensor, "__tensor_flatten__", None)
+    if flatten is not None and type(tensor) not in (torch.Tensor, torch.nn.Parameter):
+        return sum(_storage(getattr(tensor, name), seen) for name in flatten()[0])
+    key = (tensor.data_ptr(), tensor.numel())
+    if key in seen or tensor.device.type == "meta":
+        return 0
+    seen.add(key)
+    return tensor.numel() * tensor.element_size()
+
+
+def memory_mb(model) -> float:
+    """Bytes of every tensor the model holds, each once, in MB (see the module docstring)."""
+    seen: set = set()
+    total = 0
+    for module in model.modules():
+        for tensor in list(module.parameters(recurse=False)) + list(module.buffers(recurse=False)):
+            total += _storage(tensor, seen)
+            state = getattr(tensor, "quant_state", None)  # bitsandbytes 4-bit
+            for part in (getattr(state, "absmax", None), getattr(getattr(state, "state2", None), "absmax", None)):
+                total += _storage(part, seen)
+            total += _storage(getattr(tensor, "SCB", None), seen)  # bitsandbytes int8
+        meta = getattr(module, "meta", None)  # hqq
+        if isinstance(meta, dict):
+            for value in meta.values():
+                total += _storage(value, seen)
+        if hasattr(module, "_weight_bias"):  # torch dynamic int8
+            weight, _ = module._weight_bias()
+            total += weight.numel() + 8 * weight.q_per_channel_scales().numel()
+    return total / 1e6
+
+
+def quantize(row: str, model, tokenizer):
+    """Apply one row's method to ``model`` (in place where the library allows); return the model."""
+    import torch
+
+    if row.startswith("ours"):
+        from types import SimpleNamespace
+
+        from core.events import drain
+        from core.params import config_from_dict
+        from core.registry import get_technique
+
+        name, params = {"ours bnb int8": ("bnb_quantize", {"mode": "int8"}),
+                        "ours bnb nf4": ("bnb_quantize", {"mode": "nf4"}),
+                        "ours dynamic int8": ("dynamic_int8", {"measure_speed": False})}[row]
+        info = get_technique(name)
+        drain(info.handler(model, config_from_dict(info.config_cls, params),
+                           SimpleNamespace(device="cpu", tokenizer=tokenizer, step_index=0)))
+        return model
+    if row.startswith("bnb"):
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+        config = (BitsAndBytesConfig(load_in_8bit=True) if row == "bnb int8" else BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32))
+        with tempfile.TemporaryDirectory() as folder:
+            model.save_pretrained(folder)
+            return AutoModelForCausalLM.from_pretrained(folder, quantization_config=config, device_map="cpu")
+    if row.startswith("hqq"):
+        from hqq.core.quantize import BaseQuantizeConfig
+        from hqq.models.hf.base import AutoHQQHFModel
+
+        bits = int(row.split()[1][0])
+        config = BaseQuantizeConfig(nbits=bits, group_size=64 if bits < 8 else None)
+        AutoHQQHFModel.quantize_model(model, quant_config=config, compute_dtype=torch.float32, device="cpu")
+        return model
+    if row.startswith("quanto"):
+        from optimum.quanto import freeze, qint4, qint8
+        from optimum.quanto import quantize as quanto_quantize
+
+        quanto_quantize(model, weights=qint8 if row.endswith("int8") else qint4, exclude="lm_head")
+        freeze(model)
+        return model
+    if row.startswith("torchao"):
+        from torchao.quantization import Int4WeightOnlyConfig, Int8WeightOnlyConfig, quantize_
+
+        config = (Int8WeightOnlyConfig() if row.endswith("int8 wo")
+                  else Int4WeightOnlyConfig(group_size=64, int4_packing_format="opaque"))
+        quantize_(model, config, filter_fn=lambda m, name: isinstance(m, torch.nn.Linear) and name != "lm_head")
+        return model
+    return model
+
+
+def run_one(row: str, args: argparse.Namespace) -> dict:
+    """Load the model, quantize it one way, measure it; return the row."""
+    import torch
+
+    from core.data import load_texts, token_windows
+    from core.evaluate import perplexity
+    from core.models import load_model
+
+    torch.manual_seed(0)
+    loaded = load_model("bundled:smollm2-135m")
+    model, tokenizer = loaded.model.float().eval(), loaded.tokenizer
+    windows = token_windows(load_texts("bundled:wiki-evaluation"), tokenizer, args.sequence_length, args.windows)
+    result = {"method": row}
+    try:
+        started = time.perf_counter()
+        model = quantize(row, model, tokenizer)
+        result["quantize_s"] = time.perf_counter() - started
+        result["memory_mb"] = memory_mb(model)
+        started = time.perf_counter()
+        result["perplexity"] = perplexity(model, windows).perplexity
+        result["eval_s"] = time.perf_counter() - started
+        if row in SPEED_ROWS:
+            from core.speed import measure_speed
+
+            result["decode_tok_s"] = measure_speed(model, tokenizer, prompt_tokens=64, new_tokens=32).decode_tokens_per_s
+    except Exception as exc:  # a peer that does not run here: the row says why
+        result["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+        traceback.print_exc()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--windows", type=int, default=40)
+    parser.add_argument("--sequence-length", type=int, default=512)
+    parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated row names")
+    parser.add_argument("--only", help=argparse.SUPPRESS)
+    parser.add_argument("--json-out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.only:
+        import warnings
+
+        warnings.filterwarnings("ignore")  # bitsandbytes warns at every int8 matmul on CPU
+        row = run_one(args.only, args)
+        Path(args.json_out).write_text(json.dumps(row))
+        print(f"ROW {json.dumps(row)}", flush=True)  # the whole row in the log, even if the run is cut short
+        return
+    rows = []
+    for row in [r.strip() for r in args.rows.split(",")]:
+        if row not in ROWS:
+            raise SystemExit(f"unknown row {row!r}; choose from {', '.join(ROWS)}")
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            subprocess.run([sys.executable, __file__, "--only", row, "--json-out", out.name, "--windows",
+                            str(args.windows), "--sequence-length", str(args.sequence_length)], check=False)
+            text = Path(out.name).read_text()
+        rows.append(json.loads(text) if text else {"method": row, "error": "the child process died"})
+        print(f"{row}: {rows[-1].get('perplexity', rows[-1].get('error'))}", flush=True)
+    by_name = {r["method"]: r for r in rows}
+    base = by_name.get("unquantized", {}).get("decode_tok_s")
+    dynamic = by_name.get("ours dynamic int8", {})
+    if base and dynamic.get("decode_tok_s"):
+        dynamic["speedup"] = dynamic["decode_tok_s"] / base
+    for ours, peer in RATIOS:
+        a, b = by_name.get(ours, {}), by_name.get(peer, {})
+        if a.get("perplexity") and b.get("perplexity"):
+            rows.append({"method": f"ratio {ours} / {peer} (perplexity)",
+                         "perplexity": a["perplexity"] / b["perplexity"]})
+    print()
+    print_table(rows, [("method", "method", ""), ("perplexity", "perplexity", ".3f"),
+                       ("quantize_s", "quantize s", ".1f"), ("memory_mb", "in-memory MB", ".1f"),
+                       ("eval_s", "eval s", ".0f"), ("decode_tok_s", "decode tok/s", ".1f"),
+                       ("speedup", "decode speed-up", ".2f"), ("error", "error", "")])
+    settings = {"windows": args.windows, "sequence_length": args.sequence_length,
+                "model": "bundled:smollm2-135m (float32, CPU)", "evaluation": "bundled:wiki-evaluation"}
+    print(f"\nwrote {write_results('quant_peers', rows, settings)}")
+
+
+if __name__ == "__main__":
+    main()
