@@ -1,0 +1,163 @@
+"""Low-rank benchmark on the bundled model: plain SVD vs activation-aware (SVD-LLM) vs reduced-order modelling.
+
+    .venv/bin/python bench/bench_lowrank.py [--rows dense:0,plain:0.2,...] [--windows 40] [--calibration-windows 32]
+
+Rows are ``method:setting``: ``dense:0``; ``plain|activation_aware|rom:<reduction>`` (svd_lowrank with
+that target_reduction); ``share:<n>`` (share_layers with n layers reusing another's weights).
+
+Every row runs in its own child process on a freshly loaded SmolLM2-135M, so its peak RSS is its
+own.  Calibration: 32×512 windows of bundled:wiki-calibration; perplexity: 40×512 windows of the
+held-out bundled:wiki-evaluation.  ``factorize s`` is the whole step (calibration included);
+``s/layer`` is the factorization of one Linear alone.  ``RSS during`` is the highest resident
+memory sampled while the step runs (``peak RSS`` covers the whole process, loading and evaluation
+included), to compare with the dense model's bytes in memory.  Size on disk is the saved folder's
+weight files in the ``factorized`` format.  Decode tokens/s: ``core.speed.measure_speed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import peak_rss_mb, print_table, write_results  # noqa: E402
+
+DEFAULT_ROWS = ["dense:0"] + [f"{m}:{r}" for r in (0.2, 0.4, 0.1) for m in ("plain", "activation_aware", "rom")] \
+    + [f"share:{n}" for n in (2, 4, 8)]
+COLUMNS = [("method", "method", ""), ("target", "target", ".2g"), ("reduction", "achieved", ".1%"),
+           ("params_m", "params M", ".1f"), ("perplexity", "perplexity", ".2f"), ("disk_mb", "disk MB", ".0f"),
+           ("factorize_s", "factorize s", ".1f"),
+           ("factorize_cpu_s", "factorize CPU s", ".1f"), ("s_per_layer", "s/layer", ".3f"),
+           ("rss_during_mb", "RSS during MB", ".0f"), ("peak_rss_mb", "peak RSS MB", ".0f"),
+           ("memory_mb", "model in memory MB", ".0f"), ("decode_tps", "decode tok/s", ".1f")]
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class RssSampler:
+    """Highest current RSS (MB) seen while the ``with`` block runs, sampled every 20 ms from /proc."""
+
+    def __enter__(self):
+        import threading
+
+        self.peak, self._stop = 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self):
+        import os
+
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not self._stop.is_set():
+            with open("/proc/self/statm") as statm:
+                self.peak = max(self.peak, int(statm.read().split()[1]) * page / 1e6)
+            self._stop.wait(0.02)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def run_one(method: str, target: float, args: argparse.Namespace) -> dict:
+    """Load the model, factorize with one method at one target, measure; return the row."""
+    from core.data import load_texts, token_windows
+    from core.evaluate import perplexity
+    from core.events import drain
+    from core.model_info import bytes_in_memory, folder_weight_bytes, inspect_model
+    from core.models import load_model
+    from core.params import config_from_dict
+    from core.recipe import DataSpec, Recipe
+    from core.registry import get_technique
+    from core.runner import RunContext
+    from core.saving import save_model
+    from core.speed import measure_speed
+
+    loaded = load_model("bundled:smollm2-135m")
+    model, tokenizer = loaded.model, loaded.tokenizer
+    row: dict = {"method": method, "target": target, "memory_mb": bytes_in_memory(model) / 1e6}
+    if method != "dense":
+        if method == "share":
+            info = get_technique("share_layers")
+            params = {"num_shared": int(target), "score_windows": min(8, args.calibration_windows)}
+        else:
+            info = get_technique("svd_lowrank")
+            params = {"method": method, "target_reduction": target, "allocation": args.allocation}
+        config = config_from_dict(info.config_cls, params)
+        recipe = Recipe(data=DataSpec(sequence_length=args.sequence_length,
+                                      calibration_windows=args.calibration_windows))
+        ctx = RunContext(recipe, tokenizer, "cpu")
+        started, cpu = time.perf_counter(), _cpu_seconds()
+        with RssSampler() as rss:
+            report = drain(info.handler(model, config, ctx))
+        row["rss_during_mb"] = rss.peak
+        row["factorize_s"] = time.perf_counter() - started
+        row["factorize_cpu_s"] = _cpu_seconds() - cpu
+        row["rss_factorize_mb"] = peak_rss_mb()
+        row["reduction"] = report.metrics["reduction"]
+        row["s_per_layer"] = report.metrics.get("seconds_per_layer")
+        row["layers_kept_dense"] = report.metrics.get("layers_kept_dense")
+    row["params_m"] = inspect_model(model, with_layers=False).parameters / 1e6
+    with tempfile.TemporaryDirectory() as folder:
+        saved = save_model(model, tokenizer, Path(folder) / "out")
+        row["disk_mb"] = folder_weight_bytes(saved) / 1e6
+    windows = token_windows(load_texts("bundled:wiki-evaluation"), tokenizer, args.sequence_length,
+                            args.windows or None)
+    started = time.perf_counter()
+    row["perplexity"] = perplexity(model, windows).perplexity
+    row["eval_s"] = time.perf_counter() - started
+    row["decode_tps"] = measure_speed(model, tokenizer, prompt_tokens=128, new_tokens=32, repeats=3).decode_tokens_per_s
+    row["peak_rss_mb"] = peak_rss_mb()
+    return row
+
+
+def main() -> None:
+    """Run every row in its own child process, print the table, write bench/results/lowrank.json."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calibration-windows", type=int, default=32)
+    parser.add_argument("--windows", type=int, default=40, help="evaluation windows (0 = all)")
+    parser.add_argument("--sequence-length", type=int, default=512)
+    parser.add_argument("--rows", default=",".join(DEFAULT_ROWS), help="comma-separated method:setting")
+    parser.add_argument("--allocation", default="uniform", choices=("uniform", "energy", "sensitivity"))
+    parser.add_argument("--only", help=argparse.SUPPRESS)  # child process: "method:target"
+    parser.add_argument("--json-out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.only:
+        method, target = args.only.split(":")
+        Path(args.json_out).write_text(json.dumps(run_one(method, float(target), args)))
+        return
+
+    from core.models import load_model
+
+    load_model("bundled:smollm2-135m")  # convert the GGUF into the cache once, outside the timings
+    jobs = [(row.split(":")[0].strip(), float(row.split(":")[1])) for row in args.rows.split(",")]
+    rows = []
+    for method, target in jobs:
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            subprocess.run([sys.executable, __file__, "--only", f"{method}:{target}", "--json-out", out.name,
+                            "--calibration-windows", str(args.calibration_windows), "--windows", str(args.windows),
+                            "--sequence-length", str(args.sequence_length), "--allocation", args.allocation],
+                           check=True)
+            rows.append(json.loads(Path(out.name).read_text()))
+        print(json.dumps(rows[-1]), flush=True)
+        settings = {k: v for k, v in vars(args).items() if k not in ("only", "json_out")}
+        settings.update(model="bundled:smollm2-135m", calibration="bundled:wiki-calibration",
+                        evaluation="bundled:wiki-evaluation")
+        write_results("lowrank", rows, settings)  # after every row, so a partial run still leaves results
+    print()
+    print_table(rows, COLUMNS)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Layer sharing techniques."""
