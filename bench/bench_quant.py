@@ -1,0 +1,150 @@
+"""Quantization benchmark on the bundled model: unquantized vs RTN and GPTQ at 8, 4 and 3 bits.
+
+    .venv/bin/python bench/bench_quant.py [--calibration-windows 32] [--windows 40] [--sequence-length 512]
+
+Every row runs in its own child process on a freshly loaded SmolLM2-135M, so its peak RSS is its
+own (load + calibration + quantization + save + reload + evaluation).  Calibration windows come
+from bundled:wiki-calibration, perplexity from bundled:wiki-evaluation (held out).  The quantized
+model is saved (compressed-tensors pack-quantized), its folder measured, reloaded with our
+loader, and the reloaded model is the one evaluated; ``reload_diff`` is the largest logit
+difference between the in-memory and the reloaded model on one window.  SmolLM2's hidden width
+576 is not a multiple of 128, so group 128 is impossible there (equal groups only): the nearest
+valid sizes, 64 and 192, are measured instead.  Wall time is the quantization step alone; with
+``--jobs`` > 1 rows share the CPU, so their times are only comparable with each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import peak_rss_mb, print_table, write_results  # noqa: E402
+
+METHODS = {  # row name -> (technique, params)
+    "unquantized": (None, {}),
+    "RTN 8-bit g64": ("rtn_quantize", {"bits": 8, "group_size": 64}),
+    "RTN 4-bit g64": ("rtn_quantize", {"bits": 4, "group_size": 64}),
+    "RTN 4-bit g192": ("rtn_quantize", {"bits": 4, "group_size": 192}),
+    "GPTQ 4-bit g64": ("gptq_quantize", {"bits": 4, "group_size": 64}),
+    "GPTQ 4-bit g64 act": ("gptq_quantize", {"bits": 4, "group_size": 64, "act_order": True}),
+    "GPTQ 4-bit g192": ("gptq_quantize", {"bits": 4, "group_size": 192}),
+    "RTN 3-bit g64": ("rtn_quantize", {"bits": 3, "group_size": 64}),
+    "GPTQ 3-bit g64": ("gptq_quantize", {"bits": 3, "group_size": 64}),
+    "GPTQ 3-bit g64 act": ("gptq_quantize", {"bits": 3, "group_size": 64, "act_order": True}),
+}
+
+
+def run_one(method: str, args: argparse.Namespace) -> dict:
+    """Load the model, quantize it, save, reload and measure it; return its row."""
+    import torch
+
+    from core.data import load_texts, token_windows
+    from core.evaluate import perplexity
+    from core.events import drain
+    from core.model_info import bytes_in_memory, folder_weight_bytes, inspect_model
+    from core.models import load_model
+    from core.params import config_from_dict
+    from core.recipe import DataSpec, Recipe
+    from core.registry import get_technique
+    from core.runner import RunContext
+    from core.saving import save_model
+
+    technique, params = METHODS[method]
+    loaded = load_model("bundled:smollm2-135m")
+    model, tokenizer = loaded.model, loaded.tokenizer
+    windows = token_windows(load_texts("bundled:wiki-evaluation"), tokenizer, args.sequence_length,
+                            args.windows or None)
+    row: dict = {"method": method, "quant_s": 0.0}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "model"
+        if technique:
+            info = get_technique(technique)
+            config = config_from_dict(info.config_cls, params)
+            recipe = Recipe(data=DataSpec(sequence_length=args.sequence_length,
+                                          calibration_windows=args.calibration_windows))
+            ctx = RunContext(recipe, tokenizer, "cpu")
+            started = time.perf_counter()
+            report = drain(info.handler(model, config, ctx))
+            row["quant_s"] = time.perf_counter() - started
+            row["layer_bits"] = report.metrics["bits_per_weight"]
+            with torch.no_grad():
+                before = model(windows[:1]).logits
+        save_model(model, tokenizer, folder)
+        row["disk_mb"] = folder_weight_bytes(folder) / 1e6
+        if technique:
+            del model
+            model = load_model(str(folder)).model
+            with torch.no_grad():
+                row["reload_diff"] = float((model(windows[:1]).logits - before).abs().max())
+    summary = inspect_model(model, with_layers=False)
+    row["memory_mb"] = bytes_in_memory(model) / 1e6
+    row["model_bits"] = summary.bits_per_weight
+    started = time.perf_counter()
+    row["perplexity"] = perplexity(model, windows).perplexity
+    row["eval_s"] = time.perf_counter() - started
+    row["peak_rss_mb"] = peak_rss_mb()
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calibration-windows", type=int, default=32)
+    parser.add_argument("--windows", type=int, default=40, help="evaluation windows (0 = all)")
+    parser.add_argument("--sequence-length", type=int, default=512)
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated row names")
+    parser.add_argument("--jobs", type=int, default=1, help="rows run at once (each its own process)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per row (0 = torch's default)")
+    parser.add_argument("--only", help=argparse.SUPPRESS)  # child process: one method, JSON to --json-out
+    parser.add_argument("--json-out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.only:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        Path(args.json_out).write_text(json.dumps(run_one(args.only, args)))
+        return
+
+    from core.models import load_model
+
+    load_model("bundled:smollm2-135m")  # convert the GGUF into the cache once, outside the timings
+    methods = [m.strip() for m in args.methods.split(",")]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise SystemExit(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+
+    def child(method: str) -> dict:
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            subprocess.run([sys.executable, __file__, "--only", method, "--json-out", out.name,
+                            "--calibration-windows", str(args.calibration_windows), "--windows",
+                            str(args.windows), "--sequence-length", str(args.sequence_length),
+                            "--threads", str(args.threads)], check=True)
+            row = json.loads(Path(out.name).read_text())
+        print(f"{method}: perplexity {row['perplexity']:.3f}, {row['quant_s']:.1f} s", flush=True)
+        return row
+
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:  # rows keep the order asked for
+        rows = list(pool.map(child, methods))
+    print()
+    print_table(rows, [("method", "method", ""), ("disk_mb", "disk MB", ".1f"), ("memory_mb", "memory MB", ".1f"),
+                       ("layer_bits", "bits/weight (quantized layers)", ".3f"),
+                       ("model_bits", "bits/weight (whole model)", ".2f"), ("perplexity", "perplexity", ".3f"),
+                       ("quant_s", "quantize wall s", ".1f"), ("reload_diff", "reload max |Δlogit|", ".2e"),
+                       ("eval_s", "eval s", ".1f"), ("peak_rss_mb", "peak RSS MB", ".0f")])
+    settings = {k: v for k, v in vars(args).items() if k not in ("only", "json_out")}
+    settings["model"] = "bundled:smollm2-135m"
+    settings["calibration"], settings["evaluation"] = "bundled:wiki-calibration", "bundled:wiki-evaluation"
+    path = write_results("quant", rows, settings)
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()

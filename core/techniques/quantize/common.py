@@ -1,0 +1,93 @@
+"""What RTN and GPTQ share: config checks, swapping a Linear for a PackedLinear, the step report."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from core.errors import RecipeError
+from core.targets import select_linears
+from core.techniques.quantize.grid import check_group_size
+
+BITS_HELP = "Bits per weight, 2 to 8. 4 is the usual choice; 8 is nearly lossless; 3 and 2 lose quality fast."
+GROUP_HELP = ("Consecutive input weights sharing one scale (and zero point). Smaller groups keep more "
+              "quality but store more scales: 4-bit with 16-bit scales costs 4 + 16/group bits per weight. "
+              "It must divide every targeted layer's input width (e.g. 576 allows 32, 64, 96, 192, 288, 576); "
+              "0 means one scale per output channel.")
+SYMMETRIC_HELP = ("Symmetric: codes centred on zero, one scale per group. Asymmetric: also a zero point per "
+                  "group, fitting lopsided weight ranges better for a little more storage.")
+FORMAT_NAME = "compressed-tensors-pack-quantized"
+# Same files; named apart because transformers 5.23 + compressed-tensors 0.20 cannot load packed zero points.
+ASYMMETRIC_FORMAT_NAME = "compressed-tensors-pack-quantized-asymmetric"
+
+
+def check_bits(bits: int) -> None:
+    """Reject bit widths outside 2..8 with the usual choice named."""
+    if not isinstance(bits, int) or not 2 <= bits <= 8:
+        raise RecipeError(f"bits={bits!r} is not supported: choose 2–8 bits; 4 is the usual choice")
+
+
+def check_group_setting(group_size: int) -> None:
+    """Reject negative or tiny group sizes before any model is seen."""
+    if not isinstance(group_size, int) or group_size < 0 or 0 < group_size < 8:
+        raise RecipeError(f"group_size={group_size!r} is not supported: use 0 (per output channel) or a "
+                          "group of at least 8 inputs; 32, 64 and 128 are the usual choices")
+
+
+def check_targets(targets: list, ignore: list) -> None:
+    """Raise RecipeError unless targets/ignore are lists of non-empty pattern strings."""
+    if not targets:
+        raise RecipeError("targets is empty: give at least one layer name pattern, e.g. '*'")
+    for name, patterns in (("targets", targets), ("ignore", ignore)):
+        if not all(isinstance(p, str) and p.strip() for p in patterns):
+            raise RecipeError(f"{name} must be a list of non-empty layer name patterns, got {patterns!r}")
+
+
+def check_widths(model: nn.Module, targets: list, ignore: list, group_size: int) -> list[tuple[str, nn.Linear]]:
+    """The target Linears, after checking up front that the group size divides every input width."""
+    chosen = select_linears(model, targets, ignore)
+    for name, linear in chosen:
+        check_group_size(linear.in_features, group_size, name)
+    return chosen
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` where the submodule called ``name`` is."""
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
+def scheme_of(config) -> dict:
+    """The quantization settings a saved folder records for each packed layer."""
+    return {"bits": config.bits, "group_size": config.group_size, "symmetric": config.symmetric}
+
+
+def format_name(model: nn.Module) -> str:
+    """The saved format for a model's packed layers: the asymmetric variant if any has zero points."""
+    from core.techniques.quantize.packed_linear import PackedLinear
+
+    asymmetric = any(isinstance(m, PackedLinear) and not m.symmetric for m in model.modules())
+    return ASYMMETRIC_FORMAT_NAME if asymmetric else FORMAT_NAME
+
+
+def mark_quantized(model: nn.Module) -> None:
+    """Mark the model to be saved in the packed compressed-tensors format."""
+    from core.formats import mark_format
+    from core.techniques.quantize import packed_format  # noqa: F401  (registers the format)
+
+    mark_format(model, format_name(model))
+
+
+def size_metrics(rows: list[dict]) -> dict:
+    """Totals over the quantized layers: weights and the storage bits per weight they really take."""
+    params = sum(r["params"] for r in rows)
+    bits = sum(r["bits"] * r["params"] for r in rows) / params if params else 0.0
+    return {"layers": len(rows), "quantized_params": params, "bits_per_weight": bits}
+
+
+QUANT_NOTES = [
+    "Weights are stored as packed integer codes plus per-group scales in the compressed-tensors "
+    "'pack-quantized' layout (what transformers and vLLM read); bits_per_weight counts the scales "
+    "and zero points too.",
+    "In this app the packed layers are unpacked for every matrix product on the CPU: smaller files and "
+    "memory, but no speed-up (fast int4 kernels live in vLLM and similar servers).",
+]

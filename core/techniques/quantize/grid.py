@@ -1,0 +1,150 @@
+"""Integer grids for weight-only quantization: per-group scales, codes, and dense bit packing.
+
+Conventions (the same as the compressed-tensors "pack-quantized" format, so our buffers are
+that format's tensors):
+
+- codes are *signed* integers in [-2^(b-1), 2^(b-1) - 1], held in int8;
+- ŵ = (code - zero) · scale, with one scale (and, if asymmetric, one zero point) per output
+  row and group of ``group_size`` consecutive input columns; ``group_size = 0`` means one
+  group per row (per-channel);
+- symmetric: zero = 0 and scale = max|w| / ((2^b - 1) / 2);
+  asymmetric (min-max): the range [min(w, 0), max(w, 0)] is spread over all 2^b levels and the
+  zero point is the code that represents 0.0 exactly;
+- packing: each row's codes, shifted to unsigned (code + 2^(b-1)), are written as one
+  little-endian bit stream (code i starts at bit i·b) into int32 words: ⌈columns·b / 32⌉ words
+  a row, no padding bits between codes.
+
+Widths not divisible by the group size are *rejected* (:func:`check_group_size`) instead of
+getting a smaller remainder group, because compressed-tensors, transformers and vLLM only read
+equal groups; the message names the group sizes that do divide the width.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from core.errors import RecipeError
+
+
+def code_range(bits: int) -> tuple[int, int]:
+    """The smallest and largest signed code for ``bits`` (e.g. 4 -> (-8, 7))."""
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def valid_group_sizes(width: int) -> list[int]:
+    """Group sizes that divide ``width``: multiples of 32 (what kernels like), else any divisor ≥ 8."""
+    sizes = [g for g in range(32, width + 1, 32) if width % g == 0]
+    return sizes or [g for g in range(8, width + 1) if width % g == 0] or [width]
+
+
+def check_group_size(width: int, group_size: int, layer: str = "this layer") -> None:
+    """Raise RecipeError, naming the valid choices, unless ``group_size`` splits ``width`` evenly."""
+    if group_size and (group_size > width or width % group_size):
+        choices = ", ".join(str(g) for g in valid_group_sizes(width))
+        raise RecipeError(f"{layer} has {width} inputs, which group size {group_size} does not divide "
+                          f"(groups must be equal; no remainder group is made): choose one of {choices}, "
+                          "or 0 for one scale per output channel")
+
+
+def _grouped(weight: torch.Tensor, group_size: int) -> torch.Tensor:
+    rows, columns = weight.shape
+    size = group_size or columns
+    check_group_size(columns, size)
+    return weight.reshape(rows, columns // size, size)
+
+
+def group_params(weight: torch.Tensor, bits: int, group_size: int, symmetric: bool,
+                 dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Min-max scale [rows, groups] (float32, already rounded to ``dtype``) and zero [rows, groups] int8.
+
+    The zero point is None when symmetric.  All-zero groups get scale 1 so nothing divides by 0.
+    """
+    low, high = code_range(bits)
+    groups = _grouped(weight.detach().to(torch.float32), group_size)
+    if symmetric:
+        scale = groups.abs().amax(dim=-1) / ((high - low) / 2)
+    else:
+        # Include 0 in the range so that it is represented exactly (padding, dead inputs).
+        wmin = groups.amin(dim=-1).clamp(max=0)
+        wmax = groups.amax(dim=-1).clamp(min=0)
+        scale = (wmax - wmin) / (high - low)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    if dtype is not None:  # quantize against the scale exactly as it will be stored
+        scale = scale.to(dtype).to(torch.float32)
+    if symmetric:
+        return scale, None
+    zero = torch.round(low - wmin / scale).clamp(low, high).to(torch.int8)
+    return scale, zero
+
+
+def quantize(weight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, bits: int) -> torch.Tensor:
+    """Codes (int8, signed) of ``weight`` [rows, columns] for per-group ``scale``/``zero`` [rows, groups]."""
+    low, high = code_range(bits)
+    rows, columns = weight.shape
+    groups = weight.detach().to(torch.float32).reshape(rows, scale.shape[1], -1)
+    scaled = groups / scale.unsqueeze(-1)
+    if zero is not None:
+        scaled = scaled + zero.to(torch.float32).unsqueeze(-1)
+    return torch.round(scaled).clamp(low, high).to(torch.int8).reshape(rows, columns)
+
+
+def dequantize(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None) -> torch.Tensor:
+    """ŵ = (code - zero) · scale, in the scale's dtype, shaped like ``codes``."""
+    rows, columns = codes.shape
+    values = codes.reshape(rows, scale.shape[1], -1).to(scale.dtype)
+    if zero is not None:
+        values = values - zero.to(scale.dtype).unsqueeze(-1)
+    return (values * scale.unsqueeze(-1)).reshape(rows, columns)
+
+
+def round_to_grid(weight: torch.Tensor, bits: int, group_size: int, symmetric: bool,
+                  dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Round-to-nearest: (codes, scale, zero) of ``weight`` with min-max per-group parameters."""
+    scale, zero = group_params(weight, bits, group_size, symmetric, dtype)
+    return quantize(weight, scale, zero, bits), scale, zero
+
+
+# ------------------------------------------------------------------------------------ bit packing
+def _check_bits(bits: int) -> None:
+    if not 1 <= bits <= 8:
+        raise ValueError(f"packing supports 1 to 8 bits, got {bits}")
+
+
+def pack_int(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """Pack signed int8 codes [rows, columns] densely into int32 words [rows, ⌈columns·bits/32⌉]."""
+    _check_bits(bits)
+    rows, columns = codes.shape
+    unsigned = codes.to(torch.int64) + (1 << (bits - 1))
+    padded = math.ceil(columns / 32) * 32  # 32 codes fill exactly ``bits`` words
+    unsigned = torch.nn.functional.pad(unsigned, (0, padded - columns)).reshape(rows, -1, 32)
+    words = torch.zeros(rows, unsigned.shape[1], bits, dtype=torch.int64, device=codes.device)
+    for i in range(32):
+        start = i * bits
+        word, offset = divmod(start, 32)
+        words[:, :, word] |= (unsigned[:, :, i] << offset) & 0xFFFFFFFF
+        if offset + bits > 32:  # the code straddles two words: its high bits go to the next one
+            words[:, :, word + 1] |= unsigned[:, :, i] >> (32 - offset)
+    words = words.reshape(rows, -1)[:, :math.ceil(columns * bits / 32)]
+    words = torch.where(words >= 1 << 31, words - (1 << 32), words)  # reinterpret as signed int32
+    return words.to(torch.int32).contiguous()
+
+
+def unpack_int(packed: torch.Tensor, bits: int, columns: int) -> torch.Tensor:
+    """Exact inverse of :func:`pack_int`: int32 words -> signed int8 codes [rows, columns]."""
+    _check_bits(bits)
+    rows, count = packed.shape
+    words = packed.to(torch.int64) & 0xFFFFFFFF
+    padded = math.ceil(count / bits) * bits
+    words = torch.nn.functional.pad(words, (0, padded - count)).reshape(rows, -1, bits)
+    mask = (1 << bits) - 1
+    out = torch.empty(rows, words.shape[1], 32, dtype=torch.int64, device=packed.device)
+    for i in range(32):
+        word, offset = divmod(i * bits, 32)
+        value = words[:, :, word] >> offset
+        if offset + bits > 32:
+            value = value | (words[:, :, word + 1] << (32 - offset))
+        out[:, :, i] = value & mask
+    out = out.reshape(rows, -1)[:, :columns] - (1 << (bits - 1))
+    return out.to(torch.int8)

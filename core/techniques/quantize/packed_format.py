@@ -1,0 +1,125 @@
+"""The saved format of RTN/GPTQ models: compressed-tensors "pack-quantized".
+
+The folder is an ordinary transformers folder whose safetensors hold, for every packed Linear,
+``weight_packed`` / ``weight_scale`` / ``weight_shape`` (+ ``weight_zero_point`` if asymmetric)
+exactly as compressed-tensors lays them out, and whose ``config.json`` carries the matching
+``quantization_config`` (quant_method "compressed-tensors", format "pack-quantized", one config
+group per (bits, group size, symmetry) whose targets are the exact layer names).  So:
+
+- our loader rebuilds the model with :class:`PackedLinear` modules (memory stays packed);
+- plain ``transformers`` loads it too when the ``compressed-tensors`` package is installed
+  (it decompresses to dense weights in memory); vLLM reads the same layout.  Asymmetric folders
+  are the same layout (checked against compressed-tensors' own decompressor), but transformers
+  5.23 + compressed-tensors 0.20 expect an unpacked zero point while loading and refuse them, so
+  they are registered as a second format name that does not claim plain-transformers loading.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from core.errors import ModelLoadError
+from core.formats import SavedFormat, mark_format, register_format
+from core.techniques.quantize.common import ASYMMETRIC_FORMAT_NAME, FORMAT_NAME, format_name, replace_module
+from core.techniques.quantize.packed_linear import PackedLinear
+
+
+def quantization_config(model: nn.Module) -> dict:
+    """The compressed-tensors ``quantization_config`` describing the model's PackedLinear layers."""
+    groups: dict[tuple, list[str]] = {}
+    ignore = []
+    for name, module in model.named_modules():
+        if isinstance(module, PackedLinear):
+            groups.setdefault((module.bits, module.group_size, module.symmetric), []).append(name)
+        elif isinstance(module, nn.Linear):
+            ignore.append(name)
+    config_groups = {}
+    for index, ((bits, group_size, symmetric), names) in enumerate(groups.items()):
+        weights = {"num_bits": bits, "type": "int", "symmetric": symmetric,
+                   "strategy": "group" if group_size else "channel", "group_size": group_size or None,
+                   "dynamic": False, "actorder": None, "observer": "minmax", "observer_kwargs": {},
+                   "block_structure": None}
+        config_groups[f"group_{index}"] = {"targets": names, "weights": weights, "input_activations": None,
+                                           "output_activations": None, "format": "pack-quantized"}
+    return {"quant_method": "compressed-tensors", "format": "pack-quantized", "quantization_status": "compressed",
+            "config_groups": config_groups, "ignore": ignore, "kv_cache_scheme": None,
+            "global_compression_ratio": None}
+
+
+def save_packed(model: nn.Module, folder: Path) -> None:
+    """Write the folder: safetensors of the packed buffers, config.json with the quantization_config."""
+    model.save_pretrained(folder)
+    path = Path(folder) / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["quantization_config"] = quantization_config(model)
+    path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+
+
+def _read_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise ModelLoadError(f"{folder} has no .safetensors weights; the quantized model folder is incomplete")
+    tensors: dict[str, torch.Tensor] = {}
+    for file in files:
+        tensors.update(load_file(str(file)))
+    return tensors
+
+
+def load_packed(folder: Path, task: str):
+    """Rebuild the model with PackedLinear layers from a pack-quantized folder (our loader's path)."""
+    from transformers import AutoConfig
+
+    from core.models import _auto_class
+
+    folder = Path(folder)
+    raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    quant = raw.get("quantization_config") or {}
+    if quant.get("format") != "pack-quantized":
+        raise ModelLoadError(f"{folder} is not a pack-quantized folder (its quantization_config says "
+                             f"{quant.get('format')!r})")
+    config = AutoConfig.from_pretrained(folder)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # build the plain architecture; we swap the layers ourselves
+    dtype = getattr(config, "dtype", None) or torch.float32
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    model = _auto_class(task).from_config(config, dtype=dtype)
+    for group in quant.get("config_groups", {}).values():
+        weights = group["weights"]
+        for name in group["targets"]:
+            linear = model.get_submodule(name)
+            packed = PackedLinear(linear.in_features, linear.out_features, weights["num_bits"],
+                                  weights.get("group_size") or 0, weights["symmetric"],
+                                  bias=linear.bias is not None, dtype=linear.weight.dtype)
+            replace_module(model, name, packed)
+    tensors = _read_tensors(folder)
+    result = model.load_state_dict(tensors, strict=False)
+    loaded = {p.data_ptr() for n, p in model.named_parameters() if n in tensors}
+    missing = [k for k in result.missing_keys if model.get_parameter(k).data_ptr() not in loaded] \
+        if result.missing_keys else []
+    if missing or result.unexpected_keys:
+        raise ModelLoadError(f"{folder} does not match its config: missing {missing[:5]}, "
+                             f"unexpected {result.unexpected_keys[:5]}")
+    model.eval()
+    mark_format(model, format_name(model))
+    return model
+
+
+register_format(SavedFormat(
+    name=FORMAT_NAME,
+    description="Weights packed to 2–8 bits with per-group scales (compressed-tensors 'pack-quantized').",
+    save=save_packed, load=load_packed, plain_transformers=True,
+    notes=["Plain transformers loads this folder only with the 'compressed-tensors' package installed, "
+           "and then holds dense (decompressed) weights in memory; this app keeps them packed."]))
+register_format(SavedFormat(
+    name=ASYMMETRIC_FORMAT_NAME,
+    description="Weights packed to 2–8 bits with per-group scales and zero points "
+                "(compressed-tensors 'pack-quantized', asymmetric).",
+    save=save_packed, load=load_packed, plain_transformers=False,
+    notes=["vLLM and compressed-tensors read this layout; transformers 5.23 with compressed-tensors 0.20 "
+           "refuses its packed zero points, so load it with this app (or quantize symmetric)."]))

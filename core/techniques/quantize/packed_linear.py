@@ -1,0 +1,93 @@
+"""``PackedLinear``: a Linear whose weight is stored as packed low-bit integer codes.
+
+The buffers carry the compressed-tensors "pack-quantized" names and layouts, so a model's
+``state_dict`` *is* that format's checkpoint:
+
+- ``weight_packed``  int32 [out, ⌈in·bits/32⌉]: signed codes, densely packed per row (see ``grid``);
+- ``weight_scale``   [out, groups] in the model's dtype;
+- ``weight_zero_point`` int32 [⌈out·bits/32⌉, groups]: asymmetric only, packed along the output dim;
+- ``weight_shape``   int64 [2]: (out, in).
+
+The forward pass unpacks and dequantizes the weight on every call and keeps nothing cached, so
+memory stays at the packed size; it is a reference path, not a fast kernel.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.techniques.quantize.grid import dequantize, pack_int, unpack_int
+
+
+class PackedLinear(nn.Module):
+    """y = x ŴT + b with Ŵ = (code − zero) · scale, unpacked on the fly from int32 words."""
+
+    def __init__(self, in_features: int, out_features: int, bits: int, group_size: int, symmetric: bool,
+                 bias: bool = False, dtype: torch.dtype = torch.float32, device=None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.bits, self.group_size, self.symmetric = bits, group_size, symmetric
+        groups = in_features // group_size if group_size else 1
+        words = -(-in_features * bits // 32)
+        self.register_buffer("weight_packed", torch.zeros(out_features, words, dtype=torch.int32, device=device))
+        self.register_buffer("weight_scale", torch.ones(out_features, groups, dtype=dtype, device=device))
+        if not symmetric:
+            zero_words = -(-out_features * bits // 32)
+            self.register_buffer("weight_zero_point",
+                                 torch.zeros(zero_words, groups, dtype=torch.int32, device=device))
+        else:
+            self.weight_zero_point = None
+        self.register_buffer("weight_shape", torch.tensor([out_features, in_features], dtype=torch.int64,
+                                                          device=device))
+        self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype, device=device)) if bias else None
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, codes: torch.Tensor, scales: torch.Tensor,
+                    zeros: torch.Tensor | None, bits: int, group: int, symmetric: bool) -> PackedLinear:
+        """Build from a Linear and its codes [out, in] (int8), scales and zeros [out, groups]."""
+        weight = linear.weight
+        module = cls(linear.in_features, linear.out_features, bits, group, symmetric,
+                     bias=linear.bias is not None, dtype=weight.dtype, device=weight.device)
+        with torch.no_grad():
+            module.weight_packed.copy_(pack_int(codes, bits))
+            module.weight_scale.copy_(scales.to(weight.dtype))
+            if not symmetric:
+                module.weight_zero_point.copy_(pack_int(zeros.T.contiguous(), bits).T)
+            if linear.bias is not None:
+                module.bias.copy_(linear.bias.detach())
+        return module
+
+    def codes(self) -> torch.Tensor:
+        """The signed integer codes [out, in] (int8)."""
+        return unpack_int(self.weight_packed, self.bits, self.in_features)
+
+    def zeros(self) -> torch.Tensor | None:
+        """The zero points [out, groups] (int8), or None when symmetric."""
+        if self.weight_zero_point is None:
+            return None
+        return unpack_int(self.weight_zero_point.T.contiguous(), self.bits, self.out_features).T
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """Ŵ [out, in] in the scale's dtype (computed now, not cached)."""
+        return dequantize(self.codes(), self.weight_scale, self.zeros())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.dequantized_weight()
+        return F.linear(x, weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+
+    def compression_info(self) -> dict:
+        """Logical parameter count and the real storage bits per weight (codes, scales, zeros, bias)."""
+        params = self.in_features * self.out_features + (self.out_features if self.bias is not None else 0)
+        tensors = [self.weight_packed, self.weight_scale, self.weight_shape]
+        tensors += [t for t in (self.weight_zero_point, self.bias) if t is not None]
+        storage = sum(t.numel() * t.element_size() for t in tensors)
+        return {"params": params, "bits": storage * 8 / params, "shape": [self.out_features, self.in_features],
+                "dtype": f"int{self.bits}", "quant_bits": self.bits, "group_size": self.group_size,
+                "symmetric": self.symmetric}
+
+    def extra_repr(self) -> str:
+        group = self.group_size or "per-channel"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
+                f"group_size={group}, symmetric={self.symmetric}, bias={self.bias is not None}")
