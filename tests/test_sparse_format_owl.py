@@ -145,3 +145,26 @@ def test_outlier_ratio_counts_scores_above_m_times_mean():
     assert outlier_ratio(weight, norms, m=10) == 0.0
     pooled = outlier_ratio([weight, torch.ones(3, 10)], [norms, torch.ones(10)], m=5)
     assert 0 < pooled < 2 / 20  # pooled over the block: the quiet layer dilutes the mean and count
+
+
+def test_pruning_step_saves_sparse_when_asked(tmp_path, tiny_llama_dir):
+    """save_format: sparse makes the run's output folder really smaller, and it reloads identically."""
+    from core.models import load_model
+    from core.recipe import load_recipe
+    from core.runner import run_recipe
+    from tests.conftest import SAMPLE_TEXT
+    from tests.helpers import collect, write_recipe
+
+    text = tmp_path / "text.txt"
+    text.write_text(SAMPLE_TEXT * 2)
+    sizes = {}
+    for save_format in ("dense", "sparse"):
+        recipe = load_recipe(write_recipe(tmp_path / f"{save_format}.yaml", tiny_llama_dir, text))
+        recipe.steps[0].config.save_format = save_format
+        _, report = collect(run_recipe(recipe, tmp_path / save_format))
+        sizes[save_format] = report["after"]["bytes_on_disk"]
+        assert report["steps"][0]["metrics"]["sparse_bytes"] < report["steps"][0]["metrics"]["dense_bytes"]
+    assert sizes["sparse"] < 0.8 * sizes["dense"]
+    dense, sparse = load_model(str(tmp_path / "dense")).model, load_model(str(tmp_path / "sparse")).model
+    ids = torch.tensor([[3, 4, 5, 6]])
+    assert torch.equal(dense(ids).logits, sparse(ids).logits)

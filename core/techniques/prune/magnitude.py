@@ -15,6 +15,7 @@ from core.events import LayerStat, ProgressMeter
 from core.params import param
 from core.registry import StepReport, register
 from core.targets import DEFAULT_IGNORE, DEFAULT_TARGETS, select_linears
+from core.techniques.prune.sparse_format import SAVE_FORMAT_HELP, SAVE_FORMATS, apply_save_format
 
 
 @dataclass
@@ -26,6 +27,7 @@ class MagnitudePruneConfig:
                        choices=("per_layer", "global"))
     targets: list = param(list(DEFAULT_TARGETS), "Layer name patterns to prune (shell globs, or re:regex).")
     ignore: list = param(list(DEFAULT_IGNORE), "Layer name patterns never pruned (the output head by default).")
+    save_format: str = param("dense", SAVE_FORMAT_HELP, choices=SAVE_FORMATS)
 
 
 def magnitude_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
@@ -72,9 +74,9 @@ def apply_magnitude_prune(model, config: MagnitudePruneConfig, ctx):
         if event:
             yield event
     achieved = zeros / total if total else 0.0
-    return StepReport(
+    return apply_save_format(model, config.save_format, StepReport(
         summary=f"Pruned {len(layers)} layers to {achieved:.1%} zeros by magnitude ({config.scope}).",
         metrics={"sparsity": achieved, "zeroed_weights": zeros, "layers": len(layers)},
         layers=rows,
         notes=["Zeros stored in a dense tensor take as much disk and memory as any other value, and dense "
-               "CPU kernels do not skip them: expect no smaller file and no speed-up from this step alone."])
+               "CPU kernels do not skip them: expect no smaller file and no speed-up from this step alone."]))

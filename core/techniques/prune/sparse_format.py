@@ -211,3 +211,25 @@ SPARSE_BITMASK = register_format(SavedFormat(
            "zeros, so expect no speed-up on a CPU.",
            "Loads in this app; plain transformers with compressed-tensors 0.20 cannot decompress "
            "sparse-bitmask weights."]))
+
+
+SAVE_FORMATS = ("dense", "sparse")
+SAVE_FORMAT_HELP = ("dense: a folder plain transformers loads (zeros take full space). sparse: pruned layers "
+                    "stored as a bitmask plus the non-zero values, really smaller on disk; loads in this app "
+                    "only, and runs no faster on a CPU.")
+
+
+def apply_save_format(model: nn.Module, save_format: str, report: Any) -> Any:
+    """Add dense vs sparse bytes to a pruning step's report and mark the model if it is to be saved sparse."""
+    estimate = sparse_bytes_estimate(model)
+    report.metrics["dense_bytes"] = estimate["dense_bytes"]
+    report.metrics["sparse_bytes"] = estimate["sparse_bytes"]
+    share = estimate["sparse_bytes"] / estimate["dense_bytes"] if estimate["dense_bytes"] else 1.0
+    if save_format == "sparse":
+        mark_sparse(model)
+        report.notes.append(f"Saved in the sparse-bitmask format: about {share:.0%} of the dense bytes. "
+                            "It loads in this app; plain transformers cannot read it.")
+    else:
+        report.notes.append(f"Saved dense, so plain transformers loads it; the sparse format would take about "
+                            f"{share:.0%} of the bytes (choose save_format: sparse).")
+    return report

@@ -29,6 +29,7 @@ from core.techniques.prune.masks import (
     parse_pattern,
     prune_blockwise,
 )
+from core.techniques.prune.sparse_format import SAVE_FORMAT_HELP, SAVE_FORMATS, apply_save_format
 
 
 @dataclass
@@ -45,6 +46,7 @@ class SparseGPTConfig:
                              minimum=0.0, maximum=1.0, exclusive_minimum=True)
     targets: list = param(list(DEFAULT_TARGETS), "Layer name patterns to prune (shell globs, or re:regex).")
     ignore: list = param(list(DEFAULT_IGNORE), "Layer name patterns never pruned (the output head by default).")
+    save_format: str = param("dense", SAVE_FORMAT_HELP, choices=SAVE_FORMATS)
 
     def validate(self) -> None:
         """Reject settings that cannot mean anything (RecipeError with the reason)."""
@@ -145,7 +147,7 @@ def apply_sparsegpt_prune(model, config: SparseGPTConfig, ctx):
         model, ctx, targets=config.targets, ignore=config.ignore, pattern=config.pattern,
         make_stats=HessianStats, prune_linear=prune_linear, stage="SparseGPT pruning")
     what = f"{config.pattern} pattern" if m else "unstructured"
-    return StepReport(
+    return apply_save_format(model, config.save_format, StepReport(
         summary=f"Pruned {len(rows)} layers to {achieved:.1%} zeros with SparseGPT ({what}).",
         metrics={"sparsity": achieved, "layers": len(rows),
                  "reconstruction_error": sum(r["reconstruction_error"] for r in rows),
@@ -154,4 +156,4 @@ def apply_sparsegpt_prune(model, config: SparseGPTConfig, ctx):
         notes=PRUNE_NOTES[:1] + (PRUNE_NOTES[1:] if m else []) + [
             "SparseGPT changes the weights it keeps to compensate for the pruned ones; "
             "reconstruction_error is each layer's mean squared output change per calibration token "
-            "(‖(W − Ŵ)X‖² / tokens), measured after pruning."])
+            "(‖(W − Ŵ)X‖² / tokens), measured after pruning."]))

@@ -26,6 +26,7 @@ from core.techniques.prune.masks import (
     prune_blockwise,
     row_topk_mask,
 )
+from core.techniques.prune.sparse_format import SAVE_FORMAT_HELP, SAVE_FORMATS, apply_save_format
 
 
 @dataclass
@@ -36,6 +37,7 @@ class WandaConfig:
     pattern: str = param("unstructured", PATTERN_HELP, choices=PATTERNS)
     targets: list = param(list(DEFAULT_TARGETS), "Layer name patterns to prune (shell globs, or re:regex).")
     ignore: list = param(list(DEFAULT_IGNORE), "Layer name patterns never pruned (the output head by default).")
+    save_format: str = param("dense", SAVE_FORMAT_HELP, choices=SAVE_FORMATS)
 
     def validate(self) -> None:
         """Reject settings that cannot mean anything (RecipeError with the reason)."""
@@ -74,10 +76,10 @@ def apply_wanda_prune(model, config: WandaConfig, ctx):
         model, ctx, targets=config.targets, ignore=config.ignore, pattern=config.pattern,
         make_stats=InputNormStats, prune_linear=prune_linear, stage="Wanda pruning")
     what = f"{config.pattern} pattern" if m else "unstructured, per row"
-    return StepReport(
+    return apply_save_format(model, config.save_format, StepReport(
         summary=f"Pruned {len(rows)} layers to {achieved:.1%} zeros with Wanda ({what}).",
         metrics={"sparsity": achieved, "layers": len(rows),
                  "calibration_tokens": int(ctx.calibration_windows().numel())},
         layers=rows,
         notes=PRUNE_NOTES[:1] + (PRUNE_NOTES[1:] if m else []) + [
-            "Wanda only removes weights; the ones kept are unchanged (no error compensation)."])
+            "Wanda only removes weights; the ones kept are unchanged (no error compensation)."]))
