@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.errors import ModelLoadError
+from core.errors import ModelLoadError, StudioError
 
 MANIFEST = "compression_studio.json"
 MANIFEST_VERSION = 1
@@ -33,6 +33,9 @@ class SavedFormat:
     load: Callable[[Path, str], Any]  # (folder, task) -> model, compressed modules intact and re-marked
     plain_transformers: bool = False  # True if AutoModel*.from_pretrained also loads the folder
     notes: list[str] = field(default_factory=list)
+    # True when the model's modules are still ordinary ones and the format is only a way of storing them
+    # (e.g. sparse bitmasks): a later step's format may take over.  False when modules were replaced.
+    replaceable: bool = False
 
 
 _FORMATS: dict[str, SavedFormat] = {}
@@ -56,7 +59,16 @@ def get_format(name: str) -> SavedFormat:
 
 
 def mark_format(model: Any, name: str, **details: Any) -> None:
-    """Record on the model that it must be saved in format ``name`` (with details for the manifest)."""
+    """Record on the model that it must be saved in format ``name`` (with details for the manifest).
+
+    Two steps that both replace modules (say low-rank factors, then shared layers) cannot be saved
+    together yet: that is refused here, before anything is written.
+    """
+    current = model_format(model)
+    if current and current["format"] != name and not get_format(current["format"]).replaceable:
+        raise StudioError(f"this recipe combines two steps that each need their own saved format "
+                          f"({current['format']} and {name}); this version can save only one of them. "
+                          "Split the recipe into two runs, or leave one step out.")
     setattr(model, _FORMAT_ATTRIBUTE, {"format": name, **details})
 
 

@@ -94,9 +94,13 @@ def layer_rows(model: nn.Module) -> list[LayerRow]:
     """One row per module that directly owns weights (Linear, Embedding, norms, packed layers)."""
     rows = []
     seen: set[int] = set()
+    reported: list[str] = []  # modules that describe themselves, children included
     for name, module in model.named_modules():
+        if any(name.startswith(prefix + ".") for prefix in reported):
+            continue
         info = getattr(module, "compression_info", None)
         if callable(info):
+            reported.append(name)
             details = info()
             weight = getattr(module, "weight", None)
             rows.append(LayerRow(name, type(module).__name__, list(details.get("shape", [])),

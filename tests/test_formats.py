@@ -60,3 +60,44 @@ def test_damaged_manifest_is_a_clear_error(tiny_llama_dir):
     (tiny_llama_dir / formats.MANIFEST).write_text("{not json")
     with pytest.raises(ModelLoadError, match="damaged"):
         load_model(str(tiny_llama_dir))
+
+
+def test_two_module_replacing_formats_are_refused(tiny_llama, halved_format, monkeypatch):
+    from core.errors import StudioError
+
+    other = formats.SavedFormat("test-other", "another", halved_format.save, halved_format.load)
+    monkeypatch.setitem(formats._FORMATS, "test-other", other)
+    formats.mark_format(tiny_llama, "test-halved")
+    with pytest.raises(StudioError, match="two steps that each need their own saved format"):
+        formats.mark_format(tiny_llama, "test-other")
+
+
+def test_a_storage_only_format_can_be_taken_over(tiny_llama, halved_format):
+    formats.mark_format(tiny_llama, "sparse-bitmask")
+    formats.mark_format(tiny_llama, "test-halved")
+    assert formats.model_format(tiny_llama)["format"] == "test-halved"
+
+
+def test_self_describing_modules_are_counted_once(tiny_llama):
+    """A module that reports compression_info() stands for its children in the layer table."""
+    from torch import nn
+
+    from core.model_info import inspect_model
+
+    class Wrapped(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def compression_info(self):
+            return {"params": self.inner.weight.numel(), "bits": 4.0, "shape": list(self.inner.weight.shape)}
+
+        def forward(self, x):
+            return self.inner(x)
+
+    before = inspect_model(tiny_llama).parameters
+    tiny_llama.model.layers[0].mlp.up_proj = Wrapped(tiny_llama.model.layers[0].mlp.up_proj)
+    summary = inspect_model(tiny_llama)
+    names = [r.name for r in summary.layers]
+    assert "model.layers.0.mlp.up_proj" in names and "model.layers.0.mlp.up_proj.inner" not in names
+    assert summary.parameters == before

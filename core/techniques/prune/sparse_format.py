@@ -207,6 +207,7 @@ SPARSE_BITMASK = register_format(SavedFormat(
     save=save_sparse_bitmask,
     load=load_sparse_bitmask,
     plain_transformers=False,
+    replaceable=True,
     notes=["Smaller on disk only: the loaded model is dense again, and dense CPU kernels do not skip "
            "zeros, so expect no speed-up on a CPU.",
            "Loads in this app; plain transformers with compressed-tensors 0.20 cannot decompress "
