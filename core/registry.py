@@ -69,6 +69,7 @@ class TechniqueInfo:
 
 FAMILIES = ("quantization", "pruning", "distillation", "low-rank", "sharing")
 _REGISTRY: dict[str, TechniqueInfo] = {}
+_DISCOVERED = False
 
 
 def register(name: str, *, title: str, family: str, summary: str, config: type,
@@ -87,15 +88,21 @@ def register(name: str, *, title: str, family: str, summary: str, config: type,
 
 
 def _discover() -> None:
+    global _DISCOVERED
     import core.techniques as package
 
     for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
         importlib.import_module(module.name)
+    _DISCOVERED = True
 
 
 def techniques() -> dict[str, TechniqueInfo]:
-    """All registered techniques by name (importing every module under core.techniques once)."""
-    if not _REGISTRY:
+    """All registered techniques by name (importing every module under core.techniques once).
+
+    Discovery runs even if some technique module was imported directly before (which registers
+    only that module's techniques).
+    """
+    if not _DISCOVERED:
         _discover()
     return dict(_REGISTRY)
 

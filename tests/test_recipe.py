@@ -77,3 +77,16 @@ def test_registry_lists_magnitude_with_family():
 
 def test_default_recipe_is_valid():
     Recipe().validate()
+
+
+def test_discovery_is_complete_after_a_direct_import():
+    """Importing one technique module first must not hide the others."""
+    import subprocess
+    import sys
+
+    code = ("import core.techniques.prune.magnitude\n"
+            "from core.registry import techniques\n"
+            "names = techniques()\n"
+            "assert 'wanda_prune' in names and 'gptq_quantize' in names, sorted(names)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
