@@ -204,3 +204,22 @@ class HessianStats:
         self.tokens += count
         x = x * (2.0 / self.tokens) ** 0.5
         self.hessian += x.T @ x
+
+
+def inverse_hessian_cholesky(hessian: torch.Tensor, percdamp: float, method: str) -> torch.Tensor:
+    """Upper Cholesky factor U of (H + λI)⁻¹ with λ = percdamp · mean(diag H), so H⁻¹ = UᵀU.
+
+    The second-order methods (GPTQ, SparseGPT) read their column updates from U.  If H is not
+    positive definite at the asked dampening, λ is raised tenfold, up to three times.
+    """
+    damp = percdamp * torch.mean(torch.diag(hessian))
+    eye = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
+    for _ in range(4):
+        lower, info = torch.linalg.cholesky_ex(hessian + damp * eye)
+        if int(info) == 0:
+            upper, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(lower), upper=True)
+            if int(info) == 0:
+                return upper
+        damp = damp * 10
+    raise StudioError(f"{method} could not factorise a layer's Hessian even with 1000× the dampening; "
+                      "raise 'dampening' or use more calibration windows")

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from core.calibration import HessianStats
-from core.errors import RecipeError, StudioError
+from core.calibration import HessianStats, inverse_hessian_cholesky
+from core.errors import RecipeError
 from core.params import param
 from core.registry import Needs, StepReport, register
 from core.targets import DEFAULT_IGNORE, DEFAULT_TARGETS
@@ -57,20 +57,6 @@ class SparseGPTConfig:
         check_targets(self.targets, self.ignore)
 
 
-def _inverse_cholesky(hessian: torch.Tensor, percdamp: float) -> torch.Tensor:
-    """Upper Cholesky factor of (H + λI)⁻¹ with λ = percdamp · mean(diag H); more damping if needed."""
-    damp = percdamp * torch.mean(torch.diag(hessian))
-    eye = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
-    for _ in range(4):
-        lower, info = torch.linalg.cholesky_ex(hessian + damp * eye)
-        if int(info) == 0:
-            upper, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(lower), upper=True)
-            if int(info) == 0:
-                return upper
-        damp = damp * 10
-    raise StudioError("SparseGPT could not factorise a layer's Hessian even with 1000× the dampening; "
-                      "raise 'dampening' or use more calibration windows")
-
 
 def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float, n: int = 0, m: int = 0,
                     block_size: int = 128, percdamp: float = 0.01) -> tuple[torch.Tensor, float]:
@@ -95,7 +81,7 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float
     dead = torch.diag(H) == 0  # inputs that were always zero: their weights can go for free
     H[dead, dead] = 1
     W[:, dead] = 0
-    Hinv = _inverse_cholesky(H, percdamp)
+    Hinv = inverse_hessian_cholesky(H, percdamp, "SparseGPT")
 
     for i1 in range(0, columns, block_size):
         i2 = min(i1 + block_size, columns)

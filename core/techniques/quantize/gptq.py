@@ -26,8 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from core.calibration import HessianStats, run_blockwise
-from core.errors import StudioError
+from core.calibration import HessianStats, inverse_hessian_cholesky, run_blockwise
 from core.events import LayerStat
 from core.params import param
 from core.registry import Needs, StepReport, register
@@ -88,20 +87,6 @@ def _one_thread():
         torch.set_num_threads(threads)
 
 
-def _inverse_cholesky(hessian: torch.Tensor, percdamp: float) -> torch.Tensor:
-    """Upper Cholesky factor U of (H + λI)⁻¹, λ = percdamp · mean(diag H); H⁻¹ = UᵀU."""
-    damp = percdamp * torch.mean(torch.diag(hessian))
-    eye = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
-    for _ in range(4):
-        lower, info = torch.linalg.cholesky_ex(hessian + damp * eye)
-        if int(info) == 0:
-            upper, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(lower), upper=True)
-            if int(info) == 0:
-                return upper
-        damp = damp * 10
-    raise StudioError("GPTQ could not factorise a layer's Hessian even with 1000× the dampening; "
-                      "raise 'dampening' or use more calibration windows")
-
 
 def gptq_quantize_weight(weight: torch.Tensor, hessian: torch.Tensor, bits: int = 4, group_size: int = 128,
                          symmetric: bool = True, act_order: bool = False, percdamp: float = 0.01,
@@ -140,7 +125,7 @@ def _gptq(weight, hessian, bits, group_size, symmetric, act_order, percdamp, blo
         perm = torch.argsort(torch.diag(H), descending=True)
         W, H, order = W[:, perm], H[perm][:, perm], perm
     group_of = (order // size).tolist()  # the group of each column, in processing order
-    Hinv = _inverse_cholesky(H, percdamp)
+    Hinv = inverse_hessian_cholesky(H, percdamp, "GPTQ")
 
     step = block_size if static else -(-block_size // size) * size
     # Work on Wᵀ [columns, rows] so each column is one contiguous row of memory.
