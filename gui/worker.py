@@ -150,7 +150,10 @@ class JobHandle(QObject):
         """Block until the thread ended (True) or the timeout passed (False)."""
         if self._done or not self._started or not isValid(self.thread):
             return True
-        return self.thread.wait(timeout_ms) if timeout_ms >= 0 else self.thread.wait()
+        ended = self.thread.wait(timeout_ms) if timeout_ms >= 0 else self.thread.wait()
+        if ended:
+            self._done = True  # the queued thread-finished slot may not have run yet
+        return ended
 
     @Slot()
     def cancel_and_wait(self) -> None:
