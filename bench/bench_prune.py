@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import peak_rss_mb, print_table, write_results  # noqa: E402
+from bench.common import apply_step, peak_rss_mb, print_table, write_results  # noqa: E402
 
 METHODS = {  # row name -> (technique, params)
     "dense": (None, {}),
@@ -36,13 +36,8 @@ def run_one(method: str, args: argparse.Namespace) -> dict:
     """Load the model, apply one method, measure it; return its row."""
     from core.data import load_texts, token_windows
     from core.evaluate import perplexity
-    from core.events import drain
     from core.model_info import inspect_model
     from core.models import load_model
-    from core.params import config_from_dict
-    from core.recipe import DataSpec, Recipe
-    from core.registry import get_technique
-    from core.runner import RunContext
 
     technique, params = METHODS[method]
     loaded = load_model("bundled:smollm2-135m")
@@ -50,14 +45,8 @@ def run_one(method: str, args: argparse.Namespace) -> dict:
     row: dict = {"method": method, "pattern": params.get("pattern", "unstructured" if technique else "—"),
                  "prune_s": 0.0}
     if technique:
-        info = get_technique(technique)
-        config = config_from_dict(info.config_cls, params)
-        recipe = Recipe(data=DataSpec(sequence_length=args.sequence_length,
-                                      calibration_windows=args.calibration_windows))
-        ctx = RunContext(recipe, tokenizer, "cpu")
-        started = time.perf_counter()
-        report = drain(info.handler(model, config, ctx))
-        row["prune_s"] = time.perf_counter() - started
+        report, row["prune_s"] = apply_step(model, tokenizer, technique, params, sequence_length=args.sequence_length,
+                                          calibration_windows=args.calibration_windows)
         row["sparsity"] = report.metrics["sparsity"]
     summary = inspect_model(model, with_layers=False)
     row["nonzero_m"] = summary.nonzero_parameters / 1e6

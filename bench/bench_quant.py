@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import peak_rss_mb, print_table, write_results  # noqa: E402
+from bench.common import apply_step, peak_rss_mb, print_table, write_results  # noqa: E402
 
 METHODS = {  # row name -> (technique, params)
     "unquantized": (None, {}),
@@ -48,13 +48,8 @@ def run_one(method: str, args: argparse.Namespace) -> dict:
 
     from core.data import load_texts, token_windows
     from core.evaluate import perplexity
-    from core.events import drain
     from core.model_info import bytes_in_memory, folder_weight_bytes, inspect_model
     from core.models import load_model
-    from core.params import config_from_dict
-    from core.recipe import DataSpec, Recipe
-    from core.registry import get_technique
-    from core.runner import RunContext
     from core.saving import save_model
 
     technique, params = METHODS[method]
@@ -66,14 +61,8 @@ def run_one(method: str, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "model"
         if technique:
-            info = get_technique(technique)
-            config = config_from_dict(info.config_cls, params)
-            recipe = Recipe(data=DataSpec(sequence_length=args.sequence_length,
-                                          calibration_windows=args.calibration_windows))
-            ctx = RunContext(recipe, tokenizer, "cpu")
-            started = time.perf_counter()
-            report = drain(info.handler(model, config, ctx))
-            row["quant_s"] = time.perf_counter() - started
+            report, row["quant_s"] = apply_step(model, tokenizer, technique, params, sequence_length=args.sequence_length,
+                                              calibration_windows=args.calibration_windows)
             row["layer_bits"] = report.metrics["bits_per_weight"]
             with torch.no_grad():
                 before = model(windows[:1]).logits

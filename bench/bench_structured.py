@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import print_table, write_results  # noqa: E402
+from bench.common import apply_step, print_table, write_results  # noqa: E402
 
 METHODS = {  # row name -> (technique, params)
     "dense": (None, {}),
@@ -33,12 +33,7 @@ METHODS = {  # row name -> (technique, params)
 def run_one(method: str, args: argparse.Namespace, eval_windows):
     """Load the model, apply one method, measure its size and perplexity; return (row, model, tokenizer)."""
     from core.evaluate import perplexity
-    from core.events import drain
     from core.models import load_model
-    from core.params import config_from_dict
-    from core.recipe import DataSpec, Recipe
-    from core.registry import get_technique
-    from core.runner import RunContext
     from core.techniques.prune.structured import parameter_count
 
     technique, params = METHODS[method]
@@ -46,14 +41,8 @@ def run_one(method: str, args: argparse.Namespace, eval_windows):
     model, tokenizer = loaded.model, loaded.tokenizer
     row: dict = {"method": method, "prune_s": 0.0}
     if technique:
-        info = get_technique(technique)
-        config = config_from_dict(info.config_cls, params)
-        recipe = Recipe(data=DataSpec(sequence_length=args.sequence_length,
-                                      calibration_windows=args.calibration_windows))
-        ctx = RunContext(recipe, tokenizer, "cpu")
-        started = time.perf_counter()
-        report = drain(info.handler(model, config, ctx))
-        row["prune_s"] = time.perf_counter() - started
+        report, row["prune_s"] = apply_step(model, tokenizer, technique, params, sequence_length=args.sequence_length,
+                                          calibration_windows=args.calibration_windows)
         row["summary"] = report.summary
     row["params_m"] = parameter_count(model) / 1e6
     row["layers"] = model.config.num_hidden_layers

@@ -56,3 +56,20 @@ def write_results(name: str, rows: list[dict[str, Any]], settings: dict[str, Any
                "settings": settings, "rows": rows}
     path.write_text(json.dumps(payload, indent=2))
     return path
+
+
+def apply_step(model: Any, tokenizer: Any, technique: str, params: dict[str, Any], *, sequence_length: int,
+               calibration_windows: int) -> tuple[Any, float]:
+    """Apply one registered technique to ``model`` outside the runner; return (StepReport, seconds)."""
+    from core.events import drain
+    from core.params import config_from_dict
+    from core.recipe import DataSpec, Recipe
+    from core.registry import get_technique
+    from core.runner import RunContext
+
+    info = get_technique(technique)
+    config = config_from_dict(info.config_cls, params)
+    recipe = Recipe(data=DataSpec(sequence_length=sequence_length, calibration_windows=calibration_windows))
+    started = time.perf_counter()
+    report = drain(info.handler(model, config, RunContext(recipe, tokenizer, "cpu")))
+    return report, time.perf_counter() - started
