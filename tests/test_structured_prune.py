@@ -252,3 +252,62 @@ def test_all_structured_steps_on_other_architectures(architecture, tiny_tokenize
     ids = _ids(tiny_tokenizer)
     out = reloaded.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=tiny_tokenizer.pad_token_id)
     assert out.shape == (1, ids.shape[1] + 5)
+
+
+# ------------------------------------------------------------- explicit surgery (no calibration)
+def _logits(model, tokenizer):
+    with torch.no_grad():
+        return model(_ids(tokenizer)).logits
+
+
+def test_keep_mlp_neurons_removing_silent_neurons_keeps_logits(tiny_llama, tiny_tokenizer, tmp_path):
+    from core.techniques.prune.structured import keep_mlp_neurons
+
+    keep = [torch.arange(0, 128, 2), torch.arange(1, 128, 2)]  # different neurons per layer, same width
+    for layer, kept in zip(tiny_llama.model.layers, keep, strict=True):
+        silent = torch.ones(128, dtype=torch.bool)
+        silent[kept] = False
+        with torch.no_grad():
+            layer.mlp.down_proj.weight[:, silent] = 0  # the neurons we remove contribute nothing
+    expected = _logits(tiny_llama, tiny_tokenizer)
+    assert keep_mlp_neurons(tiny_llama, keep) == 64
+    assert tiny_llama.model.layers[1].mlp.up_proj.weight.shape == (64, 64)
+    torch.testing.assert_close(_logits(tiny_llama, tiny_tokenizer), expected, rtol=1e-5, atol=1e-5)
+    _reload_logits_match(tiny_llama, tiny_tokenizer, tmp_path / "narrow")
+
+
+def test_keep_kv_groups_removing_silent_group_keeps_logits(tiny_llama, tiny_tokenizer, tmp_path):
+    from core.techniques.prune.structured import keep_kv_groups
+
+    head_dim = 16  # hidden 64 / 4 heads; 2 query heads per key/value group
+    for layer in tiny_llama.model.layers:
+        with torch.no_grad():
+            layer.self_attn.o_proj.weight[:, 0:2 * head_dim] = 0  # group 0's query heads contribute nothing
+    expected = _logits(tiny_llama, tiny_tokenizer)
+    assert keep_kv_groups(tiny_llama, [[1], [1]]) == (2, 1)
+    assert tiny_llama.config.num_key_value_heads == 1 and tiny_llama.config.head_dim == head_dim
+    assert tiny_llama.model.layers[0].self_attn.k_proj.weight.shape == (head_dim, 64)
+    torch.testing.assert_close(_logits(tiny_llama, tiny_tokenizer), expected, rtol=1e-5, atol=1e-5)
+    _reload_logits_match(tiny_llama, tiny_tokenizer, tmp_path / "fewer_heads")
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda m: __import__("core.techniques.prune.structured", fromlist=["x"]).keep_mlp_neurons(
+        m, [range(64), range(32)]), "same number"),
+    (lambda m: __import__("core.techniques.prune.structured", fromlist=["x"]).keep_mlp_neurons(
+        m, [range(64)]), "2 layers"),
+    (lambda m: __import__("core.techniques.prune.structured", fromlist=["x"]).keep_mlp_neurons(
+        m, [[0, 200], [0, 1]]), "must lie in"),
+    (lambda m: __import__("core.techniques.prune.structured", fromlist=["x"]).keep_kv_groups(
+        m, [[0, 0], [0, 1]]), "listed twice"),
+    (lambda m: __import__("core.techniques.prune.structured", fromlist=["x"]).keep_kv_groups(
+        m, [[], []]), "at least one"),
+    (lambda m: __import__("core.techniques.prune.structured", fromlist=["x"]).drop_blocks(m, [0, 1]),
+     "every one"),
+    (lambda m: __import__("core.techniques.prune.structured", fromlist=["x"]).drop_blocks(m, [5]), "must lie in"),
+])
+def test_explicit_surgery_rejects_bad_choices(tiny_llama, call, match):
+    shapes = {n: tuple(p.shape) for n, p in tiny_llama.named_parameters()}
+    with pytest.raises(ValueError, match=match):
+        call(tiny_llama)
+    assert {n: tuple(p.shape) for n, p in tiny_llama.named_parameters()} == shapes  # nothing half-done
