@@ -3,7 +3,8 @@
     .venv/bin/python bench/bench_lowrank.py [--rows dense:0,plain:0.2,...] [--windows 40] [--calibration-windows 32]
 
 Rows are ``method:setting``: ``dense:0``; ``plain|activation_aware|rom:<reduction>`` (svd_lowrank with
-that target_reduction); ``share:<n>`` (share_layers with n layers reusing another's weights).
+that target_reduction); ``share:<n>`` (share_layers with n layers reusing another's weights); ``share_c64:<n>`` (the same with a
+rank-64 per-layer correction fitted to the layers' outputs).
 
 Every row runs in its own child process on a freshly loaded SmolLM2-135M, so its peak RSS is its
 own.  Calibration: 32×512 windows of bundled:wiki-calibration; perplexity: 40×512 windows of the
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import peak_rss_mb, print_table, write_results  # noqa: E402
 
 DEFAULT_ROWS = ["dense:0"] + [f"{m}:{r}" for r in (0.2, 0.4, 0.1) for m in ("plain", "activation_aware", "rom")] \
-    + [f"share:{n}" for n in (2, 4, 8)]
+    + [f"share:{n}" for n in (2, 4, 8)] + [f"share_c64:{n}" for n in (2, 4, 8)]
 COLUMNS = [("method", "method", ""), ("target", "target", ".2g"), ("reduction", "achieved", ".1%"),
            ("params_m", "params M", ".1f"), ("perplexity", "perplexity", ".2f"), ("disk_mb", "disk MB", ".0f"),
            ("factorize_s", "factorize s", ".1f"),
@@ -88,9 +89,11 @@ def run_one(method: str, target: float, args: argparse.Namespace) -> dict:
     model, tokenizer = loaded.model, loaded.tokenizer
     row: dict = {"method": method, "target": target, "memory_mb": bytes_in_memory(model) / 1e6}
     if method != "dense":
-        if method == "share":
+        if method.startswith("share"):
             info = get_technique("share_layers")
             params = {"num_shared": int(target), "score_windows": min(8, args.calibration_windows)}
+            if method.startswith("share_c"):  # share_c64: with a rank-64 correction fitted to outputs
+                params["correction_rank"] = int(method.removeprefix("share_c"))
         else:
             info = get_technique("svd_lowrank")
             params = {"method": method, "target_reduction": target, "allocation": args.allocation}

@@ -103,3 +103,17 @@ def test_sharing_every_layer_is_rejected(tiny_llama, tiny_tokenizer, text_file):
         _apply(tiny_llama, tiny_tokenizer, text_file, num_shared=2)
     with pytest.raises(RecipeError, match="outside"):
         _apply(tiny_llama, tiny_tokenizer, text_file, pairs=[[0, 5]])
+
+
+def test_correction_fitted_to_outputs_beats_one_fitted_to_weights(tiny_llama, tiny_tokenizer, text_file):
+    import copy
+
+    windows = RunContext(Recipe(data=DataSpec(calibration=str(text_file), sequence_length=16,
+                                              calibration_windows=4)), tiny_tokenizer, "cpu").calibration_windows()
+    expected = _logits(tiny_llama, windows)
+    errors = {}
+    for fit in ("weights", "outputs"):
+        model = copy.deepcopy(tiny_llama)
+        _apply(model, tiny_tokenizer, text_file, pairs=[[0, 1]], correction_rank=4, correction_fit=fit)
+        errors[fit] = float((_logits(model, windows) - expected).pow(2).mean())
+    assert errors["outputs"] < errors["weights"]

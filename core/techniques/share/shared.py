@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from core.errors import RecipeError
-from core.techniques.lowrank.factorized import svd_factors
+from core.techniques.lowrank.factorized import svd_factors, whitened_svd_factors
 
 
 class CorrectedSharedLinear(nn.Module):
@@ -86,12 +86,14 @@ def choose_pairs(scores: dict[tuple[int, int], float], count: int) -> list[tuple
 
 
 def share_block(source: nn.Module, follower: nn.Module, correction_rank: int = 0,
-                fit: bool = True) -> dict[str, float]:
+                fit: bool = True, hessians: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
     """Make ``follower`` use ``source``'s Linear weights; return each Linear's relative weight change.
 
     With ``correction_rank`` > 0 each follower Linear becomes a :class:`CorrectedSharedLinear` whose
-    correction is the truncated SVD of (own weight − source weight) when ``fit`` (else left as built,
-    for loading saved weights).
+    correction is fitted to Δ = own weight − source weight when ``fit`` (else left as built, for
+    loading saved weights).  Without ``hessians`` the fit is the truncated SVD of Δ (best in ‖Δ − UV‖);
+    with the follower Linears' input second moments H ∝ XXᵀ (keyed by relative name) it is SVD-LLM's
+    whitened SVD, best in ‖(Δ − UV) X‖: the layer's *outputs* on calibration text change least.
     """
     src, own = block_linears(source), block_linears(follower)
     if src.keys() != own.keys():
@@ -108,7 +110,9 @@ def share_block(source: nn.Module, follower: nn.Module, correction_rank: int = 0
         if correction_rank > 0:
             module = CorrectedSharedLinear(base, min(correction_rank, min(delta.shape)))
             if fit:
-                down, up = svd_factors(delta, module.rank)
+                hessian = (hessians or {}).get(name)
+                down, up = (svd_factors(delta, module.rank) if hessian is None
+                            else whitened_svd_factors(delta, hessian, module.rank))
                 with torch.no_grad():
                     module.down.weight.copy_(down)
                     module.up.weight.copy_(up)

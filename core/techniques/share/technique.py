@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from core.calibration import capture_block_inputs, find_blocks
+from core.calibration import HessianStats, capture_block_inputs, find_blocks, run_blockwise
 from core.errors import ModelLoadError, RecipeError
 from core.events import LayerStat, ProgressMeter
 from core.formats import SavedFormat, mark_format, read_manifest, register_format
@@ -46,6 +46,9 @@ class ShareLayersConfig:
                         "2's weights). Empty = choose the most alike layers automatically.")
     correction_rank: int = param(0, "Rank of a small per-layer low-rank correction added to every shared "
                                  "Linear (0 = none).", minimum=0, maximum=4096)
+    correction_fit: str = param("outputs", "How the correction is fitted: outputs (the shared layer's outputs on "
+                                "calibration text change least, SVD-LLM whitening) or weights (closest weights, "
+                                "no data needed).", choices=("outputs", "weights"))
     max_distance: int = param(2, "With similarity 'outputs', only layers at most this far apart are compared.",
                               minimum=1, maximum=1024)
     score_windows: int = param(8, "Calibration windows used to compare layers' outputs.", minimum=1, maximum=4096)
@@ -124,13 +127,31 @@ def apply_share_layers(model, config: ShareLayersConfig, ctx):
         pairs = choose_pairs(scores, config.num_shared)
     before = inspect_model(model, with_layers=False).parameters
     rows = []
-    for source, follower in pairs:
-        changes = share_block(blocks[source], blocks[follower], config.correction_rank)
+
+    def share(source: int, follower: int, hessians=None):
+        changes = share_block(blocks[source], blocks[follower], config.correction_rank, hessians=hessians)
         change = sum(changes.values()) / len(changes)
         rows.append({"layer": f"{blocks_name}.{follower}", "source": f"{blocks_name}.{source}",
                      "relative_weight_change": change})
         yield LayerStat(f"{blocks_name}.{follower}", "shared_with", float(source), ctx.step_index)
         yield LayerStat(f"{blocks_name}.{follower}", "relative_weight_change", change, ctx.step_index)
+
+    if config.correction_rank > 0 and config.correction_fit == "outputs":
+        # Block by block, so each follower's correction is fitted to the inputs it really sees
+        # (the outputs of the already-shared layers before it).
+        source_of = {f: s for s, f in pairs}
+
+        def compress(block):
+            prefix = block.name + "."
+            hessians = {name[len(prefix):]: stats.hessian for name, stats in block.stats.items()}
+            yield from share(source_of[block.index], block.index, hessians)
+
+        yield from run_blockwise(model, ctx.calibration_windows(), make_stats=HessianStats, compress_block=compress,
+                                 targets=[f"{blocks_name}.{f}.*" for f in source_of], device=ctx.device,
+                                 stage="Fitting corrections", step_index=ctx.step_index)
+    else:
+        for source, follower in pairs:
+            yield from share(source, follower)
     mark_format(model, FORMAT, blocks=blocks_name, pairs=[list(p) for p in pairs],
                 correction_rank=config.correction_rank, dtype=str(next(model.parameters()).dtype))
     after = inspect_model(model, with_layers=False).parameters
@@ -142,7 +163,8 @@ def apply_share_layers(model, config: ShareLayersConfig, ctx):
         layers=rows,
         notes=["Shared tensors are stored once in the saved folder ('shared' format): it loads with this app, "
                "not with plain transformers.",
-               "relative_weight_change is ‖W_own − W_used‖ / ‖W_own‖ per Linear, averaged over the layer."])
+               "relative_weight_change is ‖W_own − W_used‖ / ‖W_own‖ per Linear, averaged over the layer"
+               + (" (after the correction)." if config.correction_rank else ".")])
 
 
 def _load_shared(folder: Path, task: str):
