@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import nn
 
 from core.errors import RecipeError
-from core.targets import select_linears
+from core.params import param
+from core.targets import DEFAULT_IGNORE, DEFAULT_TARGETS, select_linears
 from core.techniques.quantize.grid import check_group_size
 
 BITS_HELP = "Bits per weight, 2 to 8. 4 is the usual choice; 8 is nearly lossless; 3 and 2 lose quality fast."
@@ -15,6 +18,10 @@ GROUP_HELP = ("Consecutive input weights sharing one scale (and zero point). Sma
               "0 means one scale per output channel.")
 SYMMETRIC_HELP = ("Symmetric: codes centred on zero, one scale per group. Asymmetric: also a zero point per "
                   "group, fitting lopsided weight ranges better for a little more storage.")
+CLIP_HELP = ("How each group's range is chosen. none: from its smallest to its largest weight (min-max). "
+             "mse: search how far to shrink the range (clipping the few largest weights) so the rounding "
+             "error of the whole group is smallest; clearly better at 3–4 bits, a few seconds slower.")
+CLIP_CHOICES = ("none", "mse")
 FORMAT_NAME = "compressed-tensors-pack-quantized"
 # Same files; named apart because transformers 5.23 + compressed-tensors 0.20 cannot load packed zero points.
 ASYMMETRIC_FORMAT_NAME = "compressed-tensors-pack-quantized-asymmetric"
@@ -42,6 +49,24 @@ def check_targets(targets: list, ignore: list) -> None:
             raise RecipeError(f"{name} must be a list of non-empty layer name patterns, got {patterns!r}")
 
 
+@dataclass
+class WeightQuantConfig:
+    """The settings every packed weight quantizer (RTN, GPTQ, mixed precision) shares."""
+
+    bits: int = param(4, BITS_HELP)
+    group_size: int = param(64, GROUP_HELP)
+    symmetric: bool = param(True, SYMMETRIC_HELP)
+    clip: str = param("none", CLIP_HELP, choices=CLIP_CHOICES)
+    targets: list = param(list(DEFAULT_TARGETS), "Layer name patterns to quantize (shell globs, or re:regex).")
+    ignore: list = param(list(DEFAULT_IGNORE), "Layer name patterns never quantized (the output head by default).")
+
+    def validate(self) -> None:
+        """Reject settings that cannot work (RecipeError naming what to choose instead)."""
+        check_bits(self.bits)
+        check_group_setting(self.group_size)
+        check_targets(self.targets, self.ignore)
+
+
 def check_widths(model: nn.Module, targets: list, ignore: list, group_size: int) -> list[tuple[str, nn.Linear]]:
     """The target Linears, after checking up front that the group size divides every input width."""
     chosen = select_linears(model, targets, ignore)
@@ -54,11 +79,6 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     """Put ``new`` where the submodule called ``name`` is."""
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
-
-
-def scheme_of(config) -> dict:
-    """The quantization settings a saved folder records for each packed layer."""
-    return {"bits": config.bits, "group_size": config.group_size, "symmetric": config.symmetric}
 
 
 def format_name(model: nn.Module) -> str:

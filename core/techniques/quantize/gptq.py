@@ -21,6 +21,7 @@ one matrix product per block.  Details of this implementation (:func:`gptq_quant
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -30,29 +31,20 @@ from core.calibration import HessianStats, inverse_hessian_cholesky, run_blockwi
 from core.events import LayerStat
 from core.params import param
 from core.registry import Needs, StepReport, register
-from core.targets import DEFAULT_IGNORE, DEFAULT_TARGETS
 from core.techniques.quantize.common import (
-    BITS_HELP,
-    GROUP_HELP,
     QUANT_NOTES,
-    SYMMETRIC_HELP,
-    check_bits,
-    check_group_setting,
-    check_targets,
+    WeightQuantConfig,
     check_widths,
     mark_quantized,
     replace_module,
     size_metrics,
 )
-from core.techniques.quantize.grid import check_group_size, code_range, dequantize, group_params
+from core.techniques.quantize.grid import check_group_size, code_range, dequantize, fit_group_params
 from core.techniques.quantize.packed_linear import PackedLinear
 
 
 @dataclass
-class GPTQConfig:
-    bits: int = param(4, BITS_HELP)
-    group_size: int = param(64, GROUP_HELP)
-    symmetric: bool = param(True, SYMMETRIC_HELP)
+class GPTQConfig(WeightQuantConfig):
     act_order: bool = param(False, "Quantize the most active inputs first (by calibration energy), so the "
                             "error lands on the least important ones. Often better at 3 bits; a bit slower.")
     dampening: float = param(0.01, "Added to the Hessian's diagonal as a share of its mean (0.01 = 1%), for "
@@ -61,14 +53,6 @@ class GPTQConfig:
     block_size: int = param(128, "Columns whose error updates are applied together (lazy batch updates); "
                             "only speed changes, not the result's quality. 128 is the paper's value.",
                             minimum=8, maximum=4096)
-    targets: list = param(list(DEFAULT_TARGETS), "Layer name patterns to quantize (shell globs, or re:regex).")
-    ignore: list = param(list(DEFAULT_IGNORE), "Layer name patterns never quantized (the output head by default).")
-
-    def validate(self) -> None:
-        """Reject settings that cannot work (RecipeError naming what to choose instead)."""
-        check_bits(self.bits)
-        check_group_setting(self.group_size)
-        check_targets(self.targets, self.ignore)
 
 
 @contextmanager
@@ -90,19 +74,21 @@ def _one_thread():
 
 def gptq_quantize_weight(weight: torch.Tensor, hessian: torch.Tensor, bits: int = 4, group_size: int = 128,
                          symmetric: bool = True, act_order: bool = False, percdamp: float = 0.01,
-                         block_size: int = 128, scale_dtype: torch.dtype | None = None):
+                         block_size: int = 128, scale_dtype: torch.dtype | None = None, clip: str = "none"):
     """Quantize ``weight`` [out, in] with GPTQ; return (codes, scales, zeros, perm, error).
 
     ``codes`` int8 [out, in] in the original column order; ``scales`` float32 [out, groups]
     (rounded to ``scale_dtype`` if given, so they are exact when stored); ``zeros`` int8 or None
-    (symmetric); ``perm`` the processing order (None without act-order); ``error`` is
+    (symmetric); ``perm`` the processing order (None without act-order); ``clip`` how each group's
+    range is fitted ("none": min-max, "mse": shrunk to the smallest rounding error); ``error`` is
     ‖(W − Ŵ) X‖² / tokens = ½ tr(ΔW H ΔWᵀ) summed over outputs, with the undamped Hessian.
     """
     with _one_thread():
-        return _gptq(weight, hessian, bits, group_size, symmetric, act_order, percdamp, block_size, scale_dtype)
+        return _gptq(weight, hessian, bits, group_size, symmetric, act_order, percdamp, block_size, scale_dtype,
+                     clip)
 
 
-def _gptq(weight, hessian, bits, group_size, symmetric, act_order, percdamp, block_size, scale_dtype):
+def _gptq(weight, hessian, bits, group_size, symmetric, act_order, percdamp, block_size, scale_dtype, clip):
     rows, columns = weight.shape
     check_group_size(columns, group_size)
     size = group_size or columns
@@ -118,7 +104,7 @@ def _gptq(weight, hessian, bits, group_size, symmetric, act_order, percdamp, blo
     zeros = None if symmetric else torch.zeros(rows, columns // size, dtype=torch.int8, device=W.device)
     static = act_order or not group_size
     if static:  # all groups' parameters from the original weights (static groups / per-channel)
-        scales, zeros = group_params(W, bits, group_size, symmetric, scale_dtype)
+        scales, zeros = fit_group_params(W, bits, group_size, symmetric, scale_dtype, clip)
     perm = None
     order = torch.arange(columns, device=W.device)
     if act_order:
@@ -141,7 +127,7 @@ def _gptq(weight, hessian, bits, group_size, symmetric, act_order, percdamp, blo
         for i in range(i2 - i1):
             j = i1 + i
             if not static and j % size == 0:  # a new group starts: fit it to the updated weights
-                s, z = group_params(W1[i:i + size].T, bits, 0, symmetric, scale_dtype)
+                s, z = fit_group_params(W1[i:i + size].T, bits, 0, symmetric, scale_dtype, clip)
                 scale_t[j // size] = s[:, 0]
                 if zero_t is not None:
                     zero_t[j // size] = z[:, 0].to(torch.float32)
@@ -167,6 +153,41 @@ def _gptq(weight, hessian, bits, group_size, symmetric, act_order, percdamp, blo
     return Q, scales, zeros, perm, error
 
 
+def gptq_quantize_model(model, windows: torch.Tensor, bits_of: Callable[[str], int], config: GPTQConfig,
+                        device, step_index: int | None = None):
+    """GPTQ every target Linear at ``bits_of(name)`` bits, block by block on the calibration windows.
+
+    A generator yielding the engine's and per-layer events; returns the per-layer report rows.
+    """
+    rows: list[dict] = []
+
+    def compress(block):
+        for name, linear in block.linears.items():
+            bits = bits_of(name)
+            with torch.no_grad():
+                codes, scales, zeros, _perm, error = gptq_quantize_weight(
+                    linear.weight, block.stats[name].hessian, bits, config.group_size, config.symmetric,
+                    config.act_order, config.dampening, config.block_size, scale_dtype=linear.weight.dtype,
+                    clip=config.clip)
+                packed = PackedLinear.from_linear(linear, codes, scales, zeros, bits, config.group_size,
+                                                  config.symmetric)
+            replace_module(model, name, packed)
+            info = packed.compression_info()
+            rows.append({"layer": name, "params": info["params"], "bits": info["bits"], "quant_bits": bits,
+                         "reconstruction_error": error})
+            yield LayerStat(name, "reconstruction_error", error, step_index)
+            yield LayerStat(name, "bits", info["bits"], step_index)
+
+    yield from run_blockwise(model, windows, make_stats=HessianStats, compress_block=compress,
+                             targets=config.targets, ignore=config.ignore, device=device,
+                             stage="GPTQ quantization", step_index=step_index)
+    return rows
+
+
+GPTQ_NOTE = ("reconstruction_error is each layer's mean squared output change per calibration token "
+             "(‖(W − Ŵ)X‖² / tokens), measured after quantization.")
+
+
 @register("gptq_quantize", title="GPTQ quantization", family="quantization",
           summary="Store weights in 2–8 bits, rounding each column so the error is made up for by the "
                   "columns still to come, using second-order statistics of calibration text. Much better "
@@ -176,33 +197,14 @@ def apply_gptq_quantize(model, config: GPTQConfig, ctx):
     """Handler: check widths, Hessians block by block, GPTQ each target Linear into a PackedLinear."""
     check_widths(model, config.targets, config.ignore, config.group_size)  # before any calibration work
     windows = ctx.calibration_windows()
-    rows: list[dict] = []
-
-    def compress(block):
-        for name, linear in block.linears.items():
-            with torch.no_grad():
-                codes, scales, zeros, _perm, error = gptq_quantize_weight(
-                    linear.weight, block.stats[name].hessian, config.bits, config.group_size, config.symmetric,
-                    config.act_order, config.dampening, config.block_size, scale_dtype=linear.weight.dtype)
-                packed = PackedLinear.from_linear(linear, codes, scales, zeros, config.bits, config.group_size,
-                                                  config.symmetric)
-            replace_module(model, name, packed)
-            info = packed.compression_info()
-            rows.append({"layer": name, "params": info["params"], "bits": info["bits"],
-                         "reconstruction_error": error})
-            yield LayerStat(name, "reconstruction_error", error, ctx.step_index)
-            yield LayerStat(name, "bits", info["bits"], ctx.step_index)
-
-    yield from run_blockwise(model, windows, make_stats=HessianStats, compress_block=compress,
-                             targets=config.targets, ignore=config.ignore, device=ctx.device,
-                             stage="GPTQ quantization", step_index=ctx.step_index)
+    rows = yield from gptq_quantize_model(model, windows, lambda _name: config.bits, config, ctx.device,
+                                          ctx.step_index)
     mark_quantized(model)
     metrics = {**size_metrics(rows), "reconstruction_error": sum(r["reconstruction_error"] for r in rows),
                "calibration_tokens": int(windows.numel())}
     group = config.group_size or "per-channel"
+    clipped = ", MSE-clipped ranges" if config.clip == "mse" else ""
     return StepReport(
-        summary=f"Quantized {len(rows)} layers to {config.bits} bits (group {group}) with GPTQ: "
+        summary=f"Quantized {len(rows)} layers to {config.bits} bits (group {group}{clipped}) with GPTQ: "
                 f"{metrics['bits_per_weight']:.2f} bits per weight stored.",
-        metrics=metrics, layers=rows,
-        notes=QUANT_NOTES + ["reconstruction_error is each layer's mean squared output change per "
-                             "calibration token (‖(W − Ŵ)X‖² / tokens), measured after quantization."])
+        metrics=metrics, layers=rows, notes=QUANT_NOTES + [GPTQ_NOTE])
