@@ -1,4 +1,4 @@
-"""Command line: ``compression-studio-cli inspect|eval|run|techniques|setup-data``.
+"""Command line: ``compression-studio-cli inspect|eval|run|report|export-gguf|techniques|setup-data``.
 
 Uses exactly the same core jobs as the app; their events become progress bars and log lines.
 A problem with the input prints one line starting with ``error:`` and exits with status 2;
@@ -146,6 +146,24 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    from pathlib import Path
+
+    from core.report_html import write_report
+
+    destination = Path(args.output) if args.output else Path(args.folder) / "report.html"
+    print(f"Wrote        {write_report(args.folder, destination)}")
+    return 0
+
+
+def _cmd_export_gguf(args) -> int:
+    from core.export import iter_export_gguf
+
+    written = EventPrinter(args.quiet).consume(iter_export_gguf(args.folder, args.output, args.type))
+    print(f"Wrote        {written['path']} ({written['bytes'] / 1e6:.1f} MB, {written['quant']})")
+    return 0
+
+
 def _cmd_techniques(args) -> int:
     from core.params import param_specs
     from core.registry import techniques
@@ -198,6 +216,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="use this model instead of the recipe's")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("report", help="write an HTML report (tables and charts) of a run's output folder")
+    p.add_argument("folder", help="the output folder of a run (holds report.json and recipe.yaml)")
+    p.add_argument("-o", "--output", help="HTML file to write (default: FOLDER/report.html)")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("export-gguf", help="write a run's output folder as one GGUF file (llama.cpp, Ollama)")
+    p.add_argument("folder", help="the output folder of a run (a Llama-architecture model)")
+    p.add_argument("-o", "--output", required=True, help="the .gguf file to write")
+    p.add_argument("--type", default="Q8_0", choices=["F16", "Q8_0", "Q4_0"], help="number format of the weights")
+    p.set_defaults(func=_cmd_export_gguf)
 
     p = sub.add_parser("techniques", help="list the techniques and their parameters")
     p.set_defaults(func=_cmd_techniques)

@@ -1,0 +1,175 @@
+"""Compare table, token divergence, playground, export and HTML report in core (no Qt), on the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.compare import (
+    NOT_MEASURED,
+    OutputFolderError,
+    compare_rows,
+    read_output_folder,
+    token_divergence,
+)
+from core.errors import StudioError
+from core.recipe import load_recipe
+from core.runner import run_recipe
+from tests.conftest import SAMPLE_TEXT
+from tests.helpers import collect, folder_digest, write_recipe
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    path = tmp_path / "text.txt"
+    path.write_text(SAMPLE_TEXT, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def run_output(tmp_path, tiny_llama_dir, text_file):
+    """A finished run of a 50% magnitude pruning of the tiny Llama, speed measured."""
+    recipe = load_recipe(write_recipe(tmp_path / "recipe.yaml", tiny_llama_dir, text_file))
+    recipe.evaluation.speed = True
+    out = tmp_path / "out"
+    _, report = collect(run_recipe(recipe, out))
+    return out, report
+
+
+# -- the table ---------------------------------------------------------------------------------------
+def test_compare_rows_take_every_number_from_the_report(run_output):
+    out, report = run_output
+    rows = {row.key: row for row in compare_rows(read_output_folder(out).report)}
+    assert set(rows) == {"parameters", "nonzero_parameters", "disk_mb", "memory_mb", "decode_tokens_per_s",
+                         "perplexity", "kl_to_teacher"}
+    assert all(row.measured and not row.missing for row in rows.values())
+    assert rows["parameters"].teacher == report["before"]["parameters"]
+    assert rows["parameters"].ratio == pytest.approx(1.0)  # pruning keeps the shape
+    assert rows["nonzero_parameters"].ratio < 0.8
+    assert rows["disk_mb"].student == pytest.approx(report["after"]["bytes_on_disk"] / 1e6)
+    assert rows["decode_tokens_per_s"].student == report["after"]["speed"]["decode_tokens_per_s"] > 0
+    assert rows["perplexity"].student == report["after"]["perplexity"]["perplexity"]
+    assert rows["kl_to_teacher"].teacher == 0 and rows["kl_to_teacher"].student > 0
+    assert rows["kl_to_teacher"].ratio is None  # no ratio to a zero
+
+
+def test_unmeasured_numbers_say_how_to_measure_them():
+    report = {"task": "causal-lm", "before": {"parameters": 10, "bytes_in_memory": 40},
+              "after": {"parameters": 10, "bytes_in_memory": 20}, "comparison": {}}
+    rows = {row.key: row for row in compare_rows(report)}
+    assert rows["memory_mb"].ratio == pytest.approx(0.5)
+    speed = rows["decode_tokens_per_s"]
+    assert speed.student is None and speed.missing.startswith(NOT_MEASURED)
+    assert "switch on 'speed' in the evaluation settings" in speed.missing
+    assert "KL to teacher" in rows["kl_to_teacher"].missing
+    classifier = {row.key: row for row in compare_rows({**report, "task": "sequence-classification"})}
+    assert "accuracy" in classifier and "perplexity" not in classifier and "decode_tokens_per_s" not in classifier
+
+
+def test_read_output_folder_refuses_other_folders(tmp_path, tiny_llama_dir):
+    with pytest.raises(OutputFolderError, match="not the output of a run"):
+        read_output_folder(tiny_llama_dir)
+    with pytest.raises(OutputFolderError, match="not a folder"):
+        read_output_folder(tmp_path / "missing")
+
+
+# -- token divergence --------------------------------------------------------------------------------
+def test_token_divergence_marks_where_answers_part():
+    same = token_divergence([1, 2, 3], [1, 2, 3])
+    assert same.identical and same.teacher_same == [True] * 3 and same.matching == 3
+    part = token_divergence([1, 2, 3, 4, 5], [1, 2, 9, 4, 5])
+    assert part.first_difference == 2
+    assert part.teacher_same == [True, True, False, True, True]  # 4, 5 line up again after the change
+    assert part.student_same == [True, True, False, True, True]
+    shifted = token_divergence(["a", "b", "c"], ["a", "x", "y", "b", "c"])
+    assert shifted.first_difference == 1 and shifted.student_same == [True, False, False, True, True]
+    assert token_divergence([1, 2], [1, 2, 3]).first_difference == 2
+    empty = token_divergence([], [7])
+    assert empty.first_difference == 0 and empty.student_same == [False]
+
+
+# -- playground ----------------------------------------------------------------------------------------
+def test_playground_answers_both_models(run_output, tiny_llama_dir):
+    from core.playground import iter_compare_answers, iter_load_pair
+
+    out, report = run_output
+    _, pair = collect(iter_load_pair(report["source"], out))
+    _, result = collect(iter_compare_answers(pair, "The quick brown", max_new_tokens=8))
+    for answer in (result.teacher, result.student):
+        assert 1 <= len(answer.token_ids) <= 8 and len(answer.tokens) == len(answer.token_ids)
+        assert answer.first_token_ms > 0 and answer.seconds > 0
+        if len(answer.token_ids) >= 2:
+            assert answer.decode_tokens_per_s > 0
+    assert result.divergence.teacher_same.__len__() == len(result.teacher.token_ids)
+    # Greedy and deterministic: the teacher answers the same twice.
+    _, again = collect(iter_compare_answers(pair, "The quick brown", max_new_tokens=8))
+    assert again.teacher.token_ids == result.teacher.token_ids
+    with pytest.raises(StudioError, match="prompt is empty"):
+        collect(iter_compare_answers(pair, "  "))
+
+
+# -- export --------------------------------------------------------------------------------------------
+def test_describe_copy_and_recipe(run_output, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from core.export import describe_output, iter_copy_output, save_recipe
+
+    out, _ = run_output
+    info = describe_output(out)
+    assert info.format == "transformers" and info.plain_transformers and info.gguf_problem is None
+    assert "plain transformers" in info.loads_in() and "report.json" in info.files
+    digest = folder_digest(out)
+    _, copied = collect(iter_copy_output(out, tmp_path / "copy"))
+    assert folder_digest(copied) == digest and folder_digest(out) == digest
+    AutoModelForCausalLM.from_pretrained(copied)
+    with pytest.raises(StudioError, match="not empty"):
+        collect(iter_copy_output(out, tmp_path / "copy"))
+    with pytest.raises(StudioError, match="inside"):
+        collect(iter_copy_output(out, out / "sub"))
+    assert load_recipe(save_recipe(out, tmp_path / "r.yaml")).name == "tiny test"
+
+
+def test_cancelled_copy_leaves_nothing(run_output, tmp_path):
+    from core.export import iter_copy_output
+
+    out, _ = run_output
+    job = iter_copy_output(out, tmp_path / "copy")
+    next(job), next(job)
+    job.close()  # what the app's Cancel does
+    assert not (tmp_path / "copy").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".copy")]
+
+
+def test_gguf_export_and_where_it_does_not_apply(run_output, tmp_path):
+    from core.export import gguf_problem, iter_export_gguf
+    from core.techniques.quantize.gguf_export import read_gguf_summary
+
+    out, _ = run_output
+    _, written = collect(iter_export_gguf(out, tmp_path / "tiny", "Q8_0"))
+    assert written["path"].endswith("tiny.gguf") and read_gguf_summary(written["path"])["architecture"] == "llama"
+    assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
+    assert "Llama-architecture" in gguf_problem({"model_type": "bert"}, None)
+    assert "replaced" in gguf_problem({"model_type": "llama"}, {"format": "factorized"}, replaceable=False)
+    assert gguf_problem({"model_type": "llama"}, {"format": "sparse"}, replaceable=True) is None
+
+
+# -- HTML report and CLI ---------------------------------------------------------------------------------
+def test_html_report_and_cli(run_output, tmp_path, capsys):
+    from core.cli import main
+    from core.report_html import write_report
+
+    out, report = run_output
+    path = write_report(out, tmp_path / "report.html", images={"Live plots": b"\x89PNG fake"})
+    html = path.read_text(encoding="utf-8")
+    assert html.startswith("<!DOCTYPE html>") and html.count("<svg") == 3
+    assert f"{report['after']['perplexity']['perplexity']:.4g}" in html
+    assert "data:image/png;base64," in html and "magnitude_prune" in html and "tiny test" in html
+
+    assert main(["-q", "report", str(out), "-o", str(tmp_path / "cli.html")]) == 0
+    assert "<svg" in (tmp_path / "cli.html").read_text(encoding="utf-8")
+    assert main(["-q", "export-gguf", str(out), "-o", str(tmp_path / "cli.gguf"), "--type", "F16"]) == 0
+    assert (tmp_path / "cli.gguf").stat().st_size > 0
+    assert main(["-q", "report", str(tmp_path)]) == 2  # not a run's output folder
+    assert "not the output of a run" in capsys.readouterr().err
+    json.loads((out / "report.json").read_text())  # untouched
