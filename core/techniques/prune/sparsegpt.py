@@ -18,35 +18,21 @@ from core.calibration import HessianStats, inverse_hessian_cholesky
 from core.errors import RecipeError
 from core.params import param
 from core.registry import Needs, StepReport, register
-from core.targets import DEFAULT_IGNORE, DEFAULT_TARGETS
-from core.techniques.prune.masks import (
-    PATTERN_HELP,
-    PATTERNS,
-    PRUNE_NOTES,
-    check_nm_width,
-    check_targets,
-    nm_mask,
-    parse_pattern,
-    prune_blockwise,
-)
-from core.techniques.prune.sparse_format import SAVE_FORMAT_HELP, SAVE_FORMATS, apply_save_format
+from core.techniques.prune.data_aware import PRUNE_NOTES, DataPruneConfig, prune_blockwise, schedule_report
+from core.techniques.prune.masks import check_nm_width, nm_mask, parse_pattern
+from core.techniques.prune.sparse_format import apply_save_format
 
 
 @dataclass
-class SparseGPTConfig:
-    sparsity: float = param(0.5, "Share of weights set to zero in each targeted layer (0.5 = half). "
-                            "Ignored for the 2:4 and 4:8 patterns, which are always 50%.",
-                            minimum=0.0, maximum=1.0, exclusive_maximum=True)
-    pattern: str = param("unstructured", PATTERN_HELP, choices=PATTERNS)
+class SparseGPTConfig(DataPruneConfig):
+    """The shared settings plus SparseGPT's column block size and Hessian dampening."""
+
     block_size: int = param(128, "Columns processed together: the unstructured mask is chosen per block, "
                             "and the error update is applied lazily to later blocks. 128 is the paper's value.",
                             minimum=8, maximum=4096)
     dampening: float = param(0.01, "Added to the Hessian's diagonal as a share of its mean, for numerical "
                              "stability (0.01 = 1%). Raise it if a layer fails to factorise.",
                              minimum=0.0, maximum=1.0, exclusive_minimum=True)
-    targets: list = param(list(DEFAULT_TARGETS), "Layer name patterns to prune (shell globs, or re:regex).")
-    ignore: list = param(list(DEFAULT_IGNORE), "Layer name patterns never pruned (the output head by default).")
-    save_format: str = param("dense", SAVE_FORMAT_HELP, choices=SAVE_FORMATS)
 
     def validate(self) -> None:
         """Reject settings that cannot mean anything (RecipeError with the reason)."""
@@ -54,8 +40,7 @@ class SparseGPTConfig:
         if m and self.block_size % m:
             raise RecipeError(f"block_size {self.block_size} must be a multiple of {m} for the "
                               f"{self.pattern} pattern, so groups never straddle two blocks")
-        check_targets(self.targets, self.ignore)
-
+        super().validate()
 
 
 def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float, n: int = 0, m: int = 0,
@@ -123,23 +108,23 @@ def apply_sparsegpt_prune(model, config: SparseGPTConfig, ctx):
     """Handler: Hessians block by block, SparseGPT on every target Linear, report sparsity and error."""
     n, m = parse_pattern(config.pattern)
 
-    def prune_linear(_name, linear, stats: HessianStats) -> dict:
-        pruned, error = sparsegpt_prune(linear.weight, stats.hessian, config.sparsity, n, m,
+    def prune_linear(_name, linear, stats: HessianStats, sparsity: float) -> dict:
+        pruned, error = sparsegpt_prune(linear.weight, stats.hessian, sparsity, n, m,
                                         config.block_size, config.dampening)
         linear.weight.copy_(pruned)
         return {"reconstruction_error": error}
 
-    rows, achieved = yield from prune_blockwise(
-        model, ctx, targets=config.targets, ignore=config.ignore, pattern=config.pattern,
-        make_stats=HessianStats, prune_linear=prune_linear, stage="SparseGPT pruning")
+    rows, achieved, schedule = yield from prune_blockwise(
+        model, ctx, config=config, make_stats=HessianStats, prune_linear=prune_linear, stage="SparseGPT pruning")
+    schedule_metrics, schedule_notes, schedule_words = schedule_report(config, schedule)
     what = f"{config.pattern} pattern" if m else "unstructured"
     return apply_save_format(model, config.save_format, StepReport(
-        summary=f"Pruned {len(rows)} layers to {achieved:.1%} zeros with SparseGPT ({what}).",
+        summary=f"Pruned {len(rows)} layers to {achieved:.1%} zeros with SparseGPT ({what}{schedule_words}).",
         metrics={"sparsity": achieved, "layers": len(rows),
                  "reconstruction_error": sum(r["reconstruction_error"] for r in rows),
-                 "calibration_tokens": int(ctx.calibration_windows().numel())},
+                 "calibration_tokens": int(ctx.calibration_windows().numel()), **schedule_metrics},
         layers=rows,
-        notes=PRUNE_NOTES[:1] + (PRUNE_NOTES[1:] if m else []) + [
+        notes=PRUNE_NOTES[:1] + (PRUNE_NOTES[1:] if m else []) + schedule_notes + [
             "SparseGPT changes the weights it keeps to compensate for the pruned ones; "
             "reconstruction_error is each layer's mean squared output change per calibration token "
             "(‖(W − Ŵ)X‖² / tokens), measured after pruning."]))

@@ -13,36 +13,15 @@ from dataclasses import dataclass
 import torch
 
 from core.calibration import InputNormStats
-from core.params import param
 from core.registry import Needs, StepReport, register
-from core.targets import DEFAULT_IGNORE, DEFAULT_TARGETS
-from core.techniques.prune.masks import (
-    PATTERN_HELP,
-    PATTERNS,
-    PRUNE_NOTES,
-    check_targets,
-    nm_mask,
-    parse_pattern,
-    prune_blockwise,
-    row_topk_mask,
-)
-from core.techniques.prune.sparse_format import SAVE_FORMAT_HELP, SAVE_FORMATS, apply_save_format
+from core.techniques.prune.data_aware import PRUNE_NOTES, DataPruneConfig, prune_blockwise, schedule_report
+from core.techniques.prune.masks import nm_mask, parse_pattern, row_topk_mask
+from core.techniques.prune.sparse_format import apply_save_format
 
 
 @dataclass
-class WandaConfig:
-    sparsity: float = param(0.5, "Share of weights set to zero in each row of each targeted layer "
-                            "(0.5 = half). Ignored for the 2:4 and 4:8 patterns, which are always 50%.",
-                            minimum=0.0, maximum=1.0, exclusive_maximum=True)
-    pattern: str = param("unstructured", PATTERN_HELP, choices=PATTERNS)
-    targets: list = param(list(DEFAULT_TARGETS), "Layer name patterns to prune (shell globs, or re:regex).")
-    ignore: list = param(list(DEFAULT_IGNORE), "Layer name patterns never pruned (the output head by default).")
-    save_format: str = param("dense", SAVE_FORMAT_HELP, choices=SAVE_FORMATS)
-
-    def validate(self) -> None:
-        """Reject settings that cannot mean anything (RecipeError with the reason)."""
-        parse_pattern(self.pattern)
-        check_targets(self.targets, self.ignore)
+class WandaConfig(DataPruneConfig):
+    """Wanda's settings: exactly the shared ones (sparsity is dropped per output row)."""
 
 
 def wanda_scores(weight: torch.Tensor, input_norms: torch.Tensor) -> torch.Tensor:
@@ -68,18 +47,18 @@ def apply_wanda_prune(model, config: WandaConfig, ctx):
     """Handler: measure input norms block by block, mask every target Linear, report sparsity."""
     n, m = parse_pattern(config.pattern)
 
-    def prune_linear(_name, linear, stats: InputNormStats) -> dict:
-        linear.weight.mul_(wanda_mask(linear.weight, stats.norms(), config.sparsity, n, m))
+    def prune_linear(_name, linear, stats: InputNormStats, sparsity: float) -> dict:
+        linear.weight.mul_(wanda_mask(linear.weight, stats.norms(), sparsity, n, m))
         return {}
 
-    rows, achieved = yield from prune_blockwise(
-        model, ctx, targets=config.targets, ignore=config.ignore, pattern=config.pattern,
-        make_stats=InputNormStats, prune_linear=prune_linear, stage="Wanda pruning")
+    rows, achieved, schedule = yield from prune_blockwise(
+        model, ctx, config=config, make_stats=InputNormStats, prune_linear=prune_linear, stage="Wanda pruning")
+    schedule_metrics, schedule_notes, schedule_words = schedule_report(config, schedule)
     what = f"{config.pattern} pattern" if m else "unstructured, per row"
     return apply_save_format(model, config.save_format, StepReport(
-        summary=f"Pruned {len(rows)} layers to {achieved:.1%} zeros with Wanda ({what}).",
+        summary=f"Pruned {len(rows)} layers to {achieved:.1%} zeros with Wanda ({what}{schedule_words}).",
         metrics={"sparsity": achieved, "layers": len(rows),
-                 "calibration_tokens": int(ctx.calibration_windows().numel())},
+                 "calibration_tokens": int(ctx.calibration_windows().numel()), **schedule_metrics},
         layers=rows,
-        notes=PRUNE_NOTES[:1] + (PRUNE_NOTES[1:] if m else []) + [
+        notes=PRUNE_NOTES[:1] + (PRUNE_NOTES[1:] if m else []) + schedule_notes + [
             "Wanda only removes weights; the ones kept are unchanged (no error compensation)."]))
