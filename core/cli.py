@@ -131,7 +131,8 @@ def _cmd_run(args) -> int:
     if args.model:
         recipe.model.source = args.model
     report = EventPrinter(args.quiet).consume(
-        run_recipe(recipe, args.output, overwrite=args.overwrite, device=resolve_device(args.device)))
+        run_recipe(recipe, args.output, overwrite=args.overwrite, device=resolve_device(args.device),
+                   resume=args.resume))
     before, after = report["before"], report["after"]
     print(f"Saved        {args.output}")
     for label, data in (("Before", before), ("After", after)):
@@ -215,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--model", help="use this model instead of the recipe's")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--resume", action="store_true",
+                   help="continue training steps (distillation) from the checkpoint a cancelled run left")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("report", help="write an HTML report (tables and charts) of a run's output folder")

@@ -27,6 +27,9 @@ class Needs:
     gpu: bool = False
     packages: tuple[str, ...] = ()
     tasks: tuple[str, ...] = ("causal-lm", "sequence-classification")
+    # The step may train against the run's original model (the runner keeps a copy); a config can narrow
+    # this with a ``needs_original()`` method (e.g. only when the student is the model as it arrives).
+    teacher: bool = False
 
 
 @dataclass

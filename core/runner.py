@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import platform
+import shutil
 import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -37,7 +38,18 @@ class RunContext:
     device: str
     step_index: int = 0
     teacher: Any = None
+    checkpoint_root: Path | None = None  # where training steps keep checkpoints (outside the output folder)
+    resume: bool = False  # training steps continue from their last checkpoint
     _calibration: torch.Tensor | None = field(default=None, repr=False)
+    _replacement: Any = field(default=None, repr=False)
+
+    def replace_model(self, model: Any) -> None:
+        """Make ``model`` the run's model after this step (a step whose result is a different object)."""
+        self._replacement = model
+
+    def take_replacement(self) -> Any:
+        model, self._replacement = self._replacement, None
+        return model
 
     def calibration_windows(self) -> torch.Tensor:
         """Token windows [n, sequence_length] of the recipe's calibration text (loaded once)."""
@@ -116,9 +128,32 @@ def _environment(device: str) -> dict[str, str]:
             "transformers": transformers.__version__, "device": device, "machine": platform.machine()}
 
 
+def _needs_original(recipe: Recipe) -> bool:
+    """Whether a step trains against the run's original model (e.g. distillation after pruning)."""
+    for _, step in recipe.enabled_steps():
+        wants = getattr(step.config, "needs_original", None)
+        if get_technique(step.technique).needs.teacher and (wants() if callable(wants) else True):
+            return True
+    return False
+
+
+def checkpoint_root(recipe: Recipe, output_dir: str | Path) -> Path:
+    """Where a run's training checkpoints live: the cache folder, keyed by the recipe and the output path."""
+    import hashlib
+
+    from core.paths import cache_dir
+
+    key = hashlib.sha256((recipe.to_yaml() + "\n" + str(Path(output_dir).resolve())).encode()).hexdigest()[:16]
+    return cache_dir() / "checkpoints" / key
+
+
 def run_recipe(recipe: Recipe, output_dir: str | Path, *, overwrite: bool = False,
-               device: str = "cpu") -> Generator[Any, None, dict]:
-    """Run every enabled step of ``recipe`` and save the result to ``output_dir``; return the report."""
+               device: str = "cpu", resume: bool = False) -> Generator[Any, None, dict]:
+    """Run every enabled step of ``recipe`` and save the result to ``output_dir``; return the report.
+
+    Training steps write checkpoints outside the output folder; ``resume=True`` continues each of
+    them from its last checkpoint (after a cancel), and a finished run deletes them.
+    """
     started = time.perf_counter()
     check_runnable(recipe, device)
     torch.manual_seed(recipe.seed)
@@ -129,8 +164,10 @@ def run_recipe(recipe: Recipe, output_dir: str | Path, *, overwrite: bool = Fals
     eval_windows = _evaluation_windows(recipe, tokenizer)
     before = yield from _measure(model, tokenizer, recipe, eval_windows, "before", loaded.source_path)
     before["on_disk_is"] = f"the source weights as stored ({loaded.source_path.name}, {loaded.kind})"
-    teacher = copy.deepcopy(model) if (recipe.evaluation.kl_to_teacher and eval_windows is not None) else None
-    ctx = RunContext(recipe, tokenizer, device, teacher=teacher)
+    compare_to_original = recipe.evaluation.kl_to_teacher and eval_windows is not None
+    teacher = copy.deepcopy(model) if (compare_to_original or _needs_original(recipe)) else None
+    checkpoints = checkpoint_root(recipe, output)
+    ctx = RunContext(recipe, tokenizer, device, teacher=teacher, checkpoint_root=checkpoints, resume=resume)
 
     steps = []
     for index, step in recipe.enabled_steps():
@@ -139,6 +176,9 @@ def run_recipe(recipe: Recipe, output_dir: str | Path, *, overwrite: bool = Fals
         yield Log(f"Step {index + 1}: {info.title}")
         step_started = time.perf_counter()
         report = yield from info.handler(model, step.config, ctx)  # handlers choose their own grad mode
+        replacement = ctx.take_replacement()
+        if replacement is not None:  # e.g. distillation into a student model the user named
+            model = replacement.to(device) if device != "cpu" else replacement
         record = {"index": index, **step.to_dict(), "seconds": time.perf_counter() - step_started, **report.to_dict()}
         steps.append(record)
         nonzero = inspect_model(model, with_layers=False).nonzero_parameters
@@ -148,13 +188,13 @@ def run_recipe(recipe: Recipe, output_dir: str | Path, *, overwrite: bool = Fals
 
     after = yield from _measure(model, tokenizer, recipe, eval_windows, "after", None)
     comparison: dict[str, Any] = {}
-    if teacher is not None:
+    if teacher is not None and compare_to_original:
         from core.evaluate import iter_kl_to_teacher
 
         kl = yield from iter_kl_to_teacher(model, teacher, eval_windows)
         comparison = kl.to_dict()
         yield Metric("kl_to_teacher", kl.kl_per_token, unit="nats/token")
-        del teacher, ctx.teacher
+    del teacher, ctx.teacher
 
     report = {"recipe": recipe.name, "source": recipe.model.source, "task": recipe.model.task,
               "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -167,6 +207,7 @@ def run_recipe(recipe: Recipe, output_dir: str | Path, *, overwrite: bool = Fals
         after["on_disk_is"] = f"the saved folder's weight files (safetensors, {after['dtype']})"
         report["seconds"] = time.perf_counter() - started
         write_run_files(folder, recipe.to_yaml(), report)
+    shutil.rmtree(checkpoints, ignore_errors=True)  # the result is saved: checkpoints are no longer needed
     yield Metric("bytes_on_disk/after", float(after["bytes_on_disk"]))
     yield RunDone(str(output), report)
     return report
