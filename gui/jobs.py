@@ -47,7 +47,7 @@ def probe_environment() -> Generator[Any, None, Environment]:
 
 
 def run_pipeline(recipe: Any, output_dir: str, device: str) -> Generator[Any, None, dict]:
-    """Run a recipe with the core runner (imports torch here, in the worker thread)."""
-    from core.runner import run_recipe
+    """Run a recipe with the core runner, recorded in the run history (imports torch here, in the worker)."""
+    from core.history import recorded_run
 
-    return (yield from run_recipe(recipe, output_dir, device=device))
+    return (yield from recorded_run(recipe, output_dir, device=device, origin="app"))
