@@ -21,6 +21,22 @@ from torch import nn
 from core.techniques.quantize.grid import dequantize, pack_int, unpack_int
 
 
+def packed_storage_bytes(in_features: int, out_features: int, bits: int, group_size: int, symmetric: bool,
+                         scale_bytes: int, bias: bool = False) -> int:
+    """Bytes a PackedLinear of this shape and scheme stores: codes, scales, zero points, shape, bias.
+
+    The same count :meth:`PackedLinear.compression_info` reads off the real buffers, computed
+    without building the layer (to plan mixed precision).
+    """
+    groups = in_features // group_size if group_size else 1
+    total = out_features * -(-in_features * bits // 32) * 4 + out_features * groups * scale_bytes + 2 * 8
+    if not symmetric:
+        total += -(-out_features * bits // 32) * groups * 4
+    if bias:
+        total += out_features * scale_bytes
+    return total
+
+
 class PackedLinear(nn.Module):
     """y = x ŴT + b with Ŵ = (code − zero) · scale, unpacked on the fly from int32 words."""
 
