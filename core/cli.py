@@ -124,15 +124,15 @@ def _cmd_eval(args) -> int:
 
 def _cmd_run(args) -> int:
     from core.devices import resolve_device
+    from core.history import recorded_run
     from core.recipe import load_recipe
-    from core.runner import run_recipe
 
     recipe = load_recipe(args.recipe)
     if args.model:
         recipe.model.source = args.model
-    report = EventPrinter(args.quiet).consume(
-        run_recipe(recipe, args.output, overwrite=args.overwrite, device=resolve_device(args.device),
-                   resume=args.resume))
+    report = EventPrinter(args.quiet).consume(  # recorded in the run history (the app's History page)
+        recorded_run(recipe, args.output, overwrite=args.overwrite, device=resolve_device(args.device),
+                     origin="cli", resume=args.resume))
     before, after = report["before"], report["after"]
     print(f"Saved        {args.output}")
     for label, data in (("Before", before), ("After", after)):
@@ -145,6 +145,12 @@ def _cmd_run(args) -> int:
         print(f"KL to original {report['comparison']['kl_per_token']:.4f} nats/token, "
               f"top-1 agreement {report['comparison']['top1_agreement']:.1%}")
     return 0
+
+
+def _cmd_history(args) -> int:
+    from core.history_cli import cmd_history
+
+    return cmd_history(args)
 
 
 def _cmd_report(args) -> int:
@@ -230,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="the .gguf file to write")
     p.add_argument("--type", default="Q8_0", choices=["F16", "Q8_0", "Q4_0"], help="number format of the weights")
     p.set_defaults(func=_cmd_export_gguf)
+
+    p = sub.add_parser("history", help="list every recorded run (status, size, quality, output folder)")
+    p.add_argument("--json", action="store_true", help="every stored field, as JSON")
+    p.set_defaults(func=_cmd_history)
 
     p = sub.add_parser("techniques", help="list the techniques and their parameters")
     p.set_defaults(func=_cmd_techniques)

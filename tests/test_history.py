@@ -258,3 +258,22 @@ def test_pareto_front_higher_is_better_and_edge_cases():
     assert pareto_front([(1, 1)]) == [0]
     assert dominates((1, 0.9), (2, 0.8), higher_is_better=True)
     assert not dominates((1, 1), (1, 1))
+
+
+def test_cli_runs_are_recorded_and_listed(tmp_path, capsys, tiny_llama_dir, text_file):
+    from core.cli import main
+
+    recipe_path = write_recipe(tmp_path / "recipe.yaml", tiny_llama_dir, text_file)
+    assert main(["-q", "run", str(recipe_path), "-o", str(tmp_path / "out")]) == 0
+    assert main(["-q", "run", str(recipe_path), "-o", str(tmp_path / "out")]) == 2  # exists: refused, recorded
+    (refused, run) = History().runs()
+    assert run.origin == "cli" and run.status == "done" and refused.status == "failed"
+    assert "already exists" in refused.message
+    capsys.readouterr()
+    assert main(["history"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[:2] == [str(refused.id), run.started[:10]] and "failed" in lines[1]
+    assert lines[3].startswith(f"{run.id:>4}*") and "done" in lines[3] and "ppl" in lines[3]
+    assert lines[-1].startswith("* best trade-off")
+    assert main(["history", "--json"]) == 0
+    assert '"status": "done"' in capsys.readouterr().out
