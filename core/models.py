@@ -225,7 +225,7 @@ def iter_load_model(source: str, task: str = "causal-lm", trust_remote_code: boo
         folder = yield from iter_download(str(where))
         model, tokenizer, size = _load_folder(folder, task, trust_remote_code)
         source_path = folder
-    elif kind in ("gguf", "bundled"):
+    elif kind == "gguf" or (kind == "bundled" and Path(where).is_file()):
         gguf_file = Path(where)
         folder = yield from _convert_gguf(gguf_file, task)
         model, tokenizer, _ = _load_folder(folder, task, trust_remote_code=False)

@@ -1,0 +1,226 @@
+"""Sequence classification: fine-tune a teacher ("train_classifier"), then distil it into a student
+("distill_classifier") with the same soft/hard loss on labelled data.
+
+Data come from ``recipe.data.labelled`` through :func:`core.data.load_labelled`: seeded train /
+validation / test splits that never share an example.  Accuracy, precision, recall and F1 (macro)
+are measured on validation after every epoch (the best epoch's weights are kept) and on the
+untouched test split once at the end.  Texts are tokenized once, truncated to ``max_length``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+
+from core.errors import DataError, RecipeError
+from core.events import Log, Metric, ProgressMeter
+from core.params import param
+from core.registry import Needs, StepReport, register
+from core.techniques.distill.losses import distillation_loss
+from core.techniques.distill.options import LossOptions, TrainingOptions, settings_for, shuffled_batch
+from core.techniques.distill.session import checkpoint_store, prepare_pair
+from core.techniques.distill.students import StudentOptions
+from core.techniques.distill.trainer import train
+from core.techniques.prune.slicing import parameter_count
+
+TASK = ("sequence-classification",)
+
+
+@dataclass
+class ClassifierDataOptions:
+    max_length: int = param(128, "Longest text in tokens; longer texts are cut.", minimum=8, maximum=4096)
+    train_examples: int = param(0, "Train on at most this many examples of the training split (0 = all).",
+                                minimum=0)
+
+
+def load_splits(ctx):
+    """The recipe's labelled data, or a clear message when it has no usable label column."""
+    from core.data import load_labelled
+
+    data = ctx.recipe.data
+    try:
+        return load_labelled(data.labelled, data.text_column, data.label_column, ctx.recipe.seed)
+    except DataError as exc:
+        if f"no column '{data.label_column}'" in str(exc):
+            raise DataError(f"Classification needs labelled examples, but {exc} Set the label column "
+                            "(data: label_column) to the column that holds each text's class, or choose a "
+                            "labelled dataset.") from None
+        raise
+
+
+def model_label_ids(model, names: list[str]) -> list[int]:
+    """For each dataset label id, the model output that means it (by name when the model names its labels)."""
+    outputs = int(getattr(model.config, "num_labels", 0) or 0)
+    if outputs != len(names):
+        raise RecipeError(f"the classifier has {outputs} outputs but the data has {len(names)} labels "
+                          f"({', '.join(names)}); give the model a head with {len(names)} outputs")
+    by_name = {str(v).lower(): int(k) for k, v in (model.config.id2label or {}).items()}
+    if all(n.lower() in by_name for n in names):
+        return [by_name[n.lower()] for n in names]
+    return list(range(len(names)))
+
+
+def _encode(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
+    return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+
+
+def _collate(ids: list[list[int]], pad_id: int, device) -> dict[str, torch.Tensor]:
+    width = max(len(row) for row in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, row in enumerate(ids):
+        input_ids[i, :len(row)] = torch.tensor(row)
+        mask[i, :len(row)] = 1
+    return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
+
+
+def iter_scores(model, ids: list[list[int]], labels: list[int], to_model: list[int], names: list[str], pad_id: int,
+                stage: str, batch_size: int = 64):
+    """Job: accuracy, macro precision/recall/F1 of ``model`` on pre-tokenized examples."""
+    from core.metrics import classification_metrics
+
+    device = next(model.parameters()).device
+    back = {m: d for d, m in enumerate(to_model)}
+    predicted: list[int] = []
+    meter = ProgressMeter(stage, len(ids))
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(ids), batch_size):
+            logits = model(**_collate(ids[start:start + batch_size], pad_id, device)).logits
+            predicted += [back.get(int(p), int(p)) for p in logits.argmax(-1).tolist()]
+            event = meter.update(len(predicted))
+            if event:
+                yield event
+    scores = classification_metrics(labels, predicted, names)
+    return {k: scores[k] for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1")}
+
+
+def _train_classifier(student, teacher, config, ctx, splits, notes: list[str], name: str, stage: str):
+    """Shared body of both steps: train with the (distillation) loss, keep the best epoch, score the test split."""
+    tokenizer = ctx.tokenizer
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    names = splits.label_names
+    to_model = model_label_ids(student, names)
+    train_texts, train_labels = splits.train.texts, splits.train.labels
+    if config.train_examples:
+        train_texts, train_labels = train_texts[:config.train_examples], train_labels[:config.train_examples]
+    train_ids = _encode(tokenizer, train_texts, config.max_length)
+    targets = torch.tensor([to_model[y] for y in train_labels])
+    val_ids = _encode(tokenizer, splits.validation.texts, config.max_length)
+    device = next(student.parameters()).device
+    seed = ctx.recipe.seed + 7919 * (ctx.step_index + 1)
+    settings = settings_for(config, len(train_ids), seed=seed, device=str(device), metric="accuracy",
+                            higher_is_better=True, unit="examples", stage=stage, step_index=ctx.step_index)
+    alpha = getattr(config, "alpha", 0.0) if teacher is not None else 0.0
+    temperature = getattr(config, "temperature", 1.0)
+    teacher_logits: dict[int, torch.Tensor] = {}  # the teacher is frozen: each example's logits are computed once
+
+    def batch_at(index: int) -> torch.Tensor:
+        return shuffled_batch(index, len(train_ids), config.batch_size, seed)
+
+    def compute_loss(net, rows: torch.Tensor):
+        batch = _collate([train_ids[i] for i in rows.tolist()], pad_id, device)
+        t_logits = None
+        if alpha > 0:
+            missing = [i for i in rows.tolist() if i not in teacher_logits]
+            if missing:
+                with torch.no_grad():
+                    out = teacher(**_collate([train_ids[i] for i in missing], pad_id, device)).logits.float()
+                teacher_logits.update({i: out[k] for k, i in enumerate(missing)})
+            t_logits = torch.stack([teacher_logits[i] for i in rows.tolist()])
+        logits = net(**batch).logits
+        total, soft, hard = distillation_loss(logits, t_logits, targets[rows].to(device), alpha, temperature)
+        return total, soft.detach(), hard.detach(), len(rows)
+
+    def evaluate(net):
+        return (yield from iter_scores(net, val_ids, splits.validation.labels, to_model, names, pad_id,
+                                       "Validation"))
+
+    yield Log(f"{stage}: {settings.total_steps} steps on {len(train_ids)} examples, "
+              f"validation on {len(val_ids)} after every {settings.eval_every} steps")
+    result = yield from train(student, batch_at=batch_at, compute_loss=compute_loss, evaluate=evaluate,
+                              settings=settings, store=checkpoint_store(ctx, name),
+                              resume=bool(getattr(ctx, "resume", False)))
+    test_ids = _encode(tokenizer, splits.test.texts, config.max_length)
+    test = yield from iter_scores(student, test_ids, splits.test.labels, to_model, names, pad_id, "Test split")
+    for key, value in test.items():
+        yield Metric(f"test/{key}", value, step_index=ctx.step_index)
+    metrics = {"steps": result.steps, "best_step": result.best_step or 0,
+               "validation_accuracy_best": result.best_metric or 0.0, "parameters": parameter_count(student),
+               "train_examples": len(train_ids), "seconds": result.seconds,
+               **{f"test_{k}": v for k, v in test.items()}}
+    if teacher is not None:
+        t_test = yield from iter_scores(teacher, test_ids, splits.test.labels, model_label_ids(teacher, names),
+                                        names, pad_id, "Teacher on the test split")
+        metrics.update({f"teacher_test_{k}": v for k, v in t_test.items()})
+        metrics["teacher_parameters"] = parameter_count(teacher)
+    if result.resumed_from is not None:
+        metrics["resumed_from_step"] = result.resumed_from
+    return result, metrics
+
+
+@dataclass
+class TrainClassifierConfig(ClassifierDataOptions, TrainingOptions):
+    def validate(self) -> None:
+        self.check_training()
+
+
+@register("train_classifier", title="Train a teacher classifier", family="distillation",
+          summary="Fine-tune the classifier (e.g. the bundled MiniLM encoder with a fresh head) on the labelled "
+                  "data, so a distillation step has a teacher. Validation after every epoch; best epoch kept.",
+          config=TrainClassifierConfig, needs=Needs(tasks=TASK))
+def apply_train_classifier(model, config: TrainClassifierConfig, ctx):
+    """Handler: name the head's outputs after the dataset's labels, fine-tune, keep the best epoch."""
+    splits = load_splits(ctx)
+    names = splits.label_names
+    generic = [str(v) for v in (model.config.id2label or {}).values()] == [f"LABEL_{i}" for i in range(len(names))]
+    if generic:
+        model.config.id2label = dict(enumerate(names))
+        model.config.label2id = {n: i for i, n in enumerate(names)}
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    result, metrics = yield from _train_classifier(model, None, config, ctx, splits, [], "teacher",
+                                                   "Training the teacher")
+    if getattr(ctx, "teacher", None) is not None:
+        ctx.teacher = copy.deepcopy(model)  # later recovery steps learn from the trained classifier
+        yield Log("The trained classifier is now the run's teacher for later steps.")
+    return StepReport(summary=f"Fine-tuned for {result.steps} steps: test accuracy {metrics['test_accuracy']:.2%}, "
+                              f"macro F1 {metrics['test_macro_f1']:.3f} (best validation at step "
+                              f"{result.best_step}).",
+                      metrics=metrics, layers=result.history,
+                      notes=["Test figures are on the split never used for training or choosing the epoch."])
+
+
+@dataclass
+class DistillClassifierConfig(StudentOptions, LossOptions, ClassifierDataOptions, TrainingOptions):
+    def validate(self) -> None:
+        self.check_loss()
+        self.check_training()
+        self.check_student()
+
+    def needs_original(self) -> bool:
+        return self.student == "current"
+
+
+@register("distill_classifier", title="Distillation (classifier)", family="distillation",
+          summary="Train a smaller classifier (fewer layers/heads, a model you name, or the pruned model) on the "
+                  "teacher's soft predictions and the true labels. Accuracy/F1 on validation each epoch, on the "
+                  "test split at the end; checkpoints; resumable.",
+          config=DistillClassifierConfig, needs=Needs(teacher=True, tasks=TASK))
+def apply_distill_classifier(model, config: DistillClassifierConfig, ctx):
+    """Handler: validate the data first, build the pair, distil, keep the best epoch, score the test split."""
+    splits = load_splits(ctx)
+    student, teacher, notes = yield from prepare_pair(model, config, ctx, "sequence-classification",
+                                                      splits.train.texts)
+    model_label_ids(teacher, splits.label_names)
+    result, metrics = yield from _train_classifier(student, teacher, config, ctx, splits, notes, "distill",
+                                                   "Distilling")
+    gap = metrics["teacher_test_accuracy"] - metrics["test_accuracy"]
+    return StepReport(
+        summary=f"Student ({metrics['parameters'] / 1e6:.1f}M parameters) test accuracy "
+                f"{metrics['test_accuracy']:.2%} vs teacher ({metrics['teacher_parameters'] / 1e6:.1f}M) "
+                f"{metrics['teacher_test_accuracy']:.2%} ({gap * 100:+.1f} points gap) after {result.steps} steps.",
+        metrics=metrics, layers=result.history,
+        notes=notes + ["Test figures are on the split never used for training or choosing the epoch."])
