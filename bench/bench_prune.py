@@ -1,4 +1,4 @@
-"""Pruning benchmark on the bundled model: dense vs magnitude, Wanda and SparseGPT (unstructured, 2:4).
+"""Pruning benchmark on the bundled model: dense vs magnitude, Wanda (uniform and OWL) and SparseGPT.
 
     .venv/bin/python bench/bench_prune.py [--calibration-windows 32] [--windows 40] [--sequence-length 512]
 
@@ -26,6 +26,9 @@ METHODS = {  # row name -> (technique, params)
     "dense": (None, {}),
     "magnitude 50%": ("magnitude_prune", {"sparsity": 0.5}),
     "Wanda 50%": ("wanda_prune", {"sparsity": 0.5}),
+    "Wanda 50% OWL": ("wanda_prune", {"sparsity": 0.5, "schedule": "owl"}),
+    "Wanda 70%": ("wanda_prune", {"sparsity": 0.7}),
+    "Wanda 70% OWL": ("wanda_prune", {"sparsity": 0.7, "schedule": "owl"}),
     "Wanda 2:4": ("wanda_prune", {"pattern": "2:4"}),
     "SparseGPT 50%": ("sparsegpt_prune", {"sparsity": 0.5}),
     "SparseGPT 2:4": ("sparsegpt_prune", {"pattern": "2:4"}),
@@ -43,11 +46,13 @@ def run_one(method: str, args: argparse.Namespace) -> dict:
     loaded = load_model("bundled:smollm2-135m")
     model, tokenizer = loaded.model, loaded.tokenizer
     row: dict = {"method": method, "pattern": params.get("pattern", "unstructured" if technique else "—"),
-                 "prune_s": 0.0}
+                 "schedule": params.get("schedule", "uniform" if technique else "—"), "prune_s": 0.0}
     if technique:
         report, row["prune_s"] = apply_step(model, tokenizer, technique, params, sequence_length=args.sequence_length,
                                           calibration_windows=args.calibration_windows)
         row["sparsity"] = report.metrics["sparsity"]
+        if "block_sparsity_min" in report.metrics:
+            row["block_sparsity"] = f"{report.metrics['block_sparsity_min']:.2f}-{report.metrics['block_sparsity_max']:.2f}"
     summary = inspect_model(model, with_layers=False)
     row["nonzero_m"] = summary.nonzero_parameters / 1e6
     row["params_m"] = summary.parameters / 1e6
@@ -87,14 +92,16 @@ def main() -> None:
             rows.append(json.loads(Path(out.name).read_text()))
         print(f"{method}: perplexity {rows[-1]['perplexity']:.3f}, {rows[-1]['prune_s']:.1f} s", flush=True)
     print()
-    print_table(rows, [("method", "method", ""), ("pattern", "pattern", ""),
+    print_table(rows, [("method", "method", ""), ("pattern", "pattern", ""), ("schedule", "schedule", ""),
+                       ("block_sparsity", "per-block sparsity", ""),
                        ("nonzero_m", "non-zero params M", ".2f"), ("sparsity", "sparsity (targets)", ".3f"),
                        ("perplexity", "perplexity", ".3f"), ("prune_s", "prune wall s", ".1f"),
                        ("eval_s", "eval s", ".1f"), ("peak_rss_mb", "peak RSS MB", ".0f")])
     settings = {k: v for k, v in vars(args).items() if k not in ("only", "json_out")}
     settings["model"] = "bundled:smollm2-135m"
     settings["calibration"], settings["evaluation"] = "bundled:wiki-calibration", "bundled:wiki-evaluation"
-    path = write_results("prune", rows, settings)
+    chosen = [m.strip() for m in args.methods.split(",")]
+    path = write_results("prune" if chosen == list(METHODS) else "prune_selection", rows, settings)
     print(f"\nwrote {path}")
 
 

@@ -75,9 +75,11 @@ class DataPruneConfig:
             raise RecipeError("the OWL schedule needs a sparsity above 0 to distribute across layers")
         check_targets(self.targets, self.ignore)
 
-
-def _block_of(name: str, block_names: list[str]) -> str:
-    return next(b for b in block_names if name.startswith(b + "."))
+    def check_model(self, model) -> None:
+        """RecipeError when the targets match no Linear of ``model`` or a width does not fit the N:M pattern."""
+        _, m = parse_pattern(self.pattern)
+        for name, linear in select_linears(model, self.targets, self.ignore):
+            check_nm_width(linear.in_features, m, name)
 
 
 def block_outlier_ratios(model, ctx, *, targets: list, ignore: list, m: float = DEFAULT_M):
@@ -127,9 +129,7 @@ def prune_blockwise(model, ctx, *, config: DataPruneConfig, make_stats, prune_li
     any figures ``prune_linear`` returns, and returns ``(rows, achieved_sparsity, schedule)`` where
     ``schedule`` is None (uniform) or ``{"sparsity": {block: s}, "outlier_ratio": {block: r}}``.
     """
-    _, m = parse_pattern(config.pattern)
-    for name, linear in select_linears(model, config.targets, config.ignore):
-        check_nm_width(linear.in_features, m, name)
+    config.check_model(model)
     schedule = yield from block_sparsities(model, ctx, config)
     per_block = schedule["sparsity"] if schedule else {}
     rows: list[dict] = []

@@ -46,6 +46,14 @@ class AttentionPruneConfig:
                                     "the query heads that share it (all heads when the model has no grouped "
                                     "attention).", minimum=1)
 
+    def check_model(self, model: nn.Module) -> None:
+        """RecipeError unless ``model`` has separate q/k/v/o projections and keeps at least one head."""
+        _, kv_heads, _ = attention_shape(model)
+        if self.kv_heads_to_remove >= kv_heads:
+            raise RecipeError(f"kv_heads_to_remove = {self.kv_heads_to_remove} would remove every attention "
+                              f"head: this model has {kv_heads} key/value heads; remove at most {kv_heads - 1}")
+        attention_modules(model)
+
 
 def attention_shape(model: nn.Module) -> tuple[int, int, int]:
     """(query heads, key/value heads, head size) from the config; RecipeError if it does not say."""
@@ -151,10 +159,8 @@ def keep_kv_groups(model: nn.Module, per_layer_groups: Sequence) -> tuple[int, i
           config=AttentionPruneConfig, needs=Needs(calibration_data=True, tasks=("causal-lm",)))
 def apply_attention_prune(model, config: AttentionPruneConfig, ctx):
     """Handler: score key/value groups by o_proj input norms block by block, slice q/k/v/o, fix the config."""
+    config.check_model(model)
     heads, kv_heads, head_dim = attention_shape(model)
-    if config.kv_heads_to_remove >= kv_heads:
-        raise RecipeError(f"kv_heads_to_remove = {config.kv_heads_to_remove} would remove every attention head: "
-                          f"this model has {kv_heads} key/value heads; remove at most {kv_heads - 1}")
     group = heads // kv_heads
     kept_groups = kv_heads - config.kv_heads_to_remove
     attentions = attention_modules(model)

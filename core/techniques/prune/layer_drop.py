@@ -30,6 +30,13 @@ class LayerDropConfig:
     layers_to_drop: int = param(1, "How many whole decoder layers to remove (those that change the hidden "
                                 "state least on calibration text).", minimum=1)
 
+    def check_model(self, model: nn.Module) -> None:
+        """RecipeError unless at least one layer of ``model`` would remain."""
+        count = len(find_blocks(model)[1])
+        if self.layers_to_drop >= count:
+            raise RecipeError(f"layers_to_drop = {self.layers_to_drop} would remove every layer: this model "
+                              f"has {count}; drop at most {count - 1}")
+
 
 def block_influence(inputs: torch.Tensor, outputs: torch.Tensor) -> tuple[float, int]:
     """(sum of 1 − cos(h_in, h_out) over tokens, token count) for hidden states [..., hidden]."""
@@ -119,11 +126,9 @@ def measure_block_influence(model: nn.Module, windows: torch.Tensor, step_index:
           config=LayerDropConfig, needs=Needs(calibration_data=True, tasks=("causal-lm",)))
 def apply_layer_drop(model, config: LayerDropConfig, ctx):
     """Handler: measure each block's influence on the calibration windows, drop the lowest, renumber."""
+    config.check_model(model)
     blocks_name, blocks = find_blocks(model)
     count = len(blocks)
-    if config.layers_to_drop >= count:
-        raise RecipeError(f"layers_to_drop = {config.layers_to_drop} would remove every layer: this model "
-                          f"has {count}; drop at most {count - 1}")
     before = parameter_count(model)
     windows = ctx.calibration_windows()
     influence = yield from measure_block_influence(model, windows, ctx.step_index)

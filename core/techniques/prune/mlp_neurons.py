@@ -46,6 +46,14 @@ class MLPPruneConfig:
     multiple_of: int = param(8, "Round the number of neurons kept to a multiple of this (hardware-friendly "
                              "widths run faster).", minimum=1)
 
+    def check_model(self, model: nn.Module) -> None:
+        """RecipeError unless ``model``'s MLPs are found by shape and the rounded width removes something."""
+        intermediate = intermediate_size(model)
+        kept_width(intermediate, self.reduction, self.multiple_of)
+        blocks_name, blocks = find_blocks(model)
+        for i, block in enumerate(blocks):
+            mlp_linears(block, f"{blocks_name}.{i}", intermediate)
+
 
 def kept_width(intermediate: int, reduction: float, multiple_of: int) -> int:
     """How many neurons every layer keeps: ``(1 − reduction) · intermediate`` rounded to ``multiple_of``.
@@ -123,6 +131,7 @@ def keep_mlp_neurons(model: nn.Module, per_layer_index: Sequence) -> int:
           config=MLPPruneConfig, needs=Needs(calibration_data=True, tasks=("causal-lm",)))
 def apply_mlp_prune(model, config: MLPPruneConfig, ctx):
     """Handler: measure down-projection input norms block by block, slice the MLPs, set intermediate_size."""
+    config.check_model(model)
     intermediate = intermediate_size(model)
     kept = kept_width(intermediate, config.reduction, config.multiple_of)
     blocks_name, blocks = find_blocks(model)
