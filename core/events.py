@@ -58,6 +58,26 @@ class Log:
 
 
 @dataclass(frozen=True)
+class StageStarted:
+    """The run entered its ``position``-th of ``total`` stages (1-based): loading, measuring, a step, saving.
+
+    ``stage`` is a stable key (``load``, ``measure_before``, ``step``, ``measure_after``, ``save``);
+    ``title`` is what a person reads ("Step 2 of 3: GPTQ").  For technique steps ``step_index`` is the
+    step's index in the recipe, ``technique`` its registered name and ``step_number``/``total_steps``
+    count only the enabled steps.  Consumers that do not know this event may ignore it.
+    """
+
+    stage: str
+    title: str
+    position: int
+    total: int
+    step_index: int | None = None
+    technique: str | None = None
+    step_number: int | None = None
+    total_steps: int | None = None
+
+
+@dataclass(frozen=True)
 class StepDone:
     """A recipe step finished; ``report`` is its StepReport as a dict."""
 
@@ -74,7 +94,7 @@ class RunDone:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-Event = Progress | Metric | LayerStat | Log | StepDone | RunDone
+Event = Progress | Metric | LayerStat | Log | StageStarted | StepDone | RunDone
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:

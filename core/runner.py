@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from core.errors import RecipeError
-from core.events import Log, Metric, RunDone, StepDone
+from core.events import Log, Metric, RunDone, StageStarted, StepDone
 from core.model_info import folder_weight_bytes, inspect_model
 from core.models import iter_load_model
 from core.recipe import Recipe
@@ -158,10 +158,14 @@ def run_recipe(recipe: Recipe, output_dir: str | Path, *, overwrite: bool = Fals
     check_runnable(recipe, device)
     torch.manual_seed(recipe.seed)
     output = check_output_dir(output_dir, overwrite=overwrite)
+    enabled = recipe.enabled_steps()
+    total = len(enabled) + 4  # load, measure before, each step, measure after, save
+    yield StageStarted("load", "Loading the model", 1, total)
     loaded = yield from iter_load_model(recipe.model.source, recipe.model.task, recipe.model.trust_remote_code, device)
     check_output_dir(output, loaded.source_path, overwrite)
     model, tokenizer = loaded.model, loaded.tokenizer
     eval_windows = _evaluation_windows(recipe, tokenizer)
+    yield StageStarted("measure_before", "Measuring the original", 2, total)
     before = yield from _measure(model, tokenizer, recipe, eval_windows, "before", loaded.source_path)
     before["on_disk_is"] = f"the source weights as stored ({loaded.source_path.name}, {loaded.kind})"
     compare_to_original = recipe.evaluation.kl_to_teacher and eval_windows is not None
@@ -170,9 +174,12 @@ def run_recipe(recipe: Recipe, output_dir: str | Path, *, overwrite: bool = Fals
     ctx = RunContext(recipe, tokenizer, device, teacher=teacher, checkpoint_root=checkpoints, resume=resume)
 
     steps = []
-    for index, step in recipe.enabled_steps():
+    for number, (index, step) in enumerate(enabled, start=1):
         info = get_technique(step.technique)
         ctx.step_index = index
+        yield StageStarted("step", f"Step {number} of {len(enabled)}: {info.title}", 2 + number, total,
+                           step_index=index, technique=step.technique, step_number=number,
+                           total_steps=len(enabled))
         yield Log(f"Step {index + 1}: {info.title}")
         step_started = time.perf_counter()
         report = yield from info.handler(model, step.config, ctx)  # handlers choose their own grad mode
@@ -186,6 +193,7 @@ def run_recipe(recipe: Recipe, output_dir: str | Path, *, overwrite: bool = Fals
         yield StepDone(index, step.technique, record)
         yield Log(report.summary)
 
+    yield StageStarted("measure_after", "Measuring the result", total - 1, total)
     after = yield from _measure(model, tokenizer, recipe, eval_windows, "after", None)
     comparison: dict[str, Any] = {}
     if teacher is not None and compare_to_original:
@@ -200,6 +208,7 @@ def run_recipe(recipe: Recipe, output_dir: str | Path, *, overwrite: bool = Fals
               "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               "environment": _environment(device), "before": before, "after": after,
               "comparison": comparison, "steps": steps}
+    yield StageStarted("save", "Saving", total, total)
     yield Log(f"Saving to {output}")
     with atomic_folder(output, overwrite) as folder:
         write_model_files(folder, model, tokenizer)

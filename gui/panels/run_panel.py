@@ -13,15 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
-    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
-    QProgressBar,
     QPushButton,
     QSplitter,
     QVBoxLayout,
@@ -31,6 +29,7 @@ from PySide6.QtWidgets import (
 from gui.errors import show_error
 from gui.formatting import format_bytes, format_duration
 from gui.panels.model_panel import heading
+from gui.panels.run_progress import RunProgress
 from gui.plots import LivePlots
 from gui.run_summary import ResultTable, summary_header
 from gui.worker import JobHandle, start_job
@@ -46,14 +45,6 @@ def _metric_text(metric: Any) -> str:
     return f"{value} {metric.unit}".strip()
 
 
-def _bar(tooltip: str) -> QProgressBar:
-    bar = QProgressBar()
-    bar.setRange(0, 1000)
-    bar.setTextVisible(False)
-    bar.setToolTip(tooltip)
-    return bar
-
-
 class RunPanel(QWidget):
     run_finished = Signal(object)  # the run's report (dict)
     busy_changed = Signal(bool)
@@ -65,13 +56,6 @@ class RunPanel(QWidget):
         self.output_dir: Path | None = None
         self.report: dict | None = None
         self._started = 0.0
-        self._phase = 0
-        self._phases = 1
-        self._step_rows: list[int] = []
-        self._overall = 0.0
-        self._stage = ""
-        self._stage_eta: float | None = None
-        self._clock = QTimer(self, interval=1000, timeout=self._show_status)
 
         self.run_button = QPushButton("Run  (Ctrl+R)")
         self.run_button.setDefault(True)
@@ -84,10 +68,8 @@ class RunPanel(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         self.status = QLabel("Set up the pipeline, then press Run.")
         self.status.setWordWrap(True)
-        self.overall_bar = _bar("The whole run: loading and measuring, every step, measuring again, saving.")
-        self.overall_label = QLabel("Overall")
-        self.stage_bar = _bar("The part running now (loading, a technique's layers, an evaluation).")
-        self.stage_label = QLabel("Current stage")
+        self.progress = RunProgress()
+        self.overall_bar, self.stage_bar = self.progress.overall_bar, self.progress.stage_bar
         self.plots = LivePlots()
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
@@ -110,13 +92,6 @@ class RunPanel(QWidget):
         top.addWidget(self.run_button)
         top.addWidget(self.cancel_button)
         top.addWidget(self.status, 1)
-        bars = QGridLayout()
-        bars.addWidget(self.overall_label, 0, 0)
-        bars.addWidget(self.overall_bar, 0, 1)
-        bars.addWidget(self.stage_label, 1, 0)
-        bars.addWidget(self.stage_bar, 1, 1)
-        bars.setColumnStretch(0, 1)
-        bars.setColumnStretch(1, 2)
         log_group = QGroupBox("Log")
         QVBoxLayout(log_group).addWidget(self.log)
         result_group = QGroupBox("Result")
@@ -139,7 +114,7 @@ class RunPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(heading("Run"))
         layout.addLayout(top)
-        layout.addLayout(bars)
+        layout.addWidget(self.progress)
         layout.addWidget(self.splitter, 1)
 
     # -- state ---------------------------------------------------------------------------------
@@ -150,21 +125,8 @@ class RunPanel(QWidget):
         self.run_button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
         self.open_button.setEnabled(not busy and self.output_dir is not None and self.output_dir.is_dir())
-        (self._clock.start if busy else self._clock.stop)()
         (self.plots.start if busy else self.plots.stop)()
         self.busy_changed.emit(busy)
-
-    def _show_status(self) -> None:
-        if not self.is_busy():
-            return
-        elapsed = time.monotonic() - self._started
-        eta = ""
-        if self._overall > 0.02:
-            eta = f", about {format_duration(elapsed * (1 - self._overall) / self._overall)} left"
-        self.overall_label.setText(f"Overall: {self._overall:.0%} ({format_duration(elapsed)} so far{eta})")
-        stage_eta = f", about {format_duration(self._stage_eta)} left" if self._stage_eta is not None else ""
-        fraction = f": {self.stage_bar.value() / 10:.0f}%" if self.stage_bar.maximum() else ""
-        self.stage_label.setText(f"{self._stage or 'Starting'}{fraction}{stage_eta}")
 
     # -- starting and stopping ----------------------------------------------------------------------
     def run(self) -> JobHandle | None:
@@ -186,21 +148,18 @@ class RunPanel(QWidget):
         from gui.jobs import run_pipeline
 
         self.output_dir, self.report = output_dir, None
-        self._started, self._overall, self._stage, self._stage_eta = time.monotonic(), 0.0, "", None
-        self._step_rows = [index for index, _ in recipe.enabled_steps()]
-        self._phase, self._phases = 0, len(self._step_rows) + 2
-        self.plots.reset(len(self._step_rows))
+        self._started = time.monotonic()
+        steps = len(recipe.enabled_steps())
+        self.plots.reset(steps)
         self.log.clear()
         self.summary.setText("Running… The before/after numbers appear here when the run is done.")
         self.result_table.show_report(None)
-        self.overall_bar.setValue(0)
-        self.stage_bar.setValue(0)
+        self.progress.start(steps)
         self.status.setText(f"Running '{recipe.name}' on {device}; the result goes to {output_dir}.")
         self.job = start_job(lambda: run_pipeline(recipe, str(output_dir), device), on_event=self.on_event,
                              on_finished=self._on_finished, on_errored=self._on_errored,
                              on_cancelled=self._on_cancelled, on_done=lambda: self._set_busy(False))
         self._set_busy(True)
-        self._show_status()
         return self.job
 
     def cancel(self) -> None:
@@ -211,20 +170,14 @@ class RunPanel(QWidget):
 
     # -- events ------------------------------------------------------------------------------------
     def on_event(self, event: Any) -> None:
-        from core.events import LayerStat, Log, Metric, Progress, RunDone, StepDone
+        from core.events import LayerStat, Log, Metric, Progress, RunDone, StageStarted, StepDone
 
         self.plots.add_event(event)
         if isinstance(event, Progress):
-            if event.step_index in self._step_rows:
-                self._phase = 1 + self._step_rows.index(event.step_index)
-            self._stage, self._stage_eta = event.stage, event.eta_s
-            self.stage_bar.setRange(0, 1000 if event.total else 0)
-            self.stage_bar.setValue(round(event.fraction * 1000))
-            self._advance(event.fraction)
+            self.progress.progress(event)
+        elif isinstance(event, StageStarted):
+            self.progress.stage_started(event)
         elif isinstance(event, StepDone):
-            if event.step_index in self._step_rows:
-                self._phase = 2 + self._step_rows.index(event.step_index)
-            self._advance(0.0)
             self.log.appendPlainText(f"Step {event.step_index + 1} done: {event.report.get('summary', '')}")
         elif isinstance(event, Log):
             prefix = "" if event.level == "info" else f"{event.level.upper()}: "
@@ -232,28 +185,19 @@ class RunPanel(QWidget):
         elif isinstance(event, Metric) and not event.name.startswith("loss"):
             self.log.appendPlainText(f"  {event.name} = {_metric_text(event)}")
         elif isinstance(event, RunDone):
-            self._overall, self.report = 1.0, event.report
+            self.report = event.report
         elif isinstance(event, LayerStat):
             return
-        self._show_status()
-
-    def _advance(self, fraction: float) -> None:
-        self._overall = max(self._overall, min(1.0, (self._phase + fraction) / self._phases))
-        self.overall_bar.setValue(round(self._overall * 1000))
 
     def _finish(self, text: str) -> None:
-        self.stage_bar.setRange(0, 1000)
+        self.progress.end("Stopped")
         self.status.setText(text)
 
     def _on_finished(self, report: dict) -> None:
         self.report = report
-        self._overall = 1.0
-        self.overall_bar.setValue(1000)
-        self.stage_bar.setValue(1000)
         elapsed = format_duration(time.monotonic() - self._started)
-        self.overall_label.setText(f"Overall: done in {elapsed}")
-        self.stage_label.setText("Finished")
-        self._finish(f"Done in {elapsed}. The compressed model is in {self.output_dir}.")
+        self.progress.finish(f"Done in {elapsed}", "Finished")
+        self.status.setText(f"Done in {elapsed}. The compressed model is in {self.output_dir}.")
         self._show_result(report)
         self.plots.redraw()
         self.run_finished.emit(report)
@@ -271,7 +215,7 @@ class RunPanel(QWidget):
                 self._show_result(self.report)
             return
         self._finish("Cancelled — nothing was written.")
-        self.stage_label.setText("Cancelled")
+        self.progress.stage_label.setText("Cancelled")
         self.summary.setText("Cancelled — nothing was written. Press Run to start again.")
         self.log.appendPlainText("Cancelled by you. No output folder was created.")
 
