@@ -127,7 +127,7 @@ def compare_rows(report: dict[str, Any]) -> list[CompareRow]:
                    "Bytes the weights take once loaded, in the number format they are kept in."),
     ]
     if task == "causal-lm":
-        speed_hint = "switch on 'speed' in the evaluation settings and run again"
+        speed_hint = "switch on 'Measure speed' in the evaluation settings (evaluation.speed in the recipe) and run again"
         rows.append(CompareRow("decode_tokens_per_s", "Decode speed", "tokens/s",
                                _get(before, "speed", "decode_tokens_per_s"), _get(after, "speed", "decode_tokens_per_s"),
                                "higher", "New tokens per second when generating with the KV cache (median of the "
@@ -135,7 +135,7 @@ def compare_rows(report: dict[str, Any]) -> list[CompareRow]:
         rows.append(CompareRow("perplexity", "Perplexity", "", _get(before, "perplexity", "perplexity"),
                                _get(after, "perplexity", "perplexity"), "lower",
                                "How surprised the model is by the held-out evaluation text; lower is better.",
-                               "switch on 'perplexity' in the evaluation settings and run again"))
+                               "switch on 'Measure perplexity' in the evaluation settings and run again"))
     else:
         hint = "choose a labelled dataset on the Pipeline page and run again"
         for key, label in (("accuracy", "Accuracy"), ("macro_f1", "Macro F1")):
@@ -146,7 +146,7 @@ def compare_rows(report: dict[str, Any]) -> list[CompareRow]:
     rows.append(CompareRow("kl_to_teacher", "KL to the teacher", "nats/token", 0.0 if kl is not None else None, kl,
                            "lower", "How far the student's next-token predictions drift from the teacher's "
                            "(KL divergence on the evaluation text); the teacher is 0 by definition.",
-                           "switch on 'KL to teacher' (and perplexity) in the evaluation settings and run again"))
+                           "switch on 'Measure KL to original' (and perplexity) in the evaluation settings and run again"))
     for row in rows:
         if row.missing and not row.measured:
             row.missing = f"{NOT_MEASURED} — {row.missing}"

@@ -15,6 +15,8 @@ from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import QHBoxLayout, QListWidget, QListWidgetItem, QMainWindow, QStackedWidget, QWidget
 
 from gui.errors import show_error
+from gui.panels.compare_panel import ComparePanel
+from gui.panels.export_panel import ExportPanel
 from gui.panels.model_panel import ModelPanel
 from gui.panels.pipeline_panel import ModelContext, PipelinePanel
 from gui.panels.placeholder import PLANNED, PlaceholderPage
@@ -24,11 +26,14 @@ from gui.settings import app_settings
 from gui.worker import JobHandle, start_job
 
 STEPS = ("Model", "Pipeline", "Run", "Compare", "History", "Export")
-LIVE_STEPS = {"Model", "Pipeline", "Run"}
+LIVE_STEPS = {"Model", "Pipeline", "Run", "Compare", "Export"}
 LIVE_TOOLTIPS = {
     "Model": "Choose and load the model to compress, and see what it is made of.",
     "Pipeline": "Choose the compression steps and their settings, the data, and see a pre-flight estimate.",
     "Run": "Run the pipeline in the background with live plots, progress and a log; cancel at any time.",
+    "Compare": "The original (teacher) against the result (student): measured sizes, speed and quality side by "
+               "side, and both models' answers to the same prompt.",
+    "Export": "Copy the result elsewhere, write a GGUF file, save the recipe or an HTML report to share.",
 }
 
 
@@ -57,7 +62,10 @@ class MainWindow(QMainWindow):
         self.model_panel = ModelPanel()
         self.pipeline_panel = PipelinePanel(self.model_context)
         self.run_panel = RunPanel(self.run_source)
-        pages = {"Model": self.model_panel, "Pipeline": self.pipeline_panel, "Run": self.run_panel}
+        self.compare_panel = ComparePanel(self.model_panel.device)
+        self.export_panel = ExportPanel(self._report_images, self.model_panel.device)
+        pages = {"Model": self.model_panel, "Pipeline": self.pipeline_panel, "Run": self.run_panel,
+                 "Compare": self.compare_panel, "Export": self.export_panel}
         for number, name in enumerate(STEPS, start=1):
             item = QListWidgetItem(f"{number}   {name}")
             item.setData(Qt.ItemDataRole.UserRole, name)
@@ -84,6 +92,9 @@ class MainWindow(QMainWindow):
         self.model_panel.task_box.currentIndexChanged.connect(self.pipeline_panel.refresh_availability)
         self.pipeline_panel.run_requested.connect(self.run_pipeline)
         self.pipeline_panel.recipe_loaded.connect(self._on_recipe_loaded)
+        self.run_panel.run_finished.connect(self._on_run_finished)
+        self.compare_panel.run_opened.connect(self.export_panel.set_run)
+        self.export_panel.run_opened.connect(self.compare_panel.set_run)
         QShortcut(QKeySequence("Ctrl+R"), self, activated=self.run_pipeline)
         QShortcut(QKeySequence(Qt.Key.Key_Escape), self, activated=self.run_panel.cancel)
         self._restore_state(source)
@@ -134,6 +145,22 @@ class MainWindow(QMainWindow):
         """Show the Run page and start the pipeline (Ctrl+R anywhere)."""
         self.nav.setCurrentRow(STEPS.index("Run"))
         return self.run_panel.run()
+
+    def _on_run_finished(self, _report: dict) -> None:
+        """Compare and Export get the run just finished (read back from its output folder)."""
+        folder = self.run_panel.output_dir
+        if folder is None or not folder.is_dir():
+            return
+        try:
+            run = self.compare_panel.show_folder(folder)
+        except Exception as exc:
+            show_error(exc, self, "Reading the result")
+            return
+        self.export_panel.set_run(run)
+
+    def _report_images(self) -> dict[str, bytes]:
+        """PNGs of the comparison charts, for the HTML report (grabbed in the GUI thread)."""
+        return self.compare_panel.charts.png_images() if self.compare_panel.run is not None else {}
 
     def _on_recipe_loaded(self, recipe: Any) -> None:
         if recipe.model.source != self.model_context().source:
@@ -194,7 +221,8 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.save_state()
-        for job in (self.model_panel.job, self.setup_job, self.run_panel.job):
+        for job in (self.model_panel.job, self.setup_job, self.run_panel.job, *self.compare_panel.jobs(),
+                    *self.export_panel.jobs()):
             if job is not None and job.is_running():
                 job.cancel()
                 job.wait()

@@ -61,8 +61,8 @@ def test_unmeasured_numbers_say_how_to_measure_them():
     assert rows["memory_mb"].ratio == pytest.approx(0.5)
     speed = rows["decode_tokens_per_s"]
     assert speed.student is None and speed.missing.startswith(NOT_MEASURED)
-    assert "switch on 'speed' in the evaluation settings" in speed.missing
-    assert "KL to teacher" in rows["kl_to_teacher"].missing
+    assert "switch on 'Measure speed' in the evaluation settings" in speed.missing
+    assert "Measure KL to original" in rows["kl_to_teacher"].missing
     classifier = {row.key: row for row in compare_rows({**report, "task": "sequence-classification"})}
     assert "accuracy" in classifier and "perplexity" not in classifier and "decode_tokens_per_s" not in classifier
 
