@@ -1,16 +1,24 @@
-"""Quantization benchmark on the bundled model: unquantized vs RTN and GPTQ at 8, 4 and 3 bits.
+"""Quantization benchmark on the bundled model: one table of every method of issue 6.
 
-    .venv/bin/python bench/bench_quant.py [--calibration-windows 32] [--windows 40] [--sequence-length 512]
+    .venv/bin/python bench/bench_quant.py [--calibration-windows 64] [--windows 40] [--sequence-length 512]
+                                          [--methods "RTN 4-bit g64,GPTQ+MSE 4-bit g64"] [--jobs 1] [--no-speed]
+
+Columns: method, bits, group, size on disk (MB, weight files of the saved folder), in-memory size
+(MB, every parameter and buffer once), effective bits per weight (of the quantized layers, scales
+and zero points included, and of the whole model), perplexity, quantization wall time, peak RSS
+of the row's process, decode tokens/s (``core.speed.measure_speed``: 64-token prompt, 32 new
+tokens, median of 3), and the largest logit difference between the in-memory and the reloaded
+model.
 
 Every row runs in its own child process on a freshly loaded SmolLM2-135M, so its peak RSS is its
 own (load + calibration + quantization + save + reload + evaluation).  Calibration windows come
 from bundled:wiki-calibration, perplexity from bundled:wiki-evaluation (held out).  The quantized
-model is saved (compressed-tensors pack-quantized), its folder measured, reloaded with our
-loader, and the reloaded model is the one evaluated; ``reload_diff`` is the largest logit
-difference between the in-memory and the reloaded model on one window.  SmolLM2's hidden width
-576 is not a multiple of 128, so group 128 is impossible there (equal groups only): the nearest
-valid sizes, 64 and 192, are measured instead.  Wall time is the quantization step alone; with
-``--jobs`` > 1 rows share the CPU, so their times are only comparable with each other.
+model is saved, its folder measured, reloaded with our loader, and the reloaded model is the one
+evaluated.  SmolLM2's hidden width 576 is not a multiple of 128, so group 128 is impossible there
+(equal groups only): the nearest valid sizes, 64 and 192, are measured instead.  "+MSE" rows
+search each group's clipping range (clip=mse).  "Mixed" rows choose per-layer widths by Fisher
+sensitivity to a target of stored bits per weight.  Wall time is the quantization step alone;
+with ``--jobs`` > 1 rows share the CPU, so their times are only comparable with each other.
 """
 
 from __future__ import annotations
@@ -28,18 +36,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import apply_step, peak_rss_mb, print_table, write_results  # noqa: E402
 
-METHODS = {  # row name -> (technique, params)
+MSE = {"clip": "mse"}
+METHODS = {  # row name -> (technique, params); bits and group are read from the params
     "unquantized": (None, {}),
     "RTN 8-bit g64": ("rtn_quantize", {"bits": 8, "group_size": 64}),
     "RTN 4-bit g64": ("rtn_quantize", {"bits": 4, "group_size": 64}),
-    "RTN 4-bit g192": ("rtn_quantize", {"bits": 4, "group_size": 192}),
+    "RTN+MSE 4-bit g64": ("rtn_quantize", {"bits": 4, "group_size": 64, **MSE}),
     "GPTQ 4-bit g64": ("gptq_quantize", {"bits": 4, "group_size": 64}),
-    "GPTQ 4-bit g64 act": ("gptq_quantize", {"bits": 4, "group_size": 64, "act_order": True}),
+    "GPTQ+MSE 4-bit g64": ("gptq_quantize", {"bits": 4, "group_size": 64, **MSE}),
+    "GPTQ+MSE 4-bit g64 act": ("gptq_quantize", {"bits": 4, "group_size": 64, "act_order": True, **MSE}),
+    "RTN 4-bit g192": ("rtn_quantize", {"bits": 4, "group_size": 192}),
+    "RTN+MSE 4-bit g192": ("rtn_quantize", {"bits": 4, "group_size": 192, **MSE}),
     "GPTQ 4-bit g192": ("gptq_quantize", {"bits": 4, "group_size": 192}),
+    "GPTQ+MSE 4-bit g192": ("gptq_quantize", {"bits": 4, "group_size": 192, **MSE}),
     "RTN 3-bit g64": ("rtn_quantize", {"bits": 3, "group_size": 64}),
+    "RTN+MSE 3-bit g64": ("rtn_quantize", {"bits": 3, "group_size": 64, **MSE}),
     "GPTQ 3-bit g64": ("gptq_quantize", {"bits": 3, "group_size": 64}),
-    "GPTQ 3-bit g64 act": ("gptq_quantize", {"bits": 3, "group_size": 64, "act_order": True}),
+    "GPTQ+MSE 3-bit g64": ("gptq_quantize", {"bits": 3, "group_size": 64, **MSE}),
+    "GPTQ+MSE 3-bit g64 act": ("gptq_quantize", {"bits": 3, "group_size": 64, "act_order": True, **MSE}),
+    "Mixed GPTQ+MSE 4/8 g64 avg 5.0": ("mixed_precision_quantize",
+                                       {"bits": 4, "high_bits": 8, "group_size": 64, "target_bits": 5.0, **MSE}),
+    "Mixed RTN 4/8 g64 avg 5.0": ("mixed_precision_quantize",
+                                  {"bits": 4, "high_bits": 8, "group_size": 64, "target_bits": 5.0,
+                                   "method": "rtn"}),
+    "Mixed GPTQ+MSE 3..8 g64 avg 4.5": ("mixed_precision_quantize",
+                                        {"bits": 3, "high_bits": 8, "intermediate": True, "group_size": 64,
+                                         "target_bits": 4.5, **MSE}),
+    "bnb int8": ("bnb_quantize", {"mode": "int8"}),
+    "bnb nf4": ("bnb_quantize", {"mode": "nf4"}),
+    "dynamic int8": ("dynamic_int8", {"measure_speed": False}),
 }
+DEFAULT = [m for m in METHODS if not m.endswith(" act")]
 
 
 def run_one(method: str, args: argparse.Namespace) -> dict:
@@ -57,13 +84,18 @@ def run_one(method: str, args: argparse.Namespace) -> dict:
     model, tokenizer = loaded.model, loaded.tokenizer
     windows = token_windows(load_texts("bundled:wiki-evaluation"), tokenizer, args.sequence_length,
                             args.windows or None)
-    row: dict = {"method": method, "quant_s": 0.0}
+    row: dict = {"method": method, "quant_s": 0.0, "bits": params.get("bits", {"int8": 8, "nf4": 4}.get(
+        params.get("mode"), 8 if technique == "dynamic_int8" else None)), "group": params.get("group_size")}
+    if technique and technique.startswith("mixed"):
+        row["bits"] = f"{params['bits']}..{params['high_bits']}" if params.get("intermediate") else \
+            f"{params['bits']}/{params['high_bits']}"
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "model"
         if technique:
             report, row["quant_s"] = apply_step(model, tokenizer, technique, params, sequence_length=args.sequence_length,
                                               calibration_windows=args.calibration_windows)
             row["layer_bits"] = report.metrics["bits_per_weight"]
+            row["notes"] = report.summary
             with torch.no_grad():
                 before = model(windows[:1]).logits
         save_model(model, tokenizer, folder)
@@ -80,15 +112,21 @@ def run_one(method: str, args: argparse.Namespace) -> dict:
     row["perplexity"] = perplexity(model, windows).perplexity
     row["eval_s"] = time.perf_counter() - started
     row["peak_rss_mb"] = peak_rss_mb()
+    if args.speed:
+        from core.speed import measure_speed
+
+        row["decode_tok_s"] = measure_speed(model, tokenizer, prompt_tokens=64, new_tokens=32).decode_tokens_per_s
     return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calibration-windows", type=int, default=32)
+    parser.add_argument("--calibration-windows", type=int, default=64)
     parser.add_argument("--windows", type=int, default=40, help="evaluation windows (0 = all)")
     parser.add_argument("--sequence-length", type=int, default=512)
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated row names")
+    parser.add_argument("--methods", default=",".join(DEFAULT),
+                        help="comma-separated row names (default: all but the act-order rows)")
+    parser.add_argument("--no-speed", dest="speed", action="store_false", help="skip decode tokens/s")
     parser.add_argument("--jobs", type=int, default=1, help="rows run at once (each its own process)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per row (0 = torch's default)")
     parser.add_argument("--only", help=argparse.SUPPRESS)  # child process: one method, JSON to --json-out
@@ -115,7 +153,7 @@ def main() -> None:
             subprocess.run([sys.executable, __file__, "--only", method, "--json-out", out.name,
                             "--calibration-windows", str(args.calibration_windows), "--windows",
                             str(args.windows), "--sequence-length", str(args.sequence_length),
-                            "--threads", str(args.threads)], check=True)
+                            "--threads", str(args.threads)] + ([] if args.speed else ["--no-speed"]), check=True)
             row = json.loads(Path(out.name).read_text())
         print(f"{method}: perplexity {row['perplexity']:.3f}, {row['quant_s']:.1f} s", flush=True)
         return row
@@ -123,11 +161,12 @@ def main() -> None:
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:  # rows keep the order asked for
         rows = list(pool.map(child, methods))
     print()
-    print_table(rows, [("method", "method", ""), ("disk_mb", "disk MB", ".1f"), ("memory_mb", "memory MB", ".1f"),
+    print_table(rows, [("method", "method", ""), ("bits", "bits", ""), ("group", "group", ""),
+                       ("disk_mb", "disk MB", ".1f"), ("memory_mb", "memory MB", ".1f"),
                        ("layer_bits", "bits/weight (quantized layers)", ".3f"),
                        ("model_bits", "bits/weight (whole model)", ".2f"), ("perplexity", "perplexity", ".3f"),
-                       ("quant_s", "quantize wall s", ".1f"), ("reload_diff", "reload max |Δlogit|", ".2e"),
-                       ("eval_s", "eval s", ".1f"), ("peak_rss_mb", "peak RSS MB", ".0f")])
+                       ("quant_s", "quantize wall s", ".1f"), ("peak_rss_mb", "peak RSS MB", ".0f"),
+                       ("decode_tok_s", "decode tok/s", ".1f"), ("reload_diff", "reload max |Δlogit|", ".2e")])
     settings = {k: v for k, v in vars(args).items() if k not in ("only", "json_out")}
     settings["model"] = "bundled:smollm2-135m"
     settings["calibration"], settings["evaluation"] = "bundled:wiki-calibration", "bundled:wiki-evaluation"

@@ -90,6 +90,27 @@ def _count_nonzero(tensor: torch.Tensor) -> int:
     return int(torch.count_nonzero(tensor.detach()).item()) if tensor.device.type != "meta" else tensor.numel()
 
 
+# Layers of other libraries that store weights packed, and the function of ours that describes them
+# (imported only when such a layer is met): class module prefix -> "module:function".
+FOREIGN_LAYER_INFO = {"bitsandbytes.": "core.techniques.quantize.bnb:bnb_layer_info"}
+
+
+def _compression_info(module: nn.Module):
+    """The module's own ``compression_info``, or the describing function for a known library layer."""
+    info = getattr(module, "compression_info", None)
+    if callable(info):
+        return info
+    for prefix, target in FOREIGN_LAYER_INFO.items():
+        if type(module).__module__.startswith(prefix):
+            import importlib
+
+            module_name, _, function = target.partition(":")
+            describe = getattr(importlib.import_module(module_name), function)
+            if describe(module) is not None:
+                return lambda: describe(module)
+    return None
+
+
 def layer_rows(model: nn.Module) -> list[LayerRow]:
     """One row per module that directly owns weights (Linear, Embedding, norms, packed layers)."""
     rows = []
@@ -98,8 +119,8 @@ def layer_rows(model: nn.Module) -> list[LayerRow]:
     for name, module in model.named_modules():
         if any(name.startswith(prefix + ".") for prefix in reported):
             continue
-        info = getattr(module, "compression_info", None)
-        if callable(info):
+        info = _compression_info(module)
+        if info is not None:
             reported.append(name)
             details = info()
             weight = getattr(module, "weight", None)

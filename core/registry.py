@@ -25,6 +25,7 @@ class Needs:
 
     calibration_data: bool = False
     gpu: bool = False
+    cpu_only: bool = False  # runs only on the CPU (e.g. PyTorch's dynamic int8 kernels)
     packages: tuple[str, ...] = ()
     tasks: tuple[str, ...] = ("causal-lm", "sequence-classification")
     # The step may train against the run's original model (the runner keeps a copy); a config can narrow
@@ -62,6 +63,8 @@ class TechniqueInfo:
         """Why this technique cannot run here, in plain words, or None if it can."""
         if self.needs.gpu and not device.startswith("cuda"):
             return f"{self.title} needs an NVIDIA GPU (CUDA); this run uses {device}."
+        if self.needs.cpu_only and device != "cpu":
+            return f"{self.title} runs only on the CPU; this run uses {device}. Choose the CPU for this run."
         if task not in self.needs.tasks:
             return f"{self.title} does not apply to {task} models."
         for package in self.needs.packages:

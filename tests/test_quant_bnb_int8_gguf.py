@@ -60,6 +60,7 @@ def test_bnb_quantizes_and_reloads_in_plain_transformers(tmp_path, tiny_llama, t
     from core.models import load_model
 
     reference = _logits(tiny_llama, tiny_tokenizer)
+    reference_params = [p.detach().clone() for p in tiny_llama.parameters()]
     report = _apply("bnb_quantize", tiny_llama, tiny_tokenizer, **params)
     quantized = _logits(tiny_llama, tiny_tokenizer)  # a CPU forward before saving, as the runner does
     assert report.metrics["layers"] == 14
@@ -80,6 +81,15 @@ def test_bnb_quantizes_and_reloads_in_plain_transformers(tmp_path, tiny_llama, t
         assert torch.equal(_logits(exact, tiny_tokenizer), quantized)
     ours = load_model(str(folder)).model
     assert (_logits(ours, tiny_tokenizer) - quantized).abs().max() < 0.02
+    # the layer table of the reloaded model shows the real stored bits (bnb layers are described by
+    # bnb_layer_info through model_info, with no per-instance attribute set by the step)
+    from core.model_info import inspect_model
+
+    for model in (plain, ours):
+        rows = {r.name: r for r in inspect_model(model).layers}
+        q_proj = rows["model.layers.0.self_attn.q_proj"]
+        assert expected_bits < q_proj.bits < expected_bits + 1 and q_proj.params == 64 * 64
+        assert inspect_model(model).parameters == sum(p.numel() for p in reference_params)
 
 
 @needs_bnb
@@ -164,3 +174,12 @@ def test_gguf_export_rejects_what_it_cannot_write(tmp_path, tiny_llama, tiny_ber
     with pytest.raises(StudioError, match="not a float Linear"):
         export_gguf(tiny_llama, tiny_tokenizer, tmp_path / "x.gguf", "F16")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_dynamic_int8_is_greyed_out_off_the_cpu():
+    from core.registry import get_technique
+
+    info = get_technique("dynamic_int8")
+    assert info.unavailable_reason(device="cpu") is None
+    assert "runs only on the CPU" in info.unavailable_reason(device="cuda:0")
+    assert get_technique("rtn_quantize").unavailable_reason(device="cuda:0") is None

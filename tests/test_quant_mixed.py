@@ -43,10 +43,14 @@ def test_mse_clip_never_worse_than_minmax_and_better_on_outliers(bits, group, sy
     plain = dequantize(*round_to_grid(weight, bits, group, symmetric))
     clipped = dequantize(*round_to_grid(weight, bits, group, symmetric, clip="mse"))
     size = group or weight.shape[1]
-    # per group, the searched criterion Σ|w − ŵ|^2.4 is never above min-max's (p = 1 is a candidate)
-    per_group = [((weight - approx).abs().pow(2.4)).reshape(32, -1, size).sum(-1) for approx in (plain, clipped)]
+    # per group, the searched criterion Σ(w − ŵ)² is never above min-max's (p = 1 is a candidate)
+    per_group = [((weight - approx).pow(2)).reshape(32, -1, size).sum(-1) for approx in (plain, clipped)]
     assert (per_group[1] <= per_group[0] * (1 + 1e-5)).all()
     assert (weight - clipped).pow(2).mean() < 0.95 * (weight - plain).pow(2).mean()
+    # the other norm of the references (2.4) is honoured too
+    scale, zero = mse_group_params(weight, bits, group, symmetric, norm=2.4)
+    approx = dequantize(quantize(weight, scale, zero, bits), scale, zero)
+    assert (weight - approx).abs().pow(2.4).sum() <= (weight - plain).abs().pow(2.4).sum()
 
 
 def test_mse_clip_importance_weights_the_search():

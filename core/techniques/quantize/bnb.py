@@ -16,7 +16,6 @@ layers it creates: saved and in-memory models then give the same logits.
 
 from __future__ import annotations
 
-import functools
 import importlib.metadata
 import tempfile
 from dataclasses import dataclass
@@ -87,9 +86,21 @@ def _nbytes(tensor) -> int:
     return tensor.numel() * tensor.element_size() if isinstance(tensor, torch.Tensor) else 0
 
 
-def bnb_layer_info(module) -> dict:
-    """Logical weight count and storage bits per weight of a bitsandbytes Linear (scales included)."""
+def bnb_layer_info(module) -> dict | None:
+    """Logical weight count and storage bits per weight of a bitsandbytes Linear (scales and bias included).
+
+    None for a bitsandbytes module that is not a quantized Linear (the layer table then counts its
+    tensors as usual).  The model-inspection table calls this for every bitsandbytes layer, also in a
+    folder reloaded by plain transformers.
+    """
+    import bitsandbytes as bnb
+
+    if not isinstance(module, bnb.nn.Linear4bit | bnb.nn.Linear8bitLt):
+        return None
     params = module.in_features * module.out_features
+    bias = getattr(module, "bias", None)
+    if bias is not None:
+        params += bias.numel()
     weight = module.weight
     storage = _nbytes(weight)
     state = getattr(weight, "quant_state", None)
@@ -97,7 +108,11 @@ def bnb_layer_info(module) -> dict:
         storage += _nbytes(state.absmax)
         if getattr(state, "state2", None) is not None:
             storage += _nbytes(state.state2.absmax)
-    storage += _nbytes(getattr(weight, "SCB", None))  # int8: one float scale per output row
+    # int8: one float scale per output row; bitsandbytes moves it from the weight to the module's
+    # state at the first forward pass
+    scales = getattr(weight, "SCB", None)
+    storage += _nbytes(scales if scales is not None else getattr(getattr(module, "state", None), "SCB", None))
+    storage += _nbytes(bias)
     return {"params": params, "bits": storage * 8 / params, "shape": [module.out_features, module.in_features],
             "dtype": "int8" if state is None else "uint8 (4-bit packed)"}
 
@@ -139,7 +154,6 @@ def apply_bnb_quantize(model, config: BnbQuantizeConfig, ctx):
             continue
         if isinstance(module, bnb.nn.Linear4bit):
             module.support_avx512bf16_for_cpu = False  # see the module docstring: keeps saving exact
-        module.compression_info = functools.partial(bnb_layer_info, module)
         info = bnb_layer_info(module)
         rows.append({"layer": name, "bits": info["bits"], "params": info["params"]})
         total_params, total_bits = total_params + info["params"], total_bits + info["bits"] * info["params"]

@@ -27,7 +27,7 @@ from core.errors import ModelLoadError, RecipeError
 from core.events import LayerStat, Log
 from core.formats import SavedFormat, mark_format, model_format, register_format
 from core.params import param
-from core.registry import StepReport, register
+from core.registry import Needs, StepReport, register
 from core.targets import DEFAULT_IGNORE, DEFAULT_TARGETS, select_linears
 
 FORMAT = "dynamic_int8"
@@ -173,7 +173,7 @@ register_format(SavedFormat(
 @register("dynamic_int8", title="Dynamic int8 (CPU)", family="quantization",
           summary="Store Linear weights as int8 and quantize activations on the fly (PyTorch dynamic "
                   "quantization). No data needed; faster decoding on CPU. CPU only.",
-          config=DynamicInt8Config)
+          config=DynamicInt8Config, needs=Needs(cpu_only=True))
 def apply_dynamic_int8(model, config: DynamicInt8Config, ctx):
     if ctx.device != "cpu":
         raise RecipeError(f"dynamic int8 runs on CPU only (fbgemm/x86 kernels), not on {ctx.device}: run this "
