@@ -35,9 +35,13 @@ bench: data
 	$(PY) bench/bench_baseline.py
 
 # Needs Debian's xvfb and the xcb libraries (see README, "Screenshots").
+# A fresh app home per screen, but the installed sample data and the converted bundled model are reused.
 screenshots: data
-	for step in Model Pipeline Run; do \
-		COMPRESSION_STUDIO_HOME=$$(mktemp -d) xvfb-run -a $(PY) -m gui.screenshot --source bundled:smollm2-135m \
+	data=$$($(PY) -c "from core.paths import datasets_dir as d; print(d())"); \
+	cache=$$($(PY) -c "from core.paths import cache_dir as d; print(d())"); \
+	for step in Model Pipeline Run Compare Export; do \
+		COMPRESSION_STUDIO_HOME=$$(mktemp -d) COMPRESSION_STUDIO_DATA=$$data COMPRESSION_STUDIO_CACHE=$$cache \
+			xvfb-run -a $(PY) -m gui.screenshot --source bundled:smollm2-135m --timeout 900 \
 			--step $$step --out docs/screenshots/$$(echo $$step | tr A-Z a-z).png || exit 1; \
 	done
 

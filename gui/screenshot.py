@@ -3,11 +3,15 @@
     xvfb-run -a python -m gui.screenshot --source bundled:smollm2-135m --out docs/screenshots/model.png
     xvfb-run -a python -m gui.screenshot --step pipeline --out docs/screenshots/pipeline.png
     xvfb-run -a python -m gui.screenshot --step run --out docs/screenshots/run.png
+    xvfb-run -a python -m gui.screenshot --step compare --out docs/screenshots/compare.png
+    xvfb-run -a python -m gui.screenshot --step export --out docs/screenshots/export.png
 
 Starts the app, waits for the device list, loads the model, waits until it is shown, grabs the
 window to a PNG and quits.  ``--step pipeline`` first sets up a Wanda 50% step with a small
 calibration set; ``--step run`` also starts that run and grabs the window mid-run, once about
-half the layers are pruned.  Exit code 0 on success, 1 if anything failed or timed out.
+half the layers are pruned.  ``--step compare`` runs it to the end (speed measured too) and grabs
+the Compare page once the playground has answered; ``--step export`` grabs the Export page of that
+result.  Exit code 0 on success, 1 if anything failed or timed out.
 """
 
 from __future__ import annotations
@@ -74,10 +78,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"screenshot: {action or 'loading'} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         app.quit()
 
+    import gui.main_window as main_window
+    import gui.panels.compare_panel as compare_panel
+    import gui.panels.compare_playground as compare_playground
+    import gui.panels.export_panel as export_panel
     import gui.panels.pipeline_panel as pipeline_panel
     import gui.panels.run_panel as run_panel
 
-    for module in (model_panel, pipeline_panel, run_panel):
+    for module in (model_panel, pipeline_panel, run_panel, compare_panel, compare_playground, export_panel,
+                   main_window):
         module.show_error = fail  # no modal dialog to block an unattended run
 
     # A throw-away settings file: the grab does not depend on, or change, the user's window state.
@@ -102,17 +111,36 @@ def main(argv: list[str] | None = None) -> int:
             exit_code["value"] = 0
         app.quit()
 
+    def after_run() -> None:
+        """Compare: wait for the playground's answers; Export: wait until the folder is described."""
+        if step == "Compare":
+            window.nav.setCurrentRow(STEPS.index("Compare"))
+            playground = window.compare_panel.playground
+            playground.answered.connect(lambda _r: QTimer.singleShot(300, grab))
+            if playground.generate() is None:
+                fail(RuntimeError("the playground did not start"), action="generating")
+            return
+        if window.export_panel.info is None:
+            QTimer.singleShot(200, after_run)
+        else:
+            QTimer.singleShot(300, grab)
+
     def loaded(_result) -> None:
-        if step not in ("Pipeline", "Run"):
+        if step not in ("Pipeline", "Run", "Compare", "Export"):
             QTimer.singleShot(500, grab)
             return
         prepare_pipeline(window)
         if step == "Pipeline":
             QTimer.singleShot(500, grab)
             return
+        if step in ("Compare", "Export"):
+            window.pipeline_panel.data_box.eval_form.set_value("speed", True)
         job = window.run_pipeline()
         if job is None:
             fail(RuntimeError("the run did not start"), action="starting the run")
+            return
+        if step in ("Compare", "Export"):
+            job.finished.connect(lambda _r: QTimer.singleShot(300, after_run))
             return
         grabbed = {"done": False}
 
