@@ -39,7 +39,7 @@ bench: data
 screenshots: data
 	data=$$($(PY) -c "from core.paths import datasets_dir as d; print(d())"); \
 	cache=$$($(PY) -c "from core.paths import cache_dir as d; print(d())"); \
-	for step in Model Pipeline Run Compare Export; do \
+	for step in Model Pipeline Run Compare History Export; do \
 		COMPRESSION_STUDIO_HOME=$$(mktemp -d) COMPRESSION_STUDIO_DATA=$$data COMPRESSION_STUDIO_CACHE=$$cache \
 			xvfb-run -a $(PY) -m gui.screenshot --source bundled:smollm2-135m --timeout 900 \
 			--step $$step --out docs/screenshots/$$(echo $$step | tr A-Z a-z).png || exit 1; \

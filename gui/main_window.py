@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QHBoxLayout, QListWidget, QListWidgetItem, QMainWi
 from gui.errors import show_error
 from gui.panels.compare_panel import ComparePanel
 from gui.panels.export_panel import ExportPanel
+from gui.panels.history_panel import HistoryPanel
 from gui.panels.model_panel import ModelPanel
 from gui.panels.pipeline_panel import ModelContext, PipelinePanel
 from gui.panels.placeholder import PLANNED, PlaceholderPage
@@ -26,13 +27,15 @@ from gui.settings import app_settings
 from gui.worker import JobHandle, start_job
 
 STEPS = ("Model", "Pipeline", "Run", "Compare", "History", "Export")
-LIVE_STEPS = {"Model", "Pipeline", "Run", "Compare", "Export"}
+LIVE_STEPS = {"Model", "Pipeline", "Run", "Compare", "History", "Export"}
 LIVE_TOOLTIPS = {
     "Model": "Choose and load the model to compress, and see what it is made of.",
     "Pipeline": "Choose the compression steps and their settings, the data, and see a pre-flight estimate.",
     "Run": "Run the pipeline in the background with live plots, progress and a log; cancel at any time.",
     "Compare": "The original (teacher) against the result (student): measured sizes, speed and quality side by "
                "side, and both models' answers to the same prompt.",
+    "History": "Every run kept, finished or not: the best size/quality trade-offs, two runs side by side, "
+               "re-run a recipe, delete old runs.",
     "Export": "Copy the result elsewhere, write a GGUF file, save the recipe or an HTML report to share.",
 }
 
@@ -64,8 +67,9 @@ class MainWindow(QMainWindow):
         self.run_panel = RunPanel(self.run_source)
         self.compare_panel = ComparePanel(self.model_panel.device)
         self.export_panel = ExportPanel(self._report_images, self.model_panel.device)
+        self.history_panel = HistoryPanel()
         pages = {"Model": self.model_panel, "Pipeline": self.pipeline_panel, "Run": self.run_panel,
-                 "Compare": self.compare_panel, "Export": self.export_panel}
+                 "Compare": self.compare_panel, "History": self.history_panel, "Export": self.export_panel}
         for number, name in enumerate(STEPS, start=1):
             item = QListWidgetItem(f"{number}   {name}")
             item.setData(Qt.ItemDataRole.UserRole, name)
@@ -93,6 +97,8 @@ class MainWindow(QMainWindow):
         self.pipeline_panel.run_requested.connect(self.run_pipeline)
         self.pipeline_panel.recipe_loaded.connect(self._on_recipe_loaded)
         self.run_panel.run_finished.connect(self._on_run_finished)
+        self.run_panel.busy_changed.connect(lambda _busy: self.history_panel.refresh())
+        self.history_panel.rerun_requested.connect(self.rerun_recipe)
         self.compare_panel.run_opened.connect(self.export_panel.set_run)
         self.export_panel.run_opened.connect(self.compare_panel.set_run)
         QShortcut(QKeySequence("Ctrl+R"), self, activated=self.run_pipeline)
@@ -161,6 +167,18 @@ class MainWindow(QMainWindow):
     def _report_images(self) -> dict[str, bytes]:
         """PNGs of the comparison charts, for the HTML report (grabbed in the GUI thread)."""
         return self.compare_panel.charts.png_images() if self.compare_panel.run is not None else {}
+
+    def rerun_recipe(self, recipe: Any) -> JobHandle | None:
+        """Load a recipe from the History page into the Pipeline page and run it into a new folder."""
+        if self.run_panel.is_busy():
+            from core.errors import StudioError
+
+            show_error(StudioError("a run is already going on: wait for it to end or cancel it, then re-run"),
+                       self, "Re-running the recipe")
+            return None
+        self.pipeline_panel.apply_recipe(recipe)
+        self._on_recipe_loaded(recipe)
+        return self.run_pipeline()
 
     def _on_recipe_loaded(self, recipe: Any) -> None:
         if recipe.model.source != self.model_context().source:

@@ -1,0 +1,79 @@
+"""The History page inside the real window: a run from the Run page appears; re-run starts it again."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+from PySide6.QtWidgets import QMessageBox  # noqa: E402
+
+from gui.main_window import LIVE_STEPS, STEPS, MainWindow  # noqa: E402
+from gui.panels.history_table import COLUMNS  # noqa: E402
+from tests.conftest import SAMPLE_TEXT  # noqa: E402
+
+TIMEOUT_MS = 120_000
+
+
+@pytest.fixture
+def window(qtbot, monkeypatch):
+    shown: list[QMessageBox] = []
+    monkeypatch.setattr(QMessageBox, "exec", lambda box: shown.append(box) or int(QMessageBox.StandardButton.Ok))
+    win = MainWindow()
+    win.dialogs = shown
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    with qtbot.waitSignal(win.start_background_setup().done, timeout=TIMEOUT_MS):
+        pass
+    yield win
+    if win.run_panel.job is not None:
+        win.run_panel.job.cancel_and_wait()
+
+
+def test_runs_appear_in_history_and_rerun_starts_again(qtbot, window, tiny_llama_dir, tmp_path):
+    history = window.history_panel
+    nav_item = window.nav.item(STEPS.index("History"))
+    assert "History" in LIVE_STEPS and "trade-offs" in nav_item.toolTip()
+    assert history.pages.currentWidget() is history.empty
+
+    text = tmp_path / "text.txt"
+    text.write_text(SAMPLE_TEXT, encoding="utf-8")
+    model = window.model_panel
+    model.set_source(str(tiny_llama_dir))
+    with qtbot.waitSignal(model.model_loaded, timeout=TIMEOUT_MS):
+        model.load()
+    qtbot.waitUntil(lambda: not model.is_busy())
+    pipeline = window.pipeline_panel
+    pipeline.name.setText("tiny history run")
+    pipeline.add_step("magnitude_prune")
+    box = pipeline.data_box
+    box.calibration.set_value(str(text))
+    box.evaluation_text.set_value(str(text))
+    box.data_form.set_value("sequence_length", 16)
+    box.data_form.set_value("calibration_windows", 4)
+    box.eval_form.set_value("max_windows", 4)
+    pipeline.recipe_bar.output.setText(str(tmp_path / "outputs"))
+
+    with qtbot.waitSignal(window.run_panel.run_finished, timeout=TIMEOUT_MS):
+        assert window.run_pipeline() is not None
+    qtbot.waitUntil(lambda: not window.run_panel.is_busy())
+    qtbot.waitUntil(lambda: history.table.rowCount() == 1)
+    column = COLUMNS.index("Status")
+    assert history.table.item(0, column).text() == "●  Done"
+    assert history.records[0].origin == "app" and history.records[0].output == str(window.run_panel.output_dir)
+    assert history.plot.front_ids == [history.records[0].id]  # one finished run: it is the front
+
+    window.nav.setCurrentRow(STEPS.index("History"))
+    history.table.select_run(history.records[0].id)
+    pipeline.name.setText("something else")
+    with qtbot.waitSignal(window.run_panel.run_finished, timeout=TIMEOUT_MS):
+        history.rerun_button.click()
+    qtbot.waitUntil(lambda: not window.run_panel.is_busy())
+    assert window.nav.currentRow() == STEPS.index("Run") and pipeline.name.text() == "tiny history run"
+    qtbot.waitUntil(lambda: history.table.rowCount() == 2)
+    first, second = history.records[1], history.records[0]
+    assert [r.status for r in history.records] == ["done", "done"]
+    assert second.recipe_yaml == first.recipe_yaml and second.output != first.output
+    assert not window.dialogs
