@@ -16,7 +16,7 @@ from bundled:wiki-calibration, perplexity from bundled:wiki-evaluation (held out
 model is saved, its folder measured, reloaded with our loader, and the reloaded model is the one
 evaluated.  SmolLM2's hidden width 576 is not a multiple of 128, so group 128 is impossible there
 (equal groups only): the nearest valid sizes, 64 and 192, are measured instead.  "+MSE" rows
-search each group's clipping range (clip=mse).  "Mixed" rows choose per-layer widths by Fisher
+search each group's clipping range (clip=mse); "seq" rows use GPTQ's true-sequential order.  "Mixed" rows choose per-layer widths by Fisher
 sensitivity to a target of stored bits per weight.  Wall time is the quantization step alone;
 with ``--jobs`` > 1 rows share the CPU, so their times are only comparable with each other.
 """
@@ -54,6 +54,8 @@ METHODS = {  # row name -> (technique, params); bits and group are read from the
     "GPTQ 3-bit g64": ("gptq_quantize", {"bits": 3, "group_size": 64}),
     "GPTQ+MSE 3-bit g64": ("gptq_quantize", {"bits": 3, "group_size": 64, **MSE}),
     "GPTQ+MSE 3-bit g64 act": ("gptq_quantize", {"bits": 3, "group_size": 64, "act_order": True, **MSE}),
+    "GPTQ+MSE 4-bit g64 seq": ("gptq_quantize", {"bits": 4, "group_size": 64, "true_sequential": True, **MSE}),
+    "GPTQ+MSE 3-bit g64 seq": ("gptq_quantize", {"bits": 3, "group_size": 64, "true_sequential": True, **MSE}),
     "Mixed GPTQ+MSE 4/8 g64 avg 5.0": ("mixed_precision_quantize",
                                        {"bits": 4, "high_bits": 8, "group_size": 64, "target_bits": 5.0, **MSE}),
     "Mixed RTN 4/8 g64 avg 5.0": ("mixed_precision_quantize",
@@ -81,9 +83,9 @@ def run_one(method: str, args: argparse.Namespace) -> dict:
 
     technique, params = METHODS[method]
     loaded = load_model("bundled:smollm2-135m")
-    model, tokenizer = loaded.model, loaded.tokenizer
+    model, tokenizer = loaded.model.to(args.device), loaded.tokenizer
     windows = token_windows(load_texts("bundled:wiki-evaluation"), tokenizer, args.sequence_length,
-                            args.windows or None)
+                            args.windows or None).to(args.device)
     row: dict = {"method": method, "quant_s": 0.0, "bits": params.get("bits", {"int8": 8, "nf4": 4}.get(
         params.get("mode"), 8 if technique == "dynamic_int8" else None)), "group": params.get("group_size")}
     if technique and technique.startswith("mixed"):
@@ -93,7 +95,7 @@ def run_one(method: str, args: argparse.Namespace) -> dict:
         folder = Path(tmp) / "model"
         if technique:
             report, row["quant_s"] = apply_step(model, tokenizer, technique, params, sequence_length=args.sequence_length,
-                                              calibration_windows=args.calibration_windows)
+                                              calibration_windows=args.calibration_windows, device=args.device)
             row["layer_bits"] = report.metrics["bits_per_weight"]
             row["notes"] = report.summary
             with torch.no_grad():
@@ -102,7 +104,7 @@ def run_one(method: str, args: argparse.Namespace) -> dict:
         row["disk_mb"] = folder_weight_bytes(folder) / 1e6
         if technique:
             del model
-            model = load_model(str(folder)).model
+            model = load_model(str(folder)).model.to(args.device)
             with torch.no_grad():
                 row["reload_diff"] = float((model(windows[:1]).logits - before).abs().max())
     summary = inspect_model(model, with_layers=False)
@@ -112,6 +114,10 @@ def run_one(method: str, args: argparse.Namespace) -> dict:
     row["perplexity"] = perplexity(model, windows).perplexity
     row["eval_s"] = time.perf_counter() - started
     row["peak_rss_mb"] = peak_rss_mb()
+    if args.device.startswith("cuda"):
+        import torch
+
+        row["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 1e6
     if args.speed:
         from core.speed import measure_speed
 
@@ -127,6 +133,7 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(DEFAULT),
                         help="comma-separated row names (default: all but the act-order rows)")
     parser.add_argument("--no-speed", dest="speed", action="store_false", help="skip decode tokens/s")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (rows run and are timed there)")
     parser.add_argument("--jobs", type=int, default=1, help="rows run at once (each its own process)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per row (0 = torch's default)")
     parser.add_argument("--only", help=argparse.SUPPRESS)  # child process: one method, JSON to --json-out
@@ -153,7 +160,8 @@ def main() -> None:
             subprocess.run([sys.executable, __file__, "--only", method, "--json-out", out.name,
                             "--calibration-windows", str(args.calibration_windows), "--windows",
                             str(args.windows), "--sequence-length", str(args.sequence_length),
-                            "--threads", str(args.threads)] + ([] if args.speed else ["--no-speed"]), check=True)
+                            "--threads", str(args.threads), "--device", args.device]
+                           + ([] if args.speed else ["--no-speed"]), check=True)
             row = json.loads(Path(out.name).read_text())
         print(f"{method}: perplexity {row['perplexity']:.3f}, {row['quant_s']:.1f} s", flush=True)
         return row

@@ -59,7 +59,7 @@ def write_results(name: str, rows: list[dict[str, Any]], settings: dict[str, Any
 
 
 def apply_step(model: Any, tokenizer: Any, technique: str, params: dict[str, Any], *, sequence_length: int,
-               calibration_windows: int) -> tuple[Any, float]:
+               calibration_windows: int, device: str = "cpu") -> tuple[Any, float]:
     """Apply one registered technique to ``model`` outside the runner; return (StepReport, seconds)."""
     from core.events import drain
     from core.params import config_from_dict
@@ -71,5 +71,5 @@ def apply_step(model: Any, tokenizer: Any, technique: str, params: dict[str, Any
     config = config_from_dict(info.config_cls, params)
     recipe = Recipe(data=DataSpec(sequence_length=sequence_length, calibration_windows=calibration_windows))
     started = time.perf_counter()
-    report = drain(info.handler(model, config, RunContext(recipe, tokenizer, "cpu")))
+    report = drain(info.handler(model, config, RunContext(recipe, tokenizer, device)))
     return report, time.perf_counter() - started

@@ -111,11 +111,15 @@ CompressBlock = Callable[[Block], Generator[Any, None, None]]
 def run_blockwise(model: nn.Module, windows: torch.Tensor, *, make_stats: Callable[[nn.Linear], Any],
                   compress_block: CompressBlock, targets: list[str] | None = None, ignore: list[str] | None = None,
                   device: str | torch.device | None = None, stage: str = "Calibrating",
-                  step_index: int | None = None) -> Generator[Any, None, None]:
+                  step_index: int | None = None, sequential: bool = False) -> Generator[Any, None, None]:
     """Run the block-by-block loop described in the module docstring; yields the technique's events.
 
     ``make_stats(linear)`` returns an object with ``add(x)`` taking a batch of inputs [..., in_features].
     ``compress_block(block)`` is a generator that changes the block's Linears in place.
+    ``sequential`` ("true sequential" in GPTQ's reference): inside each block, the Linears are
+    compressed in stages of those that read the same input (e.g. q/k/v, then o_proj, then
+    gate/up, then down), re-running the block before each stage so a stage's statistics come
+    from the outputs of the stages already compressed.  One more pass through the block per stage.
     """
     blocks_name, blocks = find_blocks(model)
     chosen = dict(select_linears(model, targets, ignore))
@@ -132,10 +136,13 @@ def run_blockwise(model: nn.Module, windows: torch.Tensor, *, make_stats: Callab
             block.to(device)
             linears = {name: module for name, module in chosen.items() if name.startswith(block_name + ".")}
             stats = {name: make_stats(module) for name, module in linears.items()}
-            if linears:
-                with input_hooks(linears, lambda name, x, stats=stats: stats[name].add(x)):
+            stages = _stages(block, linears, inputs[0], kwargs_list[0], device) if sequential else [list(linears)]
+            for names in stages if linears else []:
+                part = {name: linears[name] for name in names}
+                part_stats = {name: stats[name] for name in names}
+                with input_hooks(part, lambda name, x, stats=part_stats: stats[name].add(x)):
                     _run_block(block, inputs, kwargs_list, device)
-                yield from compress_block(Block(index, block_name, block, linears, stats))
+                yield from compress_block(Block(index, block_name, block, part, part_stats))
             stats.clear()  # statistics can be large (a Hessian per Linear); free them before moving on
             inputs = _run_block(block, inputs, kwargs_list, device)
             if device != home:
@@ -146,6 +153,28 @@ def run_blockwise(model: nn.Module, windows: torch.Tensor, *, make_stats: Callab
     finally:
         if use_cache is not None:
             model.config.use_cache = use_cache
+
+
+def _stages(block: nn.Module, linears: dict[str, nn.Module], first_input: torch.Tensor,
+            first_kwargs: dict[str, Any], device) -> list[list[str]]:
+    """The block's Linears in the order they run, grouped by the input tensor they share."""
+    calls: list[tuple[str, torch.Tensor]] = []
+    with input_hooks(linears, lambda name, x: calls.append((name, x))):
+        _run_block(block, [first_input], [first_kwargs], device)
+    stages: list[list[str]] = []
+    seen: set[str] = set()
+    previous = None
+    for name, x in calls:
+        if name in seen:
+            continue
+        seen.add(name)
+        # the hooks see detached views: the same input shares storage and shape (kept alive in ``calls``)
+        if previous is not None and x.data_ptr() == previous.data_ptr() and x.shape == previous.shape:
+            stages[-1].append(name)
+        else:
+            stages.append([name])
+        previous = x
+    return stages + [[name] for name in linears if name not in seen]  # never called: a stage of its own
 
 
 def _capture_on(model, blocks, windows, device, home):

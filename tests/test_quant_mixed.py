@@ -205,3 +205,30 @@ def test_mixed_unreachable_target_fails_before_any_work(tmp_path, tiny_llama_dir
     with pytest.raises(RecipeError, match="choose a target between 5.02 and 9.02"):
         _run(tmp_path, tiny_llama_dir, text_file, {"bits": 4, "group_size": 32, "target_bits": 4.5})
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_mixed_4_8_beats_uniform_4_bit_on_the_real_model():
+    """SmolLM2-135M, RTN g64: mixed 4/8 bits at ≤ 5 stored bits per weight vs uniform 4-bit (4.5 stored)."""
+    from core.data import load_texts, token_windows
+    from core.evaluate import perplexity
+    from core.events import drain
+    from core.recipe import DataSpec, Recipe
+    from core.registry import get_technique
+    from core.runner import RunContext
+
+    def quantized_perplexity(technique, params):
+        loaded = load_model("bundled:smollm2-135m")
+        recipe = Recipe(data=DataSpec(sequence_length=256, calibration_windows=8))
+        info = get_technique(technique)
+        report = drain(info.handler(loaded.model, config_from_dict(info.config_cls, params),
+                                    RunContext(recipe, loaded.tokenizer, "cpu")))
+        windows = token_windows(load_texts("bundled:wiki-evaluation"), loaded.tokenizer, 256, 8)
+        return perplexity(loaded.model, windows).perplexity, report.metrics["bits_per_weight"]
+
+    uniform, uniform_bits = quantized_perplexity("rtn_quantize", {"bits": 4, "group_size": 64})
+    mixed, mixed_bits = quantized_perplexity("mixed_precision_quantize", {
+        "bits": 4, "high_bits": 8, "group_size": 64, "target_bits": 5.0, "method": "rtn",
+        "sensitivity_windows": 4})
+    assert uniform_bits < mixed_bits <= 5.0
+    assert mixed < uniform

@@ -207,3 +207,27 @@ def test_group_size_not_dividing_width_is_rejected_up_front(tmp_path, tiny_llama
 def test_bits_1_rejected_in_a_recipe(tmp_path, tiny_llama_dir, text_file):
     with pytest.raises(RecipeError, match="choose 2–8 bits"):
         _run(tmp_path, tiny_llama_dir, text_file, "gptq_quantize", {"bits": 1, "group_size": 32})
+
+
+def test_true_sequential_stages_follow_the_block_and_quantize_everything(tmp_path, tiny_llama_dir, text_file):
+    from core.calibration import _stages, capture_block_inputs, find_blocks
+
+    model = load_model(str(tiny_llama_dir)).model
+    _, blocks = find_blocks(model)
+    inputs, kwargs = capture_block_inputs(model, blocks, torch.randint(0, 300, (1, 8)), "cpu")
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.startswith("model.layers.0.")}
+    stages = [[name.rsplit(".", 1)[-1] for name in stage] for stage in _stages(blocks[0], linears, inputs[0],
+                                                                            kwargs[0], "cpu")]
+    assert stages == [["q_proj", "k_proj", "v_proj"], ["o_proj"], ["gate_proj", "up_proj"], ["down_proj"]]
+
+    events, report = _run(tmp_path, tiny_llama_dir, text_file, "gptq_quantize",
+                          {"bits": 4, "group_size": 32, "true_sequential": True})
+    assert len(report["steps"][0]["layers"]) == 14
+    plain_dir = tmp_path / "plain"
+    plain_dir.mkdir()
+    _, plain = _run(plain_dir, tiny_llama_dir, text_file, "gptq_quantize", {"bits": 4, "group_size": 32})
+    errors = {r["layer"]: r["reconstruction_error"] for r in report["steps"][0]["layers"]}
+    plain_errors = {r["layer"]: r["reconstruction_error"] for r in plain["steps"][0]["layers"]}
+    first = "model.layers.0.self_attn.q_proj"
+    assert errors[first] == pytest.approx(plain_errors[first])  # the first stage sees the same inputs
+    assert errors["model.layers.0.self_attn.o_proj"] != pytest.approx(plain_errors["model.layers.0.self_attn.o_proj"])

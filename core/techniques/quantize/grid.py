@@ -121,7 +121,7 @@ def mse_group_params(weight: torch.Tensor, bits: int, group_size: int, symmetric
     steps = list(range(0, int(max_shrink * grid) + 1, coarse))
     state = _ClipSearch(groups, bits, symmetric, dtype, norm, weights)
     for step in steps:
-        state.try_shrink(torch.full(groups.shape[:2], 1 - step / grid))
+        state.try_shrink(torch.full(groups.shape[:2], 1 - step / grid, device=groups.device))
     best_step = state.best_shrink.clone()
     for offset in range(-(coarse - 1), coarse):
         if offset:
@@ -137,11 +137,11 @@ class _ClipSearch:
         self.groups, self.bits, self.symmetric, self.dtype = groups, bits, symmetric, dtype
         self.norm, self.weights = norm, weights
         self.low, self.high = code_range(bits)
-        shape = groups.shape[:2]
-        self.best_error = torch.full(shape, float("inf"))
-        self.best_shrink = torch.ones(shape)
-        self.best_scale = torch.ones(shape)
-        self.best_zero = None if symmetric else torch.zeros(shape)
+        shape, device = groups.shape[:2], groups.device
+        self.best_error = torch.full(shape, float("inf"), device=device)
+        self.best_shrink = torch.ones(shape, device=device)
+        self.best_scale = torch.ones(shape, device=device)
+        self.best_zero = None if symmetric else torch.zeros(shape, device=device)
 
     def try_shrink(self, shrink: torch.Tensor) -> None:
         scale, zero = _shrunk_params(self.groups, shrink, self.bits, self.symmetric, self.dtype)
