@@ -226,21 +226,28 @@ class History:
 
         pid = os.getpid() if pid is None else pid
         with self.connect(write=True) as conn:
+            steps = json.dumps({"steps": [step.technique for _, step in recipe.enabled_steps()]})
             cursor = conn.execute(
                 "INSERT INTO runs (started, status, recipe_name, recipe_yaml, source, task, device, output, "
-                "origin, pid, process_started, host) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "metrics, origin, pid, process_started, host) "
+                "VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (now_iso(), recipe.name, recipe.to_yaml(), recipe.model.source, recipe.model.task, device,
-                 str(output), origin, pid, process_start_time(pid), host_name()))
+                 str(output), steps, origin, pid, process_start_time(pid), host_name()))
             return int(cursor.lastrowid)
 
     def finish_run(self, run_id: int, status: str, metrics: dict[str, Any] | None = None,
                    message: str = "") -> None:
-        """Set a run's final status (and its numbers or the reason it stopped)."""
+        """Set a run's final status (and its numbers or the reason it stopped; without ``metrics`` the
+        ones recorded at the start, the list of steps, stay)."""
         if status not in STATUSES or status == "running":
             raise ValueError(f"not a final status: {status!r}")
         with self.connect(write=True) as conn:
-            conn.execute("UPDATE runs SET status = ?, finished = ?, metrics = ?, message = ? WHERE id = ?",
-                         (status, now_iso(), json.dumps(metrics or {}, default=float), message, run_id))
+            if metrics is None:
+                conn.execute("UPDATE runs SET status = ?, finished = ?, message = ? WHERE id = ?",
+                             (status, now_iso(), message, run_id))
+            else:
+                conn.execute("UPDATE runs SET status = ?, finished = ?, metrics = ?, message = ? WHERE id = ?",
+                             (status, now_iso(), json.dumps(metrics, default=float), message, run_id))
 
     def runs(self, status: str | None = None) -> list[RunRecord]:
         """All runs, newest first (optionally only those with ``status``)."""

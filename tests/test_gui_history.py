@@ -104,11 +104,12 @@ def test_two_runs_side_by_side(panel, tmp_path):
     widget.table.select_run(b, add=True)
     comparison = widget.comparison
     headers = [comparison.horizontalHeaderItem(c).text() for c in range(comparison.columnCount())]
-    assert headers == [f"Run #{b}", f"Run #{a}", f"#{a} vs #{b}"]  # table order: newest first
+    assert headers == [f"Run #{a}", f"Run #{b}", f"#{b} vs #{a}"]  # the older run first
     rows = {comparison.verticalHeaderItem(r).text(): [comparison.item(r, c).text() for c in range(3)]
             for r in range(comparison.rowCount())}
-    assert rows["Size on disk"] == ["50.0 MB", "100.0 MB", "× 2"]
-    assert rows["Perplexity"] == ["12.5", "10", "-2.5"]
+    assert rows["Size on disk"] == ["100.0 MB", "50.0 MB", "× 0.5"]
+    assert rows["Perplexity"] == ["10", "12.5", "+2.5"]
+    assert rows["Steps"][:2] == ["magnitude_prune", "magnitude_prune"]
     assert not widget.rerun_button.isEnabled() and widget.delete_button.isEnabled()
     assert len(widget.plot.selected.data) == 2
 
@@ -164,7 +165,7 @@ def test_interrupted_run_is_shown_at_start(panel, tmp_path):
         conn.execute("UPDATE runs SET pid = ? WHERE id = ?", (dead.pid, run_id))
     (tmp_path / ".killed-out.partial-1234abcd").mkdir()
     widget = panel()
-    assert _column(widget, "Status") == ["●  Interrupted"]
+    assert _column(widget, "Status") == ["●  Interrupted"] and _column(widget, "Steps") == ["magnitude_prune"]
     tip = widget.table.item(0, COLUMNS.index("Status")).toolTip()
     assert "stopped before the end" in tip and "removed the unfinished save" in tip
     assert not (tmp_path / ".killed-out.partial-1234abcd").exists()

@@ -67,6 +67,7 @@ def test_failed_and_cancelled_runs_are_recorded(tmp_path, recipe, monkeypatch):
     failed, cancelled = History().runs()
     assert cancelled.status == "cancelled" and "nothing was written" in cancelled.message
     assert failed.status == "failed" and failed.message == "the step broke"
+    assert failed.metrics == {"steps": ["magnitude_prune"]} == cancelled.metrics  # what it was going to do
     assert not (tmp_path / "cancelled").exists() and not (tmp_path / "failed").exists()
 
 

@@ -229,7 +229,7 @@ class HistoryPanel(QWidget):
     def _on_selection(self, ids: list[int]) -> None:
         by_id = {r.id: r for r in self.records}
         chosen = [by_id[i] for i in ids if i in by_id]
-        self.comparison.show_runs(chosen[:2])
+        self.comparison.show_runs(sorted(chosen, key=lambda r: r.id)[:2])  # older first: "from #a to #b"
         self.plot.set_selected(ids)
         one = chosen[0] if len(chosen) == 1 else None
         self.rerun_button.setEnabled(one is not None)

@@ -76,9 +76,13 @@ class HistoryPlot(QWidget):
         for label in self.labels:
             self.widget.removeItem(label)
         self.labels = []
+        at_point: dict[tuple[float, float], list[int]] = {}  # runs with identical numbers share one label
         for i in front:
-            label = pg.TextItem(f"#{usable[i].id}", color=FRONT_COLOUR, anchor=(0, 1.1))
-            label.setPos(xs[i], ys[i])
+            at_point.setdefault((float(xs[i]), float(ys[i])), []).append(usable[i].id)
+        for (x, y), ids in at_point.items():
+            label = pg.TextItem(", ".join(f"#{run_id}" for run_id in sorted(ids)), color=FRONT_COLOUR,
+                                anchor=(0, 1.1))
+            label.setPos(x, y)
             self.widget.addItem(label)
             self.labels.append(label)
         self.widget.setLabel("left", quality.axis)
