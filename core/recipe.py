@@ -12,6 +12,7 @@ Example::
     steps:
       - technique: magnitude_prune
         params: {sparsity: 0.5}
+    output: {dtype: auto}   # or float32 | bfloat16 | float16 (see core/save_dtype.py)
 """
 
 from __future__ import annotations
@@ -67,6 +68,14 @@ class EvalSpec:
 
 
 @dataclass
+class OutputSpec:
+    dtype: str = param("auto", "Number format of the saved weights. auto keeps the source's (a GGUF of 4- or "
+                       "8-bit blocks is saved as bfloat16); bfloat16 or float16 halve a float32 file. Packed "
+                       "and quantized layers always keep their own format.",
+                       choices=("auto", "float32", "bfloat16", "float16"))
+
+
+@dataclass
 class Step:
     """One technique step: its registered name, typed config, and whether it is switched on."""
 
@@ -86,6 +95,7 @@ class Recipe:
     data: DataSpec = field(default_factory=DataSpec)
     evaluation: EvalSpec = field(default_factory=EvalSpec)
     steps: list[Step] = field(default_factory=list)
+    output: OutputSpec = field(default_factory=OutputSpec)
     seed: int = 0
 
     def enabled_steps(self) -> list[tuple[int, Step]]:
@@ -96,13 +106,14 @@ class Recipe:
         validate_config(self.model, "model: ")
         validate_config(self.data, "data: ")
         validate_config(self.evaluation, "evaluation: ")
+        validate_config(self.output, "output: ")
         for index, step in enumerate(self.steps):
             validate_config(step.config, f"step {index + 1} ({step.technique}): ")
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": RECIPE_VERSION, "name": self.name, "description": self.description, "seed": self.seed,
                 "model": config_to_dict(self.model), "data": config_to_dict(self.data),
-                "evaluation": config_to_dict(self.evaluation),
+                "evaluation": config_to_dict(self.evaluation), "output": config_to_dict(self.output),
                 "steps": [s.to_dict() for s in self.steps]}
 
     @classmethod
@@ -113,7 +124,7 @@ class Recipe:
         version = raw.pop("version", RECIPE_VERSION)
         if version != RECIPE_VERSION:
             raise RecipeError(f"recipe version {version} is not supported; this app reads version {RECIPE_VERSION}")
-        known = {"name", "description", "seed", "model", "data", "evaluation", "steps"}
+        known = {"name", "description", "seed", "model", "data", "evaluation", "output", "steps"}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise RecipeError(f"unknown recipe key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -128,7 +139,7 @@ class Recipe:
                    model=config_from_dict(ModelSpec, raw.get("model"), "model: "),
                    data=config_from_dict(DataSpec, raw.get("data"), "data: "),
                    evaluation=config_from_dict(EvalSpec, raw.get("evaluation"), "evaluation: "),
-                   steps=steps)
+                   output=config_from_dict(OutputSpec, raw.get("output"), "output: "), steps=steps)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)

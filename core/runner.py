@@ -26,6 +26,7 @@ from core.model_info import folder_weight_bytes, inspect_model
 from core.models import iter_load_model
 from core.recipe import Recipe
 from core.registry import get_technique
+from core.save_dtype import cast_floating_weights, dtype_name, resolve_save_dtype
 from core.saving import atomic_folder, check_output_dir, write_model_files, write_run_files
 
 
@@ -193,6 +194,10 @@ def run_recipe(recipe: Recipe, output_dir: str | Path, *, overwrite: bool = Fals
         yield StepDone(index, step.technique, record)
         yield Log(report.summary)
 
+    save_dtype, dtype_reason = resolve_save_dtype(recipe.output.dtype, model, loaded.kind, loaded.source_path)
+    yield Log(f"The result's weights will be saved as {dtype_name(save_dtype)} ({dtype_reason})")
+    # Round now, so the "after" measurements are of exactly the weights that will be saved.
+    cast_floating_weights(model, save_dtype, keep_compute_dtype=True)
     yield StageStarted("measure_after", "Measuring the result", total - 1, total)
     after = yield from _measure(model, tokenizer, recipe, eval_windows, "after", None)
     comparison: dict[str, Any] = {}
@@ -207,13 +212,16 @@ def run_recipe(recipe: Recipe, output_dir: str | Path, *, overwrite: bool = Fals
     report = {"recipe": recipe.name, "source": recipe.model.source, "task": recipe.model.task,
               "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               "environment": _environment(device), "before": before, "after": after,
-              "comparison": comparison, "steps": steps}
+              "comparison": comparison, "steps": steps,
+              "output": {"dtype": dtype_name(save_dtype), "why": dtype_reason}}
     yield StageStarted("save", "Saving", total, total)
     yield Log(f"Saving to {output}")
+    cast_floating_weights(model, save_dtype)
     with atomic_folder(output, overwrite) as folder:
         write_model_files(folder, model, tokenizer)
         after["bytes_on_disk"] = folder_weight_bytes(folder)
-        after["on_disk_is"] = f"the saved folder's weight files (safetensors, {after['dtype']})"
+        after["on_disk_is"] = (f"the saved folder's weight files (safetensors, floating-point weights as "
+                               f"{dtype_name(save_dtype)})")
         report["seconds"] = time.perf_counter() - started
         write_run_files(folder, recipe.to_yaml(), report)
     shutil.rmtree(checkpoints, ignore_errors=True)  # the result is saved: checkpoints are no longer needed

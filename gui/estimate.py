@@ -52,20 +52,34 @@ def _size_factor(technique: str, config: Any, notes: list[str], current_bits: fl
     return 1.0
 
 
+def _saved_bytes_per_weight(recipe: Any, in_memory: float) -> float:
+    """Bytes per ordinary weight in the saved file, from the recipe's output dtype (core.save_dtype)."""
+    choice = getattr(getattr(recipe, "output", None), "dtype", "auto")
+    if choice in ("bfloat16", "float16"):
+        return 2.0
+    if choice == "float32":
+        return 4.0
+    source = str(recipe.model.source)
+    if source.startswith("bundled:") or source.lower().endswith(".gguf"):
+        return 2.0  # a GGUF of quantized blocks is saved as bfloat16 by auto
+    return in_memory
+
+
 def estimate(summary: Any, recipe: Any, device: str, available_bytes: int | None) -> Estimate:
     """``summary``: core.model_info.ModelSummary of the loaded model; ``recipe``: core.recipe.Recipe."""
     notes: list[str] = []
     params = int(summary.parameters)
     in_memory = int(summary.bytes_in_memory)
     bytes_per_weight = in_memory / params if params else 4.0
+    saved_bytes_per_weight = _saved_bytes_per_weight(recipe, bytes_per_weight)
     factor = 1.0
     steps = [s for _, s in recipe.enabled_steps()]
     for step in steps:
-        factor *= _size_factor(step.technique, step.config, notes, bytes_per_weight * 8)
+        factor *= _size_factor(step.technique, step.config, notes, saved_bytes_per_weight * 8)
     if any(s.technique == "layer_drop" for s in steps) and summary.num_layers:
         dropped = sum(getattr(s.config, "layers_to_drop", 0) for s in steps if s.technique == "layer_drop")
         factor *= max(0.0, 1 - 0.9 * dropped / summary.num_layers)
-    output = int(params * factor * bytes_per_weight)
+    output = int(params * factor * saved_bytes_per_weight)
 
     data = recipe.data
     hidden = summary.hidden_size or 1024

@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QFormLayout, QGroupBox, QLabel, QVBoxLayout, QWidget
 
-from core.recipe import DataSpec, EvalSpec
+from core.recipe import DataSpec, EvalSpec, OutputSpec
 from gui.panels.data_choice import DataChoice
 from gui.panels.param_form import ParamForm
 
@@ -13,10 +13,11 @@ DATA_FIELDS = ("sequence_length", "calibration_windows", "text_column", "label_c
 EVAL_FIELDS = ("perplexity", "max_windows", "kl_to_teacher", "speed")
 EVAL_LABELS = {"perplexity": "Measure perplexity", "max_windows": "Evaluation windows",
                "kl_to_teacher": "Measure KL to original", "speed": "Measure speed"}
+OUTPUT_LABELS = {"dtype": "Save weights as"}
 
 
 class DataBox(QGroupBox):
-    """Edits a DataSpec and an EvalSpec in place; ``changed`` after any edit."""
+    """Edits a DataSpec, an EvalSpec and an OutputSpec in place; ``changed`` after any edit."""
 
     changed = Signal()
 
@@ -40,6 +41,7 @@ class DataBox(QGroupBox):
         self.layout_.addLayout(self.sources)
         self.data_form: ParamForm | None = None
         self.eval_form: ParamForm | None = None
+        self.output_form: ParamForm | None = None
         self.set_specs(DataSpec(), EvalSpec())
 
     @staticmethod
@@ -48,20 +50,22 @@ class DataBox(QGroupBox):
         label.setToolTip(choice.box.toolTip())
         return label
 
-    def set_specs(self, data: DataSpec, evaluation: EvalSpec) -> None:
+    def set_specs(self, data: DataSpec, evaluation: EvalSpec, output: OutputSpec | None = None) -> None:
         self.data, self.evaluation = data, evaluation
+        self.output = output if output is not None else OutputSpec()
         for choice, value in ((self.calibration, data.calibration), (self.evaluation_text, data.evaluation),
                               (self.labelled, data.labelled)):
             choice.blockSignals(True)
             choice.set_value(value)
             choice.blockSignals(False)
-        for form in (self.data_form, self.eval_form):
+        for form in (self.data_form, self.eval_form, self.output_form):
             if form is not None:
                 form.setParent(None)
                 form.deleteLater()
         self.data_form = ParamForm(data, DATA_FIELDS, "data: ")
         self.eval_form = ParamForm(evaluation, EVAL_FIELDS, "evaluation: ", EVAL_LABELS)
-        for form in (self.data_form, self.eval_form):
+        self.output_form = ParamForm(self.output, ("dtype",), "output: ", OUTPUT_LABELS)
+        for form in (self.data_form, self.eval_form, self.output_form):
             form.layout().setContentsMargins(0, 0, 0, 0)
             form.changed.connect(self.changed)
             self.layout_.addWidget(form)
@@ -74,4 +78,4 @@ class DataBox(QGroupBox):
         self.changed.emit()
 
     def errors(self) -> list[str]:
-        return [e for e in (self.data_form.check(), self.eval_form.check()) if e]
+        return [e for e in (self.data_form.check(), self.eval_form.check(), self.output_form.check()) if e]

@@ -208,12 +208,13 @@ class PipelinePanel(QWidget):
         steps = [Step(s.technique, copy.deepcopy(s.config), s.enabled) for s in self.step_list.ordered_steps()]
         return Recipe(name=self.name.text().strip() or "untitled", model=ModelSpec(source=ctx.source, task=ctx.task),
                       data=copy.deepcopy(self.data_box.data), evaluation=copy.deepcopy(self.data_box.evaluation),
-                      steps=steps)
+                      steps=steps, output=copy.deepcopy(self.data_box.output))
 
     def apply_recipe(self, recipe: Recipe) -> None:
         self.name.setText(recipe.name)
         self.step_list.set_steps([Step(s.technique, copy.deepcopy(s.config), s.enabled) for s in recipe.steps])
-        self.data_box.set_specs(copy.deepcopy(recipe.data), copy.deepcopy(recipe.evaluation))
+        self.data_box.set_specs(copy.deepcopy(recipe.data), copy.deepcopy(recipe.evaluation),
+                                copy.deepcopy(recipe.output))
         self.schedule_estimate()
 
     def apply_preset(self, path: Path) -> None:

@@ -1,0 +1,148 @@
+"""The number format the result's weights are saved in (float32, bfloat16 or float16).
+
+``auto`` keeps the source's own format where it is known: a folder or hub model is saved as the
+dtype its weights were loaded in (transformers reads it from config.json).  A GGUF file is
+converted to float32 tensors on load, so ``auto`` looks at the GGUF's file type instead:
+F32 → float32, F16 → float16, BF16 → bfloat16, and quantized blocks (Q4_1, Q8_0, …) → bfloat16,
+because 4- or 8-bit values need far less precision than bfloat16 has, and bfloat16 has float32's
+range (float16 can overflow in activations).
+
+Only ordinary floating-point weights change.  A module that holds packed or quantized tensors
+(integer buffers, bitsandbytes parameters) keeps all its tensors, scales included, exactly as
+they are; non-persistent buffers (never saved) are left alone too.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SAVE_DTYPES = ("auto", "float32", "bfloat16", "float16")
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_GGUF_FILE_TYPES = {0: "float32", 1: "float16", 32: "bfloat16"}  # llama.cpp LlamaFileType; others are quantized
+_GGUF_QUANTIZED_NAMES = {2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",
+                         12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M",
+                         18: "Q6_K"}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+# -- reading a GGUF header ---------------------------------------------------------------------------
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+
+
+def _read(f, fmt: str):
+    size = struct.calcsize(fmt)
+    data = f.read(size)
+    if len(data) != size:
+        raise ValueError("truncated GGUF header")
+    return struct.unpack(fmt, data)[0]
+
+
+def _skip_value(f, kind: int) -> None:
+    if kind in _SCALARS:
+        f.seek(struct.calcsize(_SCALARS[kind]), 1)
+    elif kind == 8:  # string
+        f.seek(_read(f, "<Q"), 1)
+    elif kind == 9:  # array
+        item, count = _read(f, "<I"), _read(f, "<Q")
+        if item in _SCALARS:
+            f.seek(count * struct.calcsize(_SCALARS[item]), 1)
+        else:
+            for _ in range(count):
+                _skip_value(f, item)
+    else:
+        raise ValueError(f"unknown GGUF value type {kind}")
+
+
+def gguf_file_type(path: str | Path) -> int | None:
+    """The ``general.file_type`` of a GGUF file (reads only the header), or None if absent or unreadable."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"GGUF":
+                return None
+            version = _read(f, "<I")
+            if version < 2:
+                return None
+            _tensors, kv_count = _read(f, "<Q"), _read(f, "<Q")
+            for _ in range(kv_count):
+                key = f.read(_read(f, "<Q")).decode("utf-8", "replace")
+                kind = _read(f, "<I")
+                if key == "general.file_type" and kind in _SCALARS:
+                    return int(_read(f, _SCALARS[kind]))
+                _skip_value(f, kind)
+    except (OSError, ValueError, struct.error):
+        return None
+    return None
+
+
+# -- choosing the dtype --------------------------------------------------------------------------------
+def floating_dtype(model: Any) -> torch.dtype | None:
+    """The dtype most of the model's floating-point parameters have (None if it has none)."""
+    counts: dict[torch.dtype, int] = {}
+    for p in model.parameters():
+        if p.is_floating_point():
+            counts[p.dtype] = counts.get(p.dtype, 0) + p.numel()
+    return max(counts, key=counts.get) if counts else None
+
+
+def resolve_save_dtype(choice: str, model: Any, source_kind: str = "folder",
+                       source_path: str | Path | None = None) -> tuple[torch.dtype, str]:
+    """The dtype to save in, and why in plain words, for the recipe's ``output.dtype`` choice."""
+    if choice in _DTYPES:
+        return _DTYPES[choice], "chosen in the recipe"
+    if choice != "auto":
+        raise ValueError(f"unknown save dtype {choice!r}; choose one of {', '.join(SAVE_DTYPES)}")
+    if source_kind in ("gguf", "bundled") and source_path is not None:
+        file_type = gguf_file_type(source_path)
+        name = Path(source_path).name
+        if file_type in _GGUF_FILE_TYPES:
+            dtype = _DTYPES[_GGUF_FILE_TYPES[file_type]]
+            return dtype, f"auto: the source GGUF {name} stores {dtype_name(dtype)} weights"
+        kind = _GGUF_QUANTIZED_NAMES.get(file_type, f"type {file_type}" if file_type is not None else "unknown")
+        return torch.bfloat16, (f"auto: the source GGUF {name} stores quantized {kind} blocks; bfloat16 keeps "
+                                "their values with room to spare and float32's range, at half float32's size")
+    current = floating_dtype(model) or torch.float32
+    return current, f"auto: the source's weights are {dtype_name(current)}"
+
+
+# -- casting -----------------------------------------------------------------------------------------
+def _module_is_plain(module: torch.nn.Module) -> bool:
+    """False for a module with packed/quantized tensors (integers, tensor subclasses): it keeps its own."""
+    tensors = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+    for tensor in tensors:
+        if type(tensor) not in (torch.Tensor, torch.nn.Parameter) or not tensor.is_floating_point():
+            return False
+    return True
+
+
+def cast_floating_weights(model: torch.nn.Module, dtype: torch.dtype, *, keep_compute_dtype: bool = False) -> int:
+    """Round or cast the model's ordinary floating-point weights to ``dtype`` in place; return how many changed.
+
+    With ``keep_compute_dtype`` the values are rounded to ``dtype``'s precision but stay in their
+    current dtype, so measuring the model afterwards measures exactly the weights that will be saved
+    while computing in the same precision as before.  Shared parameters stay shared.
+    """
+    changed = 0
+    seen: set[int] = set()
+    for module in model.modules():
+        if not _module_is_plain(module):
+            continue
+        skip = getattr(module, "_non_persistent_buffers_set", set())
+        named = [*module.named_parameters(recurse=False),
+                 *((n, b) for n, b in module.named_buffers(recurse=False) if n not in skip)]
+        for _, tensor in named:
+            if id(tensor) in seen or not tensor.is_floating_point() or tensor.dtype == dtype:
+                continue
+            seen.add(id(tensor))
+            rounded = tensor.data.to(dtype)
+            tensor.data = rounded.to(tensor.dtype) if keep_compute_dtype else rounded
+            changed += 1
+    if not keep_compute_dtype and getattr(model, "config", None) is not None:
+        model.config.dtype = dtype  # config.json says what the weights are, so dtype="auto" loads them so
+    return changed
