@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings, QSize, Qt
-from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QPalette, QShortcut
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QPalette
 from PySide6.QtWidgets import QHBoxLayout, QListWidget, QListWidgetItem, QMainWindow, QStackedWidget, QWidget
 
 from gui.errors import show_error
@@ -24,6 +24,7 @@ from gui.panels.placeholder import PLANNED, PlaceholderPage
 from gui.panels.run_panel import RunPanel
 from gui.panels.source_picker import is_model_path
 from gui.settings import app_settings
+from gui.shortcuts import install_shortcuts
 from gui.worker import JobHandle, start_job
 
 STEPS = ("Model", "Pipeline", "Run", "Compare", "History", "Export")
@@ -101,8 +102,7 @@ class MainWindow(QMainWindow):
         self.history_panel.rerun_requested.connect(self.rerun_recipe)
         self.compare_panel.run_opened.connect(self.export_panel.set_run)
         self.export_panel.run_opened.connect(self.compare_panel.set_run)
-        QShortcut(QKeySequence("Ctrl+R"), self, activated=self.run_pipeline)
-        QShortcut(QKeySequence(Qt.Key.Key_Escape), self, activated=self.run_panel.cancel)
+        install_shortcuts(self)  # Ctrl+R, Esc, Ctrl+O, Ctrl+S, Ctrl+1..6 (gui/shortcuts.py)
         self._restore_state(source)
 
     # -- look ----------------------------------------------------------------------------------
