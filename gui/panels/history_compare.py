@@ -36,8 +36,7 @@ EXPLAIN = {
 def _item(text: str, tooltip: str = "") -> QTableWidgetItem:
     item = QTableWidgetItem(text)
     item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
-    if tooltip:
-        item.setToolTip(tooltip)
+    item.setToolTip(tooltip or text)  # the whole text, where the cell is too narrow for it
     return item
 
 
@@ -62,6 +61,7 @@ class RunComparison(QTableWidget):
         self.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.setWordWrap(False)
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.setToolTip("Select one run to see its numbers before and after; select two (Ctrl+click) to put "
                         "them side by side with the change from the first to the second.")
         self.show_runs([])
@@ -70,12 +70,18 @@ class RunComparison(QTableWidget):
         self.clear()
         self.setColumnCount(len(headers))
         self.setHorizontalHeaderLabels(headers)
+        header = self.horizontalHeader()
+        for column in range(len(headers)):  # the change column only as wide as its numbers
+            narrow = len(headers) == 3 and column == 2
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents if narrow
+                                        else QHeaderView.ResizeMode.Stretch)
         self.setRowCount(len(rows))
         self.setVerticalHeaderLabels([label for label, _, _ in rows])
         for row, (label, cells, tooltip) in enumerate(rows):
             self.verticalHeaderItem(row).setToolTip(tooltip or EXPLAIN.get(label, ""))
             for column, text in enumerate(cells):
-                self.setItem(row, column, _item(text, tooltip or EXPLAIN.get(label, "")))
+                explain = tooltip or EXPLAIN.get(label, "")
+                self.setItem(row, column, _item(text, f"{text}\n\n{explain}" if text and explain else explain))
 
     def show_runs(self, records: list[Any]) -> None:
         if not records:
