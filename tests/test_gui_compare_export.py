@@ -48,8 +48,8 @@ def test_table_ratios_and_not_measured_rows(qtbot, tmp_path):
     assert table.text_at("Size on disk", 1) == "4 MB" and table.text_at("Size on disk", 2) == "2 MB"
     assert table.text_at("Perplexity", 3) == "1.25×"
     speed = table.text_at("Decode speed", 1)
-    assert speed.startswith("not measured") and "Measure speed" in speed and table.columnSpan(4, 1) == 3
-    assert list(panel.charts.ratio_bars.opts["height"]) == pytest.approx([1.0, 0.5, 0.5, 1.0, 1.25])
+    assert speed.startswith("not measured") and "Measure speed" in speed and table.columnSpan(4, 1) == 3 and "Lower is better" in table.item(0, 0).toolTip()
+    assert list(panel.charts.ratio_bars.opts["width"]) == pytest.approx([1.0, 0.5, 0.5, 1.0, 1.25])
     assert "half" in panel.title.text() and panel.playground.generate_button.isEnabled()
 
 

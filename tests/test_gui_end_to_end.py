@@ -169,7 +169,7 @@ def test_choose_run_cancel_run_compare_export(qtbot, window, dialogs, save_as, t
     assert float(table.text_at("Non-zero parameters", 3)[:-1]) < 0.8
     assert "tokens/s" in table.text_at("Decode speed", 2)
     assert table.text_at("Perplexity", 2) and "not measured" not in table.text_at("KL to the teacher", 1)
-    assert len(compare.charts.ratio_bars.opts["height"]) >= 4
+    assert len(compare.charts.ratio_bars.opts["width"]) >= 4
 
     window.nav.setCurrentRow(STEPS.index("Compare"))
     playground = compare.playground

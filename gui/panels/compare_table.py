@@ -26,7 +26,7 @@ TEACHER_BRUSH, STUDENT_BRUSH = "#7f7f7f", "#1f77b4"
 class CompareTable(QTableWidget):
     """Measure | Teacher | Student | Student / teacher | What it measures."""
 
-    HEADERS = ("Measure", "Teacher (original)", "Student (result)", "Student / teacher", "What it measures")
+    HEADERS = ("Measure", "Teacher (original)", "Student (result)", "Student / teacher")
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(0, len(self.HEADERS), parent)
@@ -36,9 +36,9 @@ class CompareTable(QTableWidget):
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         header = self.horizontalHeader()
-        for column in range(4):
+        for column in range(1, 4):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.setToolTip("The original model (teacher) against the compressed one (student), as the run measured "
                         "them. A ratio below 1 means the student's number is smaller. Hover over a row for details.")
         self.rows: list[CompareRow] = []
@@ -50,7 +50,7 @@ class CompareTable(QTableWidget):
         quiet = self.palette().color(QPalette.ColorRole.PlaceholderText)
         for index, row in enumerate(rows):
             better = f" {row.better.capitalize()} is better." if row.better else ""
-            self._put(index, 0, row.label, row.explanation)
+            self._put(index, 0, row.label, row.explanation + better)
             if row.measured:
                 self._put(index, 1, format_value(row.teacher, row.unit), row.explanation, numeric=True)
                 self._put(index, 2, format_value(row.student, row.unit), row.explanation, numeric=True)
@@ -59,7 +59,6 @@ class CompareTable(QTableWidget):
                 item = self._put(index, 1, row.missing, "This run did not measure it; nothing is estimated.")
                 item.setForeground(quiet)
                 self.setSpan(index, 1, 1, 3)
-            self._put(index, 4, row.explanation + better, row.explanation)
         self.resizeRowsToContents()
 
     def _put(self, row: int, column: int, text: str, tooltip: str, numeric: bool = False) -> QTableWidgetItem:
@@ -96,7 +95,7 @@ class CompareCharts(QWidget):
         super().__init__(parent)
         self.size_plot = _plot("Size (MB)", "MB", "", "Size on disk and in memory: grey = teacher (original), "
                                "blue = student (result). Only measured sizes are drawn.")
-        self.size_plot.addLegend(offset=(-10, 10))
+        self.size_plot.addLegend(offset=(10, 10))
         self.teacher_bars = self.size_plot.plot(name="teacher", pen=None, symbol="s", symbolBrush=TEACHER_BRUSH)
         self.student_bars = self.size_plot.plot(name="student", pen=None, symbol="s", symbolBrush=STUDENT_BRUSH)
         self.teacher_bars.setData([], [])
@@ -104,9 +103,13 @@ class CompareCharts(QWidget):
         self._size_items: list[pg.BarGraphItem] = []
         self.ratio_plot = _plot("Student / teacher", "ratio", "", "Each measured number of the student divided "
                                 "by the teacher's. The red line at 1 means 'the same as the teacher'.")
-        self.ratio_bars = pg.BarGraphItem(x=np.zeros(0), height=np.zeros(0), width=0.6, brush=STUDENT_BRUSH)
+        self.ratio_plot.setLabel("left", "")
+        self.ratio_plot.setLabel("bottom", "student ÷ teacher")
+        self.ratio_bars = pg.BarGraphItem(x0=0, y=np.zeros(0), width=np.zeros(0), height=0.6, brush=STUDENT_BRUSH)
         self.ratio_plot.addItem(self.ratio_bars)
-        self.ratio_plot.addItem(pg.InfiniteLine(1.0, angle=0, pen=pg.mkPen("#d62728", width=1.5,
+        self.ratio_plot.getAxis("left").setWidth(72)  # room for the measure names
+        self.ratio_plot.invertY(True)  # the table's order, top to bottom
+        self.ratio_plot.addItem(pg.InfiniteLine(1.0, angle=90, pen=pg.mkPen("#d62728", width=1.5,
                                                                             style=Qt.PenStyle.DashLine)))
         for plot in (self.size_plot, self.ratio_plot):
             plot.setMouseEnabled(x=False, y=False)
@@ -128,13 +131,13 @@ class CompareCharts(QWidget):
         top = max([max(r.teacher, r.student) for r in sizes] or [1.0])
         self.size_plot.setYRange(0, top * 1.15)
         rated = [r for r in rows if r.ratio is not None]
-        self.ratio_bars.setOpts(x=np.arange(len(rated)), height=np.array([r.ratio for r in rated]), width=0.6)
+        self.ratio_bars.setOpts(x0=0, y=np.arange(len(rated)), width=np.array([r.ratio for r in rated]), height=0.6)
         short = {"nonzero_parameters": "non-zero", "disk_mb": "disk", "memory_mb": "memory",
                  "decode_tokens_per_s": "speed", "parameters": "params"}
-        self.ratio_plot.getAxis("bottom").setTicks([[(i, short.get(r.key, r.label.lower()))
-                                                     for i, r in enumerate(rated)]])
-        self.ratio_plot.setXRange(-0.6, max(len(rated), 1) - 0.4)
-        self.ratio_plot.setYRange(0, max([r.ratio for r in rated] + [1.0]) * 1.15)
+        self.ratio_plot.getAxis("left").setTicks([[(i, short.get(r.key, r.label.lower()))
+                                                   for i, r in enumerate(rated)]])
+        self.ratio_plot.setYRange(-0.6, max(len(rated), 1) - 0.4)
+        self.ratio_plot.setXRange(0, max([r.ratio for r in rated] + [1.0]) * 1.15)
         self.ratio_plot.setTitle("Student / teacher" + ("" if rated else " (nothing measured on both sides)"))
 
     def png_images(self) -> dict[str, bytes]:
