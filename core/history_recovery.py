@@ -82,8 +82,11 @@ def clean_leftovers(output: Path) -> list[str]:
             notes.append(f"removed the unfinished save {partial.name}")
     olds = sorted(p for p in parent.glob(f".{output.name}.old-*") if p.is_dir())
     if olds and not output.exists():
-        os.replace(olds[-1], output)
-        notes.append(f"put the earlier contents of {output.name} back in place")
+        try:
+            os.replace(olds[-1], output)
+            notes.append(f"put the earlier contents of {output.name} back in place")
+        except OSError:  # another program settling the same run got there first
+            pass
     return notes
 
 

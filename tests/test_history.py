@@ -278,3 +278,20 @@ def test_cli_runs_are_recorded_and_listed(tmp_path, capsys, tiny_llama_dir, text
     assert lines[-1].startswith("* best trade-off")
     assert main(["history", "--json"]) == 0
     assert '"status": "done"' in capsys.readouterr().out
+
+
+def test_overwrite_killed_between_renames_puts_the_old_folder_back(tmp_path, recipe):
+    history = History()
+    run_id = history.start_run(recipe, tmp_path / "out")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with history.connect(write=True) as conn:
+        conn.execute("UPDATE runs SET pid = ? WHERE id = ?", (dead.pid, run_id))
+    old = tmp_path / ".out.old-1234abcd"
+    old.mkdir()
+    (old / "report.json").write_text("{}")
+    (tmp_path / ".out.partial-5678abcd").mkdir()
+    run = History().get(run_id)
+    assert run.status == "interrupted" and "back in place" in run.message
+    assert (tmp_path / "out" / "report.json").is_file() and not old.exists()
+    assert not (tmp_path / ".out.partial-5678abcd").exists()
