@@ -1,6 +1,6 @@
 """Live plots of a run, throttled (ARCHITECTURE pattern 5).
 
-Events only append numbers to numpy buffers and mark the plots dirty; a ~50 ms QTimer redraws
+Events only append numbers to numpy buffers and mark the plots dirty; a 200 ms QTimer redraws
 what changed with ``setData`` / ``setOpts`` on items created once.  So a burst of thousands of
 events costs a few array writes, not thousands of repaints.
 """
@@ -14,7 +14,9 @@ import pyqtgraph as pg
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
 
-REDRAW_MS = 50
+# 5 redraws a second: each repaints pyqtgraph axes in Python on the GUI thread, which competes with
+# the worker for the GIL; at 50 ms bench/bench_ui_stall.py caught those paints in most UI stalls.
+REDRAW_MS = 200
 LOSS_COLOURS = {"total": "#1f77b4", "soft": "#ff7f0e", "hard": "#2ca02c"}
 OTHER_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#17becf")
 

@@ -72,6 +72,8 @@ def test_run_progress_widget_overall_and_stage(qtbot, monkeypatch):
     for i in range(11):
         clock[0] = 100.0 + i
         widget.progress(Progress("Calibrating blocks", i, 10, step_index=0))
+    assert widget.stage_bar.value() < 1000  # bars repaint on their 100 ms timer, not per event
+    widget.apply()
     assert widget.stage_bar.value() == 1000
     assert widget.overall_bar.value() == round(3 / 6 * 1000)
     text = widget.overall_text(clock[0])

@@ -3,8 +3,9 @@
 The runner announces each stage with a ``StageStarted`` event (loading, measuring the original, every
 step, measuring the result, saving); ``Progress`` events move the lower bar within it.  The overall
 fraction is ``(stages done + fraction of this one) / stages``.  Times left come from the rate of
-progress (:mod:`core.eta`) and read "estimating…" until there is enough signal.  Labels are
-refreshed by a 1 s clock and on stage changes, not on every event.
+progress (:mod:`core.eta`) and read "estimating…" until there is enough signal.  Events only update
+numbers; the bars are repainted at most every 100 ms (QProgressBar.setValue repaints at once) and
+the labels by a 1 s clock, so a burst of progress events costs the GUI thread almost nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from core.eta import EtaTracker, eta_text
 from gui.formatting import format_duration
 
 RANGE = 1000
+BAR_MS = 100
 
 
 def _bar(tooltip: str) -> QProgressBar:
@@ -51,6 +53,8 @@ class RunProgress(QWidget):
         self.overall_eta = EtaTracker(window_s=float("inf"))  # stages differ in speed: use the whole run
         self.stage_eta = EtaTracker()
         self.clock = QTimer(self, interval=1000, timeout=self.refresh)
+        self.bar_timer = QTimer(self, interval=BAR_MS, timeout=self.apply)
+        self._stage_value: tuple[int, int] | None = None  # (maximum, value) waiting to be shown
         self.reset()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -59,6 +63,7 @@ class RunProgress(QWidget):
         self.position, self.total = 0, steps + 4
         self.title = "Starting"
         self.sub_stage = ""
+        self.total_known = True
         self.stage_fraction = 0.0
         self.overall = 0.0
         self.running = False
@@ -72,21 +77,37 @@ class RunProgress(QWidget):
         self.reset(steps)
         self.running = True
         self.clock.start()
+        self.bar_timer.start()
         self.refresh()
 
     def stop(self) -> None:
+        self.apply()
         self.running = False
         self.clock.stop()
+        self.bar_timer.stop()
+
+    def apply(self) -> None:
+        """Show the latest numbers on the bars (on the 100 ms timer, and when a stage starts or ends)."""
+        overall = round(self.overall * RANGE)
+        if self.overall_bar.value() != overall:
+            self.overall_bar.setValue(overall)
+        if self._stage_value is not None:
+            maximum, value = self._stage_value
+            self._stage_value = None
+            if self.stage_bar.maximum() != maximum:
+                self.stage_bar.setRange(0, maximum)
+            if self.stage_bar.value() != value:
+                self.stage_bar.setValue(value)
 
     # -- events --------------------------------------------------------------------------------
     def stage_started(self, event: Any) -> None:
         """A ``StageStarted`` event: the lower bar starts over for it."""
         self.position, self.total, self.title = event.position, event.total, event.title
-        self.sub_stage, self.stage_fraction = "", 0.0
+        self.sub_stage, self.stage_fraction, self.total_known = "", 0.0, True
         self.stage_eta.reset()
-        self.stage_bar.setRange(0, RANGE)
-        self.stage_bar.setValue(0)
+        self._stage_value = (RANGE, 0)
         self._advance(0.0)
+        self.apply()
         self.refresh()
 
     def progress(self, event: Any) -> None:
@@ -97,8 +118,8 @@ class RunProgress(QWidget):
             self.stage_eta.reset()
         self.stage_fraction = event.fraction
         self.stage_eta.add(now, event.fraction)
-        self.stage_bar.setRange(0, RANGE if event.total else 0)  # 0..0 = busy indicator for unknown totals
-        self.stage_bar.setValue(round(event.fraction * RANGE))
+        self.total_known = bool(event.total)  # else the bar is a busy indicator (range 0..0)
+        self._stage_value = (RANGE if event.total else 0, round(event.fraction * RANGE))
         self._advance(event.fraction)
 
     def _advance(self, fraction: float) -> None:
@@ -108,10 +129,10 @@ class RunProgress(QWidget):
         if overall > self.overall:
             self.overall = overall
             self.overall_eta.add(time.monotonic(), overall)
-            self.overall_bar.setValue(round(overall * RANGE))
 
     def finish(self, text: str, stage_text: str) -> None:
         self.stop()
+        self._stage_value = None
         self.overall, self.stage_fraction = 1.0, 1.0
         self.overall_bar.setValue(RANGE)
         self.stage_bar.setRange(0, RANGE)
@@ -122,6 +143,7 @@ class RunProgress(QWidget):
     def end(self, stage_text: str) -> None:
         """Stopped without finishing (cancelled or failed): the bars stay where they were."""
         self.stop()
+        self._stage_value = None
         self.stage_bar.setRange(0, RANGE)
         self.stage_label.setText(stage_text)
 
@@ -133,7 +155,7 @@ class RunProgress(QWidget):
 
     def stage_text(self, now: float) -> str:
         name = self.sub_stage or self.title
-        if self.stage_bar.maximum() == 0:
+        if not self.total_known:
             return f"{name}: working…"
         return f"{name}: {self.stage_fraction:.0%}, {eta_text(self.stage_eta.remaining(now), format_duration)}"
 
