@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # torch is pinned to the CPU wheel that lies on disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: run test lint data bench screenshots clean
+.PHONY: run test lint data bench screenshots package clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -45,5 +45,12 @@ screenshots: data
 			--step $$step --out docs/screenshots/$$(echo $$step | tr A-Z a-z).png || exit 1; \
 	done
 
+# A one-folder PyInstaller bundle in dist/compression-studio/ (takes minutes; see packaging/README.md).
+# `make data` first, so the sample texts ship inside the bundle.
+package: data
+	$(PY) -m pip install --quiet -e '.[package]'
+	nice -n 10 $(PY) -m PyInstaller --noconfirm --clean --log-level WARN --distpath dist \
+		--workpath build/pyinstaller packaging/compression-studio.spec
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist *.egg-info

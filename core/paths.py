@@ -29,9 +29,27 @@ def data_dir() -> Path:
 
 
 def datasets_dir() -> Path:
-    """Folder holding the bundled sample datasets (``COMPRESSION_STUDIO_DATA`` overrides it)."""
+    """Folder holding the bundled sample datasets (``COMPRESSION_STUDIO_DATA`` overrides it).
+
+    A packaged app (PyInstaller) ships them in its own folder and uses that copy until the user's
+    data folder has its own."""
     override = os.environ.get(DATA_ENV)
-    return Path(override).expanduser() if override else data_dir() / "datasets"
+    if override:
+        return Path(override).expanduser()
+    user = data_dir() / "datasets"
+    shipped = frozen_resource("datasets")
+    return shipped if shipped is not None and not user.is_dir() else user
+
+
+def frozen_resource(name: str) -> Path | None:
+    """``name`` inside a PyInstaller bundle's data folder, or None when not frozen or absent."""
+    import sys
+
+    base = getattr(sys, "_MEIPASS", None)
+    if not getattr(sys, "frozen", False) or base is None:
+        return None
+    path = Path(base) / name
+    return path if path.exists() else None
 
 
 def cache_dir() -> Path:

