@@ -195,3 +195,18 @@ def test_damaged_history_is_reported_on_the_page(panel, studio_home):
     widget = panel()
     assert widget.notice.isVisible() and "damaged" in widget.notice.text()
     assert widget.pages.currentWidget() is widget.empty
+
+
+def test_model_filter_defaults_to_the_newest_model_until_the_person_chooses(panel, tmp_path):
+    widget = panel()
+    _fake_run(tmp_path, "a", 100e6, 10.0, source="/models/one")
+    widget.refresh()
+    assert widget.model_box.currentText() == "All models"  # one model: nothing to filter
+    _fake_run(tmp_path, "b", 50e6, 12.0, source="/models/two")
+    widget.refresh()
+    assert widget.model_box.currentText() == "two"
+    widget.model_box.setCurrentIndex(widget.model_box.findData("/models/one"))
+    widget.model_box.activated.emit(widget.model_box.currentIndex())
+    _fake_run(tmp_path, "c", 40e6, 13.0, source="/models/three")
+    widget.refresh()
+    assert widget.model_box.currentData() == "/models/one" and list(widget.plot.records) == [1]

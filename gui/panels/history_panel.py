@@ -117,7 +117,7 @@ class HistoryPanel(QWidget):
         self.table.selection_changed.connect(self._on_selection)
         self.plot.run_clicked.connect(self._on_point_clicked)
         self.quality_box.activated.connect(self._quality_picked)
-        self.model_box.activated.connect(lambda _i: self._show())
+        self.model_box.activated.connect(self._model_picked)
         self.open_history()
 
     def _build_layout(self) -> None:
@@ -188,14 +188,16 @@ class HistoryPanel(QWidget):
         (self._poll.start if running and self.isVisible() else self._poll.stop)()
 
     def _fill_models(self) -> None:
-        current = self.model_box.currentText()
+        chosen, current = bool(self.model_box.property("chosen")), self.model_box.currentData()
         sources = list(dict.fromkeys(r.source for r in self.records if r.status == "done"))
         self.model_box.clear()
         self.model_box.addItem(ALL_MODELS, None)
         for source in sources:
             self.model_box.addItem(short_source(source), source)
             self.model_box.setItemData(self.model_box.count() - 1, source, Qt.ItemDataRole.ToolTipRole)
-        index = self.model_box.findText(current) if current else -1
+        index = -1
+        if chosen:  # the person's choice stays while that model has runs
+            index = 0 if current is None else self.model_box.findData(current)
         if index < 0:  # by default the newest finished run's model, when runs of several models exist
             index = 1 if len(sources) > 1 else 0
         self.model_box.setCurrentIndex(index)
@@ -216,6 +218,10 @@ class HistoryPanel(QWidget):
     @property
     def _quality_chosen(self) -> bool:
         return bool(self.quality_box.property("chosen"))
+
+    def _model_picked(self, _index: int) -> None:
+        self.model_box.setProperty("chosen", True)
+        self._show()
 
     def _quality_picked(self, _index: int) -> None:
         self.quality_box.setProperty("chosen", True)  # from now on the person's choice, not the default
