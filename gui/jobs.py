@@ -43,7 +43,27 @@ def probe_environment() -> Generator[Any, None, Environment]:
     from core.registry import techniques
 
     devices = available_devices()
-    return Environment(devices, techniques())
+    found = techniques()
+    yield Log("Preparing the model loader…")
+    _preimport_run_modules()
+    return Environment(devices, found)
+
+
+def _preimport_run_modules() -> None:
+    """Import what the first load or run needs, now, while nothing is running.
+
+    Importing holds the GIL in long stretches (compiling, C-extension start-up); done at the start of
+    a run, it showed as the worst UI stalls (bench/bench_ui_stall.py).  A failure here only means the
+    import happens later, so it is ignored.
+    """
+    try:
+        import transformers.models.llama.modeling_llama  # noqa: F401  (the bundled model's code)
+        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer  # noqa: F401
+
+        import core.evaluate  # noqa: F401
+        import core.runner  # noqa: F401
+    except Exception:  # pragma: no cover - an optional speed-up
+        pass
 
 
 def run_pipeline(recipe: Any, output_dir: str, device: str) -> Generator[Any, None, dict]:
