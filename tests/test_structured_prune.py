@@ -311,3 +311,17 @@ def test_explicit_surgery_rejects_bad_choices(tiny_llama, call, match):
     with pytest.raises(ValueError, match=match):
         call(tiny_llama)
     assert {n: tuple(p.shape) for n, p in tiny_llama.named_parameters()} == shapes  # nothing half-done
+
+
+def test_decode_read_bound_counts_every_matrix_once_and_one_embedding_row(tiny_llama):
+    """bench_structured's bound: every Linear (lm_head too) is read per token, the embedding only one row."""
+    from bench.bench_structured import values_read_per_token
+    from core.techniques.prune.structured import keep_mlp_neurons
+
+    config = tiny_llama.config
+    layer = 2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128 + 2 * 64  # q, o; k, v (2 kv heads of 16); MLP; two norms
+    dense = values_read_per_token(tiny_llama, context_tokens=10)
+    assert dense["weights"] == 2 * layer + 64 + config.vocab_size * 64 + 64  # + final norm, lm_head, one row
+    assert dense["kv_cache"] == 2 * 2 * 2 * 16 * 10
+    keep_mlp_neurons(tiny_llama, [range(96)] * 2)
+    assert dense["weights"] - values_read_per_token(tiny_llama, 10)["weights"] == 2 * 3 * 64 * 32
