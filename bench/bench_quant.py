@@ -164,6 +164,7 @@ def main() -> None:
                            + ([] if args.speed else ["--no-speed"]), check=True)
             row = json.loads(Path(out.name).read_text())
         print(f"{method}: perplexity {row['perplexity']:.3f}, {row['quant_s']:.1f} s", flush=True)
+        print("ROW " + json.dumps(row), flush=True)  # a run stopped early still leaves its finished rows
         return row
 
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:  # rows keep the order asked for
