@@ -138,6 +138,18 @@ def _needs_original(recipe: Recipe) -> bool:
     return False
 
 
+def _check_first_step_fits(recipe: Recipe, model: Any) -> None:
+    """Let the first step reject settings that cannot fit this model before any measuring starts.
+
+    Only the first step: later steps see a model that earlier steps have changed, and they check
+    it themselves when they run.
+    """
+    steps = recipe.enabled_steps()
+    check = getattr(steps[0][1].config, "check_model", None) if steps else None
+    if callable(check):
+        check(model)
+
+
 def checkpoint_root(recipe: Recipe, output_dir: str | Path) -> Path:
     """Where a run's training checkpoints live: the cache folder, keyed by the recipe and the output path."""
     import hashlib
@@ -165,6 +177,7 @@ def run_recipe(recipe: Recipe, output_dir: str | Path, *, overwrite: bool = Fals
     loaded = yield from iter_load_model(recipe.model.source, recipe.model.task, recipe.model.trust_remote_code, device)
     check_output_dir(output, loaded.source_path, overwrite)
     model, tokenizer = loaded.model, loaded.tokenizer
+    _check_first_step_fits(recipe, model)
     eval_windows = _evaluation_windows(recipe, tokenizer)
     yield StageStarted("measure_before", "Measuring the original", 2, total)
     before = yield from _measure(model, tokenizer, recipe, eval_windows, "before", loaded.source_path)

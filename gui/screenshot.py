@@ -107,6 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     # A throw-away settings file: the grab does not depend on, or change, the user's window state.
     scratch = tempfile.TemporaryDirectory(prefix="compression-studio-shot-")
     settings = QSettings(str(Path(scratch.name) / "settings.ini"), QSettings.Format.IniFormat)
+    if args.step.lower() == "history":  # a few real runs to show, unless the history already has some
+        from core.history import History
+        from gui.panels.history_samples import record_sample_runs
+
+        if not History().runs():
+            record_sample_runs(Path(tempfile.gettempdir()) / "compression-studio-shots" / "history",
+                               args.source or DEFAULT_MODEL)
     window = MainWindow(source=args.source or DEFAULT_MODEL, settings=settings)
     width, height = (int(v) for v in args.size.lower().split("x"))
     window.resize(width, height)
@@ -119,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     def grab() -> None:
         window.nav.setCurrentRow(STEPS.index(step))
         window.run_panel.plots.redraw()
+        if step == "History":
+            from gui.panels.history_samples import show_two_best
+
+            show_two_best(window.history_panel)
         app.processEvents()
         args.out.parent.mkdir(parents=True, exist_ok=True)
         if window.grab().save(str(args.out)):

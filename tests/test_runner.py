@@ -123,3 +123,15 @@ def test_speed_and_samples_are_measured_when_asked(tmp_path, tiny_llama_dir, tex
     assert [s["prompt"] for s in report["after"]["samples"]] == ["The quick brown"]
     assert report["before"]["samples"][0]["new_tokens"] > 0
     assert torch.get_num_threads() >= 1
+
+
+def test_first_step_that_cannot_fit_the_model_is_rejected_before_measuring(tmp_path, tiny_llama_dir, text_file):
+    path = write_recipe(tmp_path / "r.yaml", tiny_llama_dir, text_file,
+                        steps=[{"technique": "layer_drop", "params": {"layers_to_drop": 2}}])
+    job = run_recipe(load_recipe(path), tmp_path / "out")
+    seen = []
+    with pytest.raises(RecipeError, match="every layer"):
+        for event in job:
+            seen.append(event)
+    assert not any(isinstance(e, Metric) and e.name.startswith("perplexity") for e in seen)
+    assert not (tmp_path / "out").exists()
