@@ -141,8 +141,10 @@ def test_choose_run_cancel_run_compare_export(qtbot, window, dialogs, save_as, t
     _press(qtbot, window, Qt.Key.Key_R, CTRL)
     assert window.stack.currentWidget() is run and run.is_busy()
     qtbot.waitUntil(lambda: run.plots.size.size >= 1 and bool(run.plots.layer_values), timeout=TIMEOUT_MS)
-    qtbot.wait(100)  # one redraw tick
-    assert len(run.plots.size_curve.xData) >= 1 and len(run.plots.bars.opts["height"]) >= 1
+    # the plots redraw on a timer (not per event): wait for the tick that draws those points
+    qtbot.waitUntil(lambda: len(run.plots.size_curve.xData if run.plots.size_curve.xData is not None else ()) >= 1
+                    and len(run.plots.bars.opts.get("height") if run.plots.bars.opts.get("height") is not None
+                            else ()) >= 1, timeout=10_000)
     with qtbot.waitSignal(run.job.cancelled, timeout=60_000):
         _press(qtbot, window, Qt.Key.Key_Escape)
     qtbot.waitUntil(lambda: not run.is_busy())
