@@ -65,7 +65,8 @@ def quantize_nf4(model, embeddings: bool) -> None:
                 new.support_avx512bf16_for_cpu = False
                 setattr(module, child_name, new.to("cpu"))
             elif embeddings and isinstance(child, torch.nn.Embedding) and child_name == "word_embeddings":
-                new = bnb.nn.EmbeddingNF4(child.num_embeddings, child.embedding_dim, padding_idx=child.padding_idx)
+                # (bitsandbytes' EmbeddingNF4 takes no padding_idx; it only matters for gradients)
+                new = bnb.nn.EmbeddingNF4(child.num_embeddings, child.embedding_dim)
                 new.weight = bnb.nn.Params4bit(child.weight.data.clone(), requires_grad=False, quant_type="nf4",
                                                blocksize=child.embedding_dim // 6)
                 setattr(module, child_name, new.to("cpu"))
@@ -104,8 +105,10 @@ def part_a(args) -> list[dict]:
     recipe: Recipe = recipe_from_text("model: {task: sequence-classification}\ndata: {labelled: bundled:rotten-tomatoes}")
     common = {"batch_size": 32, "max_length": 64, "learning_rate": 1e-4, "warmup_steps": 30,
               "train_examples": args.train_examples}
-    root = tempfile.mkdtemp(prefix="bench-distill-")
+    root = args.checkpoints or tempfile.mkdtemp(prefix="bench-distill-")
+    print(f"training checkpoints: {root}", flush=True)
     ctx = _ctx(recipe, tokenizer, root)
+    ctx.resume = bool(args.checkpoints)  # continue (or just reuse) an earlier run's training checkpoints
     started = time.perf_counter()
     teacher_report = drain(apply_train_classifier(model, config_from_dict(
         TrainClassifierConfig, {**common, "epochs": args.teacher_epochs}), ctx))
@@ -200,6 +203,8 @@ def main() -> None:
     parser.add_argument("--lm-length", type=int, default=128)
     parser.add_argument("--lm-lr", type=float, default=2e-4)
     parser.add_argument("--eval-windows", type=int, default=20)
+    parser.add_argument("--checkpoints", help="part a: resume from this checkpoint folder of an earlier run "
+                        "(printed at the start) instead of training from scratch")
     args = parser.parse_args()
     settings = vars(args)
     results = []
