@@ -40,13 +40,33 @@ def _ctx(recipe, tokenizer, root):
 
 
 def state_bytes(model) -> int:
-    """Bytes of the model as saved (safetensors of its state dict; bnb layers serialise packed)."""
+    """Bytes of the model as saved (safetensors of its state dict; bnb layers serialise packed).
+
+    bitsandbytes cannot serialise a 4-bit embedding, so one is counted as what it holds: the packed
+    4-bit codes plus its per-block absmax scales, and the rest of the model is saved without it.
+    """
+    import copy
+
     from safetensors.torch import save_model
 
+    counted = 0
+    try:
+        from bitsandbytes.nn import Embedding4bit
+    except ImportError:
+        Embedding4bit = ()
+    embeddings = [(n, m) for n, m in model.named_modules() if Embedding4bit and isinstance(m, Embedding4bit)]
+    if embeddings:
+        model = copy.deepcopy(model)
+        for name, module in embeddings:
+            state = module.weight.quant_state
+            counted += module.weight.data.numel() * module.weight.data.element_size()
+            counted += state.absmax.numel() * state.absmax.element_size()
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, torch.nn.Identity())
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "m.safetensors"
         save_model(model, str(path))
-        return path.stat().st_size
+        return path.stat().st_size + counted
 
 
 def quantize_nf4(model, embeddings: bool) -> None:
