@@ -168,6 +168,19 @@ def test_presets_load_and_yaml_round_trip(qtbot, window, dialogs, tmp_path):
     assert not dialogs
 
 
+def test_output_folder_never_reuses_an_existing_one(window, tmp_path):
+    """A re-run within the same second gets its own folder instead of failing on the first one's."""
+    panel = window.pipeline_panel
+    panel.recipe_bar.output.setText(str(tmp_path))
+    recipe = panel.build_recipe()
+    first = panel.output_dir(recipe)
+    first.mkdir()
+    second = panel.output_dir(recipe)
+    assert second != first and not second.exists()
+    if second.name.startswith(first.name):  # the same second: numbered after the first
+        assert second.name == f"{first.name}-2"
+
+
 def test_estimate_warns_when_memory_will_not_fit(qtbot, window, tiny_llama_dir):
     from core.devices import Device
     from gui.jobs import Environment

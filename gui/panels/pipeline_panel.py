@@ -242,12 +242,21 @@ class PipelinePanel(QWidget):
             show_error(exc, self.window(), "Saving the recipe")
 
     def output_dir(self, recipe: Recipe) -> Path:
-        """A new folder under the chosen root, named after the recipe and the time."""
+        """A new folder under the chosen root, named after the recipe and the time.
+
+        Two runs started within the same second (a quick re-run) get ``-2``, ``-3``… so the second
+        never collides with the first one's output.
+        """
         import datetime as dt
         import re
 
         slug = re.sub(r"[^A-Za-z0-9._-]+", "-", recipe.name).strip("-")[:60] or "run"
-        return self.recipe_bar.output_root() / f"{slug}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+        base = self.recipe_bar.output_root() / f"{slug}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+        candidate, number = base, 1
+        while candidate.exists():
+            number += 1
+            candidate = base.with_name(f"{base.name}-{number}")
+        return candidate
 
     def new_recipe(self) -> None:
         self.apply_recipe(Recipe(data=DataSpec(), evaluation=EvalSpec()))
