@@ -6,9 +6,10 @@ from html import escape
 from typing import Any
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QWidget
+from PySide6.QtWidgets import QTableWidgetItem, QWidget
 
 from gui.formatting import format_bytes, format_count
+from gui.tables import ReadOnlyTable
 
 
 def _ppl(part: dict) -> str:
@@ -59,22 +60,13 @@ def summary_header(report: dict[str, Any], output_dir: str) -> str:
     return f"<b>Done{took}.</b> Saved to {escape(output_dir)}"
 
 
-class ResultTable(QTableWidget):
+class ResultTable(ReadOnlyTable):
     """Measure | Before | After | What it measures, one row per measured number."""
 
     HEADERS = ("Measure", "Before", "After", "What it measures")
 
     def __init__(self, parent: QWidget | None = None):
-        super().__init__(0, len(self.HEADERS), parent)
-        self.setHorizontalHeaderLabels(self.HEADERS)
-        self.verticalHeader().hide()
-        self.setWordWrap(True)
-        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
-        header = self.horizontalHeader()
-        for column in range(3):
-            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        super().__init__(self.HEADERS, stretch_column=3, parent=parent)
         self.setToolTip("The same measurements before and after the run. Hover over a row for what it measures.")
 
     def show_report(self, report: dict[str, Any] | None) -> None:

@@ -9,36 +9,25 @@ import pyqtgraph as pg
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice, Qt
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QHBoxLayout,
-    QHeaderView,
-    QTableWidget,
     QTableWidgetItem,
     QWidget,
 )
 
 from core.compare import CompareRow, format_ratio, format_value
 from gui.plots import _plot
+from gui.tables import ReadOnlyTable
 
 TEACHER_BRUSH, STUDENT_BRUSH = "#7f7f7f", "#1f77b4"
 
 
-class CompareTable(QTableWidget):
-    """Measure | Teacher | Student | Student / teacher | What it measures."""
+class CompareTable(ReadOnlyTable):
+    """Measure | Teacher | Student | Student / teacher (what each measures is the row's tooltip)."""
 
     HEADERS = ("Measure", "Teacher (original)", "Student (result)", "Student / teacher")
 
     def __init__(self, parent: QWidget | None = None):
-        super().__init__(0, len(self.HEADERS), parent)
-        self.setHorizontalHeaderLabels(self.HEADERS)
-        self.verticalHeader().hide()
-        self.setWordWrap(True)
-        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
-        header = self.horizontalHeader()
-        for column in range(1, 4):
-            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        super().__init__(self.HEADERS, stretch_column=0, parent=parent)
         self.setToolTip("The original model (teacher) against the compressed one (student), as the run measured "
                         "them. A ratio below 1 means the student's number is smaller. Hover over a row for details.")
         self.rows: list[CompareRow] = []
