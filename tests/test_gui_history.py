@@ -94,6 +94,21 @@ def test_rows_newest_first_with_status_and_pareto_highlight(panel, tmp_path):
     assert widget.table.selected_ids() == [ids[2]]
 
 
+def test_quality_axis_turns_logarithmic_when_one_run_is_far_off(panel, tmp_path):
+    import numpy as np
+
+    close = [_fake_run(tmp_path, "a", 100e6, 18.0), _fake_run(tmp_path, "b", 60e6, 25.0)]
+    widget = panel()
+    assert not widget.plot.log_y and "log" not in widget.plot.widget.getAxis("left").labelText
+    far = _fake_run(tmp_path, "broken weights", 30e6, 12_000.0)
+    widget.refresh()
+    plot = widget.plot
+    assert plot.log_y and plot.widget.getAxis("left").logMode is True and "logarithmic" in plot.note.text()
+    ys = dict(zip(plot.front.data["data"].tolist(), plot.front.data["y"].tolist(), strict=True))
+    assert ys[far] == pytest.approx(np.log10(12_000.0)) and ys[close[0]] == pytest.approx(np.log10(18.0))
+    assert plot._tip(0, 0, far).endswith("perplexity 1.2e+04")  # the value, not its log
+
+
 def test_two_runs_side_by_side(panel, tmp_path):
     a = _fake_run(tmp_path, "first", 100e6, 10.0)
     b = _fake_run(tmp_path, "second", 50e6, 12.5)

@@ -2,7 +2,9 @@
 
 Every finished run with both numbers is a point; the Pareto-optimal ones are drawn larger, in
 another colour, labelled with their run number and connected in order of size.  Hovering a point
-names its run; clicking one selects that run in the table (``run_clicked``).
+names its run; clicking one selects that run in the table (``run_clicked``).  When the quality
+values of the plotted runs span more than a factor of ``LOG_SPAN`` (one broken run at perplexity
+10,000 beside good ones near 20), the quality axis turns logarithmic so the good runs stay apart.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from gui.panels.history_style import SIZE_KEY, Quality, format_metric, short_sou
 POINT_COLOUR = "#5b8cc0"
 FRONT_COLOUR = "#e67e22"
 SELECTED_COLOUR = "#d62728"
+LOG_SPAN = 10.0  # max/min of the plotted quality above which its axis is logarithmic
 
 
 class HistoryPlot(QWidget):
@@ -57,6 +60,11 @@ class HistoryPlot(QWidget):
         self.records: dict[int, Any] = {}
         self.front_ids: list[int] = []
         self.quality: Quality | None = None
+        self.log_y = False
+
+    def _y(self, value: float) -> float:
+        """The plotted y of a quality value: log10 of it on a logarithmic axis (the axis labels 10^y)."""
+        return float(np.log10(value)) if self.log_y else float(value)
 
     # -- data --------------------------------------------------------------------------------------
     def set_runs(self, records: list[Any], quality: Quality) -> list[int]:
@@ -66,8 +74,11 @@ class HistoryPlot(QWidget):
                   and r.metric(SIZE_KEY) is not None and r.metric(quality.key) is not None]
         self.records = {r.id: r for r in usable}
         xs = np.array([r.metric(SIZE_KEY) / 1e6 for r in usable], dtype=float)
-        ys = np.array([r.metric(quality.key) for r in usable], dtype=float)
-        front = pareto_front(list(zip(xs.tolist(), ys.tolist(), strict=True)), quality.higher_is_better)
+        values = np.array([r.metric(quality.key) for r in usable], dtype=float)
+        front = pareto_front(list(zip(xs.tolist(), values.tolist(), strict=True)), quality.higher_is_better)
+        self.log_y = bool(len(values)) and float(values.min()) > 0 and float(values.max() / values.min()) > LOG_SPAN
+        self.widget.getAxis("left").setLogMode(False, self.log_y)
+        ys = np.log10(values) if self.log_y else values
         self.front_ids = [usable[i].id for i in front]
         others = [i for i in range(len(usable)) if i not in set(front)]
         self.points.setData(x=xs[others], y=ys[others], data=[usable[i].id for i in others])
@@ -85,10 +96,13 @@ class HistoryPlot(QWidget):
             label.setPos(x, y)
             self.widget.addItem(label)
             self.labels.append(label)
-        self.widget.setLabel("left", quality.axis)
+        self.widget.setLabel("left", quality.axis + (", log scale" if self.log_y else ""))
         skipped = sum(1 for r in records if r.status == "done") - len(usable)
         note = (f"{len(usable)} finished run{'s' if len(usable) != 1 else ''} plotted; "
                 f"{len(front)} on the best-trade-off line (orange).")
+        if self.log_y:
+            note += (f" The {quality.label.lower()} axis is logarithmic: the runs differ by more than "
+                     f"×{LOG_SPAN:g}.")
         if skipped:
             note += f" {skipped} finished run{'s have' if skipped != 1 else ' has'} no {quality.label.lower()}."
         if not usable:
@@ -105,17 +119,17 @@ class HistoryPlot(QWidget):
             self.selected.setData(x=[], y=[])
             return
         self.selected.setData(x=[r.metric(SIZE_KEY) / 1e6 for r in chosen],
-                              y=[r.metric(self.quality.key) for r in chosen])
+                              y=[self._y(r.metric(self.quality.key)) for r in chosen])
 
     # -- interaction ---------------------------------------------------------------------------------
-    def _tip(self, x: float, y: float, data: Any) -> str:
+    def _tip(self, _x: float, _y: float, data: Any) -> str:
         record = self.records.get(data)
         if record is None or self.quality is None:
             return ""
         best = " — a best trade-off" if data in self.front_ids else ""
         return (f"Run #{record.id}: {record.recipe_name}{best}\n{short_source(record.source)}\n"
                 f"{format_metric(SIZE_KEY, record.metric(SIZE_KEY))} on disk, "
-                f"{self.quality.label.lower()} {format_metric(self.quality.key, y)}")
+                f"{self.quality.label.lower()} {format_metric(self.quality.key, record.metric(self.quality.key))}")
 
     def _clicked(self, _item: Any, points: Any, *_args: Any) -> None:
         if len(points):
