@@ -95,6 +95,8 @@ def estimate(summary: Any, recipe: Any, device: str, available_bytes: int | None
     extra = 0.0
     for step in steps:
         step_passes, per_million = RATES.get(step.technique, (1, 0.01))
+        if getattr(step.config, "schedule", None) == "owl":  # OWL measures outliers in a pass of its own first
+            step_passes += 1
         passes += step_passes
         extra += per_million * params / 1e6 * (1 if device == "cpu" else 0.1)
     seconds = 2 * params * (evaluations + passes * tokens) / flops + extra + 2 + output / 2e8  # + load, save

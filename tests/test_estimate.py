@@ -1,0 +1,36 @@
+"""The pre-flight estimate (gui/estimate.py is plain arithmetic: no Qt needed to test it)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from core.recipe import Recipe, Step
+from core.registry import get_technique
+from gui.estimate import estimate
+
+SUMMARY = SimpleNamespace(parameters=100_000_000, bytes_in_memory=400_000_000, hidden_size=576, num_layers=30)
+
+
+def _recipe(technique: str, **params) -> Recipe:
+    recipe = Recipe.from_dict({"model": {"source": "some/folder"}})
+    info = get_technique(technique)
+    recipe.steps = [Step(info.name, info.config_cls(**params))]
+    return recipe
+
+
+def test_owl_costs_one_more_calibration_pass_than_uniform():
+    uniform = estimate(SUMMARY, _recipe("wanda_prune", sparsity=0.5), "cpu", None)
+    owl = estimate(SUMMARY, _recipe("wanda_prune", sparsity=0.5, schedule="owl"), "cpu", None)
+    data = Recipe().data
+    one_pass = 2 * SUMMARY.parameters * data.sequence_length * data.calibration_windows / 1e10
+    assert owl.seconds - uniform.seconds == pytest.approx(one_pass) and one_pass > 0
+    assert owl.output_bytes == uniform.output_bytes
+
+
+def test_memory_that_does_not_fit_is_flagged():
+    recipe = _recipe("magnitude_prune", sparsity=0.5)
+    assert estimate(SUMMARY, recipe, "cpu", None).fits
+    small = estimate(SUMMARY, recipe, "cpu", 100_000_000)
+    assert not small.fits and small.peak_bytes > 400_000_000
