@@ -28,7 +28,7 @@ from core.params import param
 from core.registry import Needs, StepReport, register
 from core.techniques.prune.slicing import (
     STRUCTURED_NOTES,
-    check_index,
+    check_per_layer,
     keep_columns,
     keep_rows,
     neuron_scores,
@@ -136,18 +136,11 @@ def keep_kv_groups(model: nn.Module, per_layer_groups: Sequence) -> tuple[int, i
     """
     heads, kv_heads, head_dim = attention_shape(model)
     attentions = attention_modules(model)
-    if len(per_layer_groups) != len(attentions):
-        raise ValueError(f"per_layer_groups has {len(per_layer_groups)} entries; the model has "
-                         f"{len(attentions)} layers")
-    indices = [check_index(list(g) if not isinstance(g, torch.Tensor) else g, kv_heads,
-                           f"key/value groups of layer {i}") for i, g in enumerate(per_layer_groups)]
-    counts = {int(index.numel()) for index in indices}
-    if len(counts) != 1:
-        raise ValueError(f"every layer must keep the same number of key/value groups, got {sorted(counts)}")
+    indices = check_per_layer(per_layer_groups, len(attentions), kv_heads, "per_layer_groups", "key/value groups")
     group = heads // kv_heads
     for (_, attention), keep in zip(attentions, indices, strict=True):
         slice_attention(attention, keep, group, head_dim)
-    kept = counts.pop()
+    kept = int(indices[0].numel())
     _set_head_config(model, group * kept, kept, head_dim)
     return group * kept, kept
 

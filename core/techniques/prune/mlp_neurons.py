@@ -28,7 +28,7 @@ from core.params import param
 from core.registry import Needs, StepReport, register
 from core.techniques.prune.slicing import (
     STRUCTURED_NOTES,
-    check_index,
+    check_per_layer,
     keep_columns,
     keep_rows,
     neuron_scores,
@@ -110,17 +110,11 @@ def keep_mlp_neurons(model: nn.Module, per_layer_index: Sequence) -> int:
     """
     intermediate = intermediate_size(model)
     blocks_name, blocks = find_blocks(model)
-    if len(per_layer_index) != len(blocks):
-        raise ValueError(f"per_layer_index has {len(per_layer_index)} entries; the model has {len(blocks)} layers")
-    indices = [check_index(list(index) if not isinstance(index, torch.Tensor) else index, intermediate,
-                           f"MLP neurons of layer {i}") for i, index in enumerate(per_layer_index)]
-    widths = {int(index.numel()) for index in indices}
-    if len(widths) != 1:
-        raise ValueError(f"every layer must keep the same number of MLP neurons, got widths {sorted(widths)}")
+    indices = check_per_layer(per_layer_index, len(blocks), intermediate, "per_layer_index", "MLP neurons")
     found = [mlp_linears(block, f"{blocks_name}.{i}", intermediate) for i, block in enumerate(blocks)]
     for (_, down, ups), keep in zip(found, indices, strict=True):
         slice_mlp(down, ups, keep)
-    model.config.intermediate_size = widths.pop()
+    model.config.intermediate_size = int(indices[0].numel())
     return model.config.intermediate_size
 
 

@@ -8,6 +8,8 @@ chosen output rows or input columns of one ``nn.Linear`` and fix its ``in_featur
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -58,6 +60,23 @@ def check_index(index, width: int, what: str) -> torch.Tensor:
     if index.unique().numel() != index.numel():
         raise ValueError(f"{what}: a position is listed twice")
     return torch.sort(index).values
+
+
+def check_per_layer(per_layer: Sequence, layers: int, width: int, argument: str, what: str) -> list[torch.Tensor]:
+    """``per_layer`` (the positions each layer keeps) as one :func:`check_index` tensor per layer.
+
+    Raises ValueError unless there is one entry per layer (``layers`` of them), every entry is a valid
+    index into ``width`` positions and every layer keeps the same number; ``argument`` names the
+    argument and ``what`` the positions (e.g. "MLP neurons") in the messages.
+    """
+    if len(per_layer) != layers:
+        raise ValueError(f"{argument} has {len(per_layer)} entries; the model has {layers} layers")
+    indices = [check_index(list(index) if not isinstance(index, torch.Tensor) else index, width,
+                           f"{what} of layer {i}") for i, index in enumerate(per_layer)]
+    counts = {int(index.numel()) for index in indices}
+    if len(counts) != 1:
+        raise ValueError(f"every layer must keep the same number of {what}, got {sorted(counts)}")
+    return indices
 
 
 def neuron_scores(input_norms: torch.Tensor, down_weight: torch.Tensor) -> torch.Tensor:
