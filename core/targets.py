@@ -23,6 +23,15 @@ def _matches(name: str, pattern: str) -> bool:
     return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name.rsplit(".", 1)[-1], pattern)
 
 
+def check_targets(targets: list, ignore: list) -> None:
+    """Raise RecipeError unless targets/ignore are lists of non-empty pattern strings."""
+    if not targets:
+        raise RecipeError("targets is empty: give at least one layer name pattern, e.g. '*'")
+    for name, patterns in (("targets", targets), ("ignore", ignore)):
+        if not all(isinstance(p, str) and p.strip() for p in patterns):
+            raise RecipeError(f"{name} must be a list of non-empty layer name patterns, got {patterns!r}")
+
+
 def select_linears(model: nn.Module, targets: list[str] | None = None,
                    ignore: list[str] | None = None) -> list[tuple[str, nn.Linear]]:
     """The ``nn.Linear`` modules whose names match ``targets`` and no ``ignore`` pattern, in order."""

@@ -20,7 +20,7 @@ from core.calibration import InputNormStats, run_blockwise
 from core.errors import RecipeError
 from core.events import LayerStat
 from core.params import param
-from core.targets import DEFAULT_IGNORE, DEFAULT_TARGETS, select_linears
+from core.targets import DEFAULT_IGNORE, DEFAULT_TARGETS, check_targets, select_linears
 from core.techniques.prune.masks import PATTERN_HELP, PATTERNS, check_nm_width, parse_pattern, zero_share
 from core.techniques.prune.owl import DEFAULT_LAMBDA, DEFAULT_M, outlier_ratio, owl_layer_sparsities
 from core.techniques.prune.sparse_format import SAVE_FORMAT_HELP, SAVE_FORMATS
@@ -36,15 +36,6 @@ PRUNE_NOTES = [
     "2:4 sparsity can run faster only on GPUs with sparse tensor cores (NVIDIA Ampere or newer) "
     "through a sparse kernel; this app saves it as a dense tensor.",
 ]
-
-
-def check_targets(targets: list, ignore: list) -> None:
-    """Raise RecipeError unless targets/ignore are lists of non-empty pattern strings."""
-    if not targets:
-        raise RecipeError("targets is empty: give at least one layer name pattern, e.g. '*'")
-    for name, patterns in (("targets", targets), ("ignore", ignore)):
-        if not all(isinstance(p, str) and p.strip() for p in patterns):
-            raise RecipeError(f"{name} must be a list of non-empty layer name patterns, got {patterns!r}")
 
 
 @dataclass

@@ -8,7 +8,7 @@ from torch import nn
 
 from core.errors import RecipeError
 from core.params import param
-from core.targets import DEFAULT_IGNORE, DEFAULT_TARGETS, select_linears
+from core.targets import DEFAULT_IGNORE, DEFAULT_TARGETS, check_targets, select_linears
 from core.techniques.quantize.grid import check_group_size
 
 BITS_HELP = "Bits per weight, 2 to 8. 4 is the usual choice; 8 is nearly lossless; 3 and 2 lose quality fast."
@@ -38,15 +38,6 @@ def check_group_setting(group_size: int) -> None:
     if not isinstance(group_size, int) or group_size < 0 or 0 < group_size < 8:
         raise RecipeError(f"group_size={group_size!r} is not supported: use 0 (per output channel) or a "
                           "group of at least 8 inputs; 32, 64 and 128 are the usual choices")
-
-
-def check_targets(targets: list, ignore: list) -> None:
-    """Raise RecipeError unless targets/ignore are lists of non-empty pattern strings."""
-    if not targets:
-        raise RecipeError("targets is empty: give at least one layer name pattern, e.g. '*'")
-    for name, patterns in (("targets", targets), ("ignore", ignore)):
-        if not all(isinstance(p, str) and p.strip() for p in patterns):
-            raise RecipeError(f"{name} must be a list of non-empty layer name patterns, got {patterns!r}")
 
 
 @dataclass
