@@ -160,6 +160,17 @@ def checkpoint_root(recipe: Recipe, output_dir: str | Path) -> Path:
     return cache_dir() / "checkpoints" / key
 
 
+def has_resumable_checkpoint(recipe: Recipe, output_dir: str | Path) -> bool:
+    """Whether a cancelled run of ``recipe`` into ``output_dir`` left a training checkpoint to resume from."""
+    root = checkpoint_root(recipe, output_dir)
+    return root.is_dir() and any((step / "latest" / "state.pt").is_file() for step in root.iterdir())
+
+
+def discard_checkpoints(recipe: Recipe, output_dir: str | Path) -> None:
+    """Delete the training checkpoints a cancelled run left (the person chose to start over)."""
+    shutil.rmtree(checkpoint_root(recipe, output_dir), ignore_errors=True)
+
+
 def run_recipe(recipe: Recipe, output_dir: str | Path, *, overwrite: bool = False,
                device: str = "cpu", resume: bool = False) -> Generator[Any, None, dict]:
     """Run every enabled step of ``recipe`` and save the result to ``output_dir``; return the report.

@@ -66,8 +66,12 @@ def _preimport_run_modules() -> None:
         pass
 
 
-def run_pipeline(recipe: Any, output_dir: str, device: str) -> Generator[Any, None, dict]:
-    """Run a recipe with the core runner, recorded in the run history (imports torch here, in the worker)."""
+def run_pipeline(recipe: Any, output_dir: str, device: str, resume: bool = False) -> Generator[Any, None, dict]:
+    """Run a recipe with the core runner, recorded in the run history (imports torch here, in the worker).
+
+    ``resume``: training steps continue from the checkpoints a cancelled run of the same recipe into
+    the same ``output_dir`` left.
+    """
     from core.history import recorded_run
 
-    return (yield from recorded_run(recipe, output_dir, device=device, origin="app"))
+    return (yield from recorded_run(recipe, output_dir, device=device, origin="app", resume=resume))

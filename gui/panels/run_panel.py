@@ -56,6 +56,7 @@ class RunPanel(QWidget):
         self.output_dir: Path | None = None
         self.report: dict | None = None
         self._started = 0.0
+        self._last_run: tuple[Any, Path, str] | None = None  # (recipe, output folder, device) of the last start
 
         self.run_button = QPushButton("Run  (Ctrl+R)")
         self.run_button.setDefault(True)
@@ -66,6 +67,12 @@ class RunPanel(QWidget):
         self.cancel_button.setToolTip("Stop at the next safe point. Nothing is written: the output folder "
                                       "only appears when a run completes.")
         self.cancel_button.clicked.connect(self.cancel)
+        self.resume_button = QPushButton("Resume training")
+        self.resume_button.setToolTip("Continue the cancelled run from its last training checkpoint, into the "
+                                      "same output folder, instead of training again from the start. Run starts "
+                                      "over and discards the checkpoint.")
+        self.resume_button.clicked.connect(self.resume)
+        self.resume_button.hide()
         self.status = QLabel("Set up the pipeline, then press Run.")
         self.status.setWordWrap(True)
         self.progress = RunProgress()
@@ -91,6 +98,7 @@ class RunPanel(QWidget):
         top = QHBoxLayout()
         top.addWidget(self.run_button)
         top.addWidget(self.cancel_button)
+        top.addWidget(self.resume_button)
         top.addWidget(self.status, 1)
         log_group = QGroupBox("Log")
         QVBoxLayout(log_group).addWidget(self.log)
@@ -144,9 +152,35 @@ class RunPanel(QWidget):
             return None
         return self.start(recipe, Path(output_dir), device)
 
-    def start(self, recipe: Any, output_dir: Path, device: str) -> JobHandle:
+    def resume(self) -> JobHandle | None:
+        """Start the cancelled run again with the same recipe and output folder, from its checkpoint."""
+        if self.is_busy() or self._last_run is None:
+            return None
+        recipe, output_dir, device = self._last_run
+        return self.start(recipe, output_dir, device, resume=True)
+
+    def can_resume(self) -> bool:
+        """Whether the last run was cancelled after writing a training checkpoint."""
+        return not self.is_busy() and self._checkpoint_left()
+
+    def _checkpoint_left(self) -> bool:
+        if self._last_run is None:
+            return False
+        from core.runner import has_resumable_checkpoint
+
+        recipe, output_dir, _device = self._last_run
+        return not output_dir.exists() and has_resumable_checkpoint(recipe, output_dir)
+
+    def start(self, recipe: Any, output_dir: Path, device: str, resume: bool = False) -> JobHandle:
+        """Run ``recipe`` into ``output_dir`` in the background (``resume``: from the last checkpoint)."""
         from gui.jobs import run_pipeline
 
+        if not resume and self._checkpoint_left():  # starting over: the cancelled run's checkpoint is not needed
+            from core.runner import discard_checkpoints
+
+            discard_checkpoints(*self._last_run[:2])
+        self._last_run = (recipe, output_dir, device)
+        self.resume_button.hide()
         self.output_dir, self.report = output_dir, None
         self._started = time.monotonic()
         steps = len(recipe.enabled_steps())
@@ -155,8 +189,9 @@ class RunPanel(QWidget):
         self.summary.setText("Running… The before/after numbers appear here when the run is done.")
         self.result_table.show_report(None)
         self.progress.start(steps)
-        self.status.setText(f"Running '{recipe.name}' on {device}; the result goes to {output_dir}.")
-        self.job = start_job(lambda: run_pipeline(recipe, str(output_dir), device), on_event=self.on_event,
+        verb = "Resuming" if resume else "Running"
+        self.status.setText(f"{verb} '{recipe.name}' on {device}; the result goes to {output_dir}.")
+        self.job = start_job(lambda: run_pipeline(recipe, str(output_dir), device, resume), on_event=self.on_event,
                              on_finished=self._on_finished, on_errored=self._on_errored,
                              on_cancelled=self._on_cancelled, on_done=lambda: self._set_busy(False))
         self._set_busy(True)
@@ -216,8 +251,14 @@ class RunPanel(QWidget):
             return
         self._finish("Cancelled — nothing was written.")
         self.progress.stage_label.setText("Cancelled")
-        self.summary.setText("Cancelled — nothing was written. Press Run to start again.")
         self.log.appendPlainText("Cancelled by you. No output folder was created.")
+        if self._checkpoint_left():  # (the job is still winding down: not can_resume yet)
+            self.resume_button.show()
+            self.summary.setText("Cancelled — nothing was written. The training had reached a checkpoint: press "
+                                 "<b>Resume training</b> to continue from it, or Run to start over.")
+            self.log.appendPlainText("A training checkpoint was kept: Resume training continues from it.")
+        else:
+            self.summary.setText("Cancelled — nothing was written. Press Run to start again.")
 
     def _show_result(self, report: dict) -> None:
         self.summary.setText(summary_header(report, str(self.output_dir)))
