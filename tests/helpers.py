@@ -1,8 +1,9 @@
-"""Helpers shared by tests (imported as ``tests.helpers``)."""
+"""Helpers shared by tests (imported as ``tests.helpers``); the last three drive the GUI's main window."""
 
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import yaml
@@ -42,3 +43,42 @@ def write_recipe(path: Path, model_dir: Path, text_file: Path, **extra) -> Path:
         recipe[key] = {**recipe.get(key, {}), **value} if isinstance(value, dict) else value
     path.write_text(yaml.safe_dump(recipe))
     return path
+
+
+def slowed(real, delay: float):
+    """``real`` (a job generator function) with a pause of ``delay`` seconds before each event.
+
+    The tiny model is too quick to catch mid-run otherwise.
+    """
+
+    def slowed_job(*args):
+        job = real(*args)
+        try:
+            while True:
+                event = next(job)
+                time.sleep(delay)
+                yield event
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            job.close()
+
+    return slowed_job
+
+
+def choose_model(qtbot, window, model_dir, timeout_ms: int) -> None:
+    """Load ``model_dir`` on the Model page and wait until the page is idle again."""
+    model = window.model_panel
+    model.set_source(str(model_dir))
+    with qtbot.waitSignal(model.model_loaded, timeout=timeout_ms):
+        model.load()
+    qtbot.waitUntil(lambda: not model.is_busy())
+
+
+def small_data(box, text_file) -> None:
+    """Calibrate and evaluate on ``text_file`` in a few 16-token windows, so a tiny run takes seconds."""
+    box.calibration.set_value(str(text_file))
+    box.evaluation_text.set_value(str(text_file))
+    box.data_form.set_value("sequence_length", 16)
+    box.data_form.set_value("calibration_windows", 4)
+    box.eval_form.set_value("max_windows", 4)

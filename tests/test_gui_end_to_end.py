@@ -11,25 +11,19 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 from PySide6.QtCore import Qt  # noqa: E402
-from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox  # noqa: E402
+from PySide6.QtWidgets import QApplication, QFileDialog  # noqa: E402
 
-from gui.main_window import STEPS, MainWindow  # noqa: E402
+from gui.main_window import STEPS  # noqa: E402
 from tests.conftest import SAMPLE_TEXT  # noqa: E402
+from tests.helpers import choose_model, slowed, small_data  # noqa: E402
 
+pytest_plugins = ["tests.gui_fixtures"]  # the dialogs and window fixtures
 TIMEOUT_MS = 180_000
 CTRL, SHIFT = Qt.KeyboardModifier.ControlModifier, Qt.KeyboardModifier.ShiftModifier
-
-
-@pytest.fixture
-def dialogs(monkeypatch):
-    shown: list[QMessageBox] = []
-    monkeypatch.setattr(QMessageBox, "exec", lambda box: shown.append(box) or int(QMessageBox.StandardButton.Ok))
-    return shown
 
 
 @pytest.fixture
@@ -41,36 +35,6 @@ def save_as(monkeypatch):
 
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(Answer.path), ""))
     return Answer
-
-
-@pytest.fixture
-def window(qtbot, dialogs):
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    with qtbot.waitSignal(win.start_background_setup().done, timeout=TIMEOUT_MS):
-        pass
-    yield win
-    for job in (win.run_panel.job, *win.compare_panel.jobs(), *win.export_panel.jobs()):
-        if job is not None:
-            job.cancel_and_wait()
-
-
-def _slowed(real):
-    def slowed(*args):  # the tiny model is too quick to catch mid-run otherwise
-        job = real(*args)
-        try:
-            while True:
-                event = next(job)
-                time.sleep(0.03)
-                yield event
-        except StopIteration as stop:
-            return stop.value
-        finally:
-            job.close()
-
-    return slowed
 
 
 def _add(panel, name):
@@ -113,11 +77,7 @@ def test_choose_run_cancel_run_compare_export(qtbot, window, dialogs, save_as, t
     out_root = tmp_path / "out"
 
     # 1. Choose the model.
-    model = window.model_panel
-    model.set_source(str(tiny_llama_dir))
-    with qtbot.waitSignal(model.model_loaded, timeout=TIMEOUT_MS):
-        model.load()
-    qtbot.waitUntil(lambda: not model.is_busy())
+    choose_model(qtbot, window, tiny_llama_dir, TIMEOUT_MS)
 
     # 2. Add two steps, small data, speed measured.
     panel = window.pipeline_panel
@@ -125,18 +85,13 @@ def test_choose_run_cancel_run_compare_export(qtbot, window, dialogs, save_as, t
     _add(panel, "magnitude_prune")
     _add(panel, "wanda_prune")
     assert [s.technique for s in panel.step_list.ordered_steps()] == ["magnitude_prune", "wanda_prune"]
-    box = panel.data_box
-    box.calibration.set_value(str(text))
-    box.evaluation_text.set_value(str(text))
-    box.data_form.set_value("sequence_length", 16)
-    box.data_form.set_value("calibration_windows", 4)
-    box.eval_form.set_value("max_windows", 4)
-    box.eval_form.set_value("speed", True)
+    small_data(panel.data_box, text)
+    panel.data_box.eval_form.set_value("speed", True)
     panel.recipe_bar.output.setText(str(out_root))
 
     # 3. Run (slowed), see points arrive in the plots, cancel mid-run: nothing is written.
     real = gui.jobs.run_pipeline
-    monkeypatch.setattr(gui.jobs, "run_pipeline", _slowed(real))
+    monkeypatch.setattr(gui.jobs, "run_pipeline", slowed(real, 0.03))
     run = window.run_panel
     _press(qtbot, window, Qt.Key.Key_R, CTRL)
     assert window.stack.currentWidget() is run and run.is_busy()

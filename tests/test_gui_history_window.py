@@ -6,33 +6,16 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import pytest  # noqa: E402
-from PySide6.QtWidgets import QMessageBox  # noqa: E402
-
-from gui.main_window import LIVE_STEPS, STEPS, MainWindow  # noqa: E402
+from gui.main_window import LIVE_STEPS, STEPS  # noqa: E402
 from gui.panels.history_table import COLUMNS  # noqa: E402
 from tests.conftest import SAMPLE_TEXT  # noqa: E402
+from tests.helpers import choose_model, small_data  # noqa: E402
 
+pytest_plugins = ["tests.gui_fixtures"]  # the dialogs and window fixtures
 TIMEOUT_MS = 300_000  # generous: a loaded CI machine runs these tiny runs slowly
 
 
-@pytest.fixture
-def window(qtbot, monkeypatch):
-    shown: list[QMessageBox] = []
-    monkeypatch.setattr(QMessageBox, "exec", lambda box: shown.append(box) or int(QMessageBox.StandardButton.Ok))
-    win = MainWindow()
-    win.dialogs = shown
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    with qtbot.waitSignal(win.start_background_setup().done, timeout=TIMEOUT_MS):
-        pass
-    yield win
-    if win.run_panel.job is not None:
-        win.run_panel.job.cancel_and_wait()
-
-
-def test_runs_appear_in_history_and_rerun_starts_again(qtbot, window, tiny_llama_dir, tmp_path):
+def test_runs_appear_in_history_and_rerun_starts_again(qtbot, window, dialogs, tiny_llama_dir, tmp_path):
     history = window.history_panel
     nav_item = window.nav.item(STEPS.index("History"))
     assert "History" in LIVE_STEPS and "trade-offs" in nav_item.toolTip()
@@ -40,20 +23,11 @@ def test_runs_appear_in_history_and_rerun_starts_again(qtbot, window, tiny_llama
 
     text = tmp_path / "text.txt"
     text.write_text(SAMPLE_TEXT, encoding="utf-8")
-    model = window.model_panel
-    model.set_source(str(tiny_llama_dir))
-    with qtbot.waitSignal(model.model_loaded, timeout=TIMEOUT_MS):
-        model.load()
-    qtbot.waitUntil(lambda: not model.is_busy())
+    choose_model(qtbot, window, tiny_llama_dir, TIMEOUT_MS)
     pipeline = window.pipeline_panel
     pipeline.name.setText("tiny history run")
     pipeline.add_step("magnitude_prune")
-    box = pipeline.data_box
-    box.calibration.set_value(str(text))
-    box.evaluation_text.set_value(str(text))
-    box.data_form.set_value("sequence_length", 16)
-    box.data_form.set_value("calibration_windows", 4)
-    box.eval_form.set_value("max_windows", 4)
+    small_data(pipeline.data_box, text)
     pipeline.recipe_bar.output.setText(str(tmp_path / "outputs"))
 
     with qtbot.waitSignal(window.run_panel.run_finished, timeout=TIMEOUT_MS):
@@ -76,4 +50,4 @@ def test_runs_appear_in_history_and_rerun_starts_again(qtbot, window, tiny_llama
     first, second = history.records[1], history.records[0]
     assert [r.status for r in history.records] == ["done", "done"]
     assert second.recipe_yaml == first.recipe_yaml and second.output != first.output
-    assert not window.dialogs
+    assert not dialogs

@@ -11,32 +11,13 @@ from dataclasses import replace  # noqa: E402
 
 import pytest  # noqa: E402
 from PySide6.QtCore import QModelIndex, Qt, QTimer  # noqa: E402
-from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
-from gui.main_window import STEPS, MainWindow  # noqa: E402
+from gui.main_window import STEPS  # noqa: E402
 from tests.conftest import SAMPLE_TEXT  # noqa: E402
+from tests.helpers import choose_model, slowed, small_data  # noqa: E402
 
+pytest_plugins = ["tests.gui_fixtures"]  # the dialogs and window fixtures
 TIMEOUT_MS = 120_000
-
-
-@pytest.fixture
-def dialogs(monkeypatch):
-    shown: list[QMessageBox] = []
-    monkeypatch.setattr(QMessageBox, "exec", lambda box: shown.append(box) or int(QMessageBox.StandardButton.Ok))
-    return shown
-
-
-@pytest.fixture
-def window(qtbot, dialogs):
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    with qtbot.waitSignal(win.start_background_setup().done, timeout=TIMEOUT_MS):
-        pass
-    yield win
-    if win.run_panel.job is not None:
-        win.run_panel.job.cancel_and_wait()
 
 
 @pytest.fixture
@@ -55,19 +36,10 @@ def _add_from_palette(qtbot, panel, name):
 
 
 def _prepare_tiny_run(qtbot, window, model_dir, text_file, out_root):
-    model = window.model_panel
-    model.set_source(str(model_dir))
-    with qtbot.waitSignal(model.model_loaded, timeout=TIMEOUT_MS):
-        model.load()
-    qtbot.waitUntil(lambda: not model.is_busy())
+    choose_model(qtbot, window, model_dir, TIMEOUT_MS)
     panel = window.pipeline_panel
     _add_from_palette(qtbot, panel, "magnitude_prune")
-    box = panel.data_box
-    box.calibration.set_value(str(text_file))
-    box.evaluation_text.set_value(str(text_file))
-    box.data_form.set_value("sequence_length", 16)
-    box.data_form.set_value("calibration_windows", 4)
-    box.eval_form.set_value("max_windows", 4)
+    small_data(panel.data_box, text_file)
     panel.recipe_bar.output.setText(str(out_root))
     return panel
 
@@ -245,23 +217,7 @@ def test_run_end_to_end_with_live_plots(qtbot, window, dialogs, tiny_llama_dir, 
 def test_cancel_mid_run_leaves_no_output(qtbot, window, dialogs, tiny_llama_dir, text_file, tmp_path, monkeypatch):
     import gui.jobs
 
-    real = gui.jobs.run_pipeline
-
-    def slowed(*args):  # the tiny model is too quick to catch mid-run otherwise
-        job = real(*args)
-        result = None
-        try:
-            while True:
-                event = next(job)
-                time.sleep(0.05)
-                yield event
-        except StopIteration as stop:
-            result = stop.value
-        finally:
-            job.close()
-        return result
-
-    monkeypatch.setattr(gui.jobs, "run_pipeline", slowed)
+    monkeypatch.setattr(gui.jobs, "run_pipeline", slowed(gui.jobs.run_pipeline, 0.05))
     _prepare_tiny_run(qtbot, window, tiny_llama_dir, text_file, tmp_path / "out")
     run = window.run_panel
     job = window.run_pipeline()
