@@ -18,6 +18,7 @@ from core.techniques.distill.losses import causal_lm_loss, distillation_loss
 from core.techniques.distill.students import evenly_spaced
 from core.techniques.distill.trainer import lr_factor
 from tests.conftest import SAMPLE_TEXT
+from tests.helpers import collect
 
 
 def test_loss_matches_a_direct_computation():
@@ -76,14 +77,8 @@ def _config(**overrides):
 
 
 def test_short_run_loss_falls_and_emits_metrics(tiny_llama, tiny_tokenizer, text_file, tmp_path):
-    events = []
     job = apply_distill_causal_lm(tiny_llama, _config(), _ctx(tiny_tokenizer, text_file, tmp_path))
-    while True:
-        try:
-            events.append(next(job))
-        except StopIteration as stop:
-            report = stop.value
-            break
+    events, report = collect(job)
     metrics = [e for e in events if isinstance(e, Metric)]
     names = {m.name for m in metrics}
     assert {"loss/total", "loss/soft", "loss/hard", "learning_rate", "tokens_per_s",
@@ -112,14 +107,8 @@ def test_cancel_and_resume_continue_like_an_uninterrupted_run(tiny_tokenizer, te
             break
     job.close()
     assert (tmp_path / "b" / "ckpt").exists()
-    events = []
     job = apply_distill_causal_lm(again, config, _ctx(tiny_tokenizer, text_file, tmp_path / "b", resume=True))
-    while True:
-        try:
-            events.append(next(job))
-        except StopIteration as stop:
-            resumed = stop.value
-            break
+    events, resumed = collect(job)
     steps = [e.step for e in events if isinstance(e, Metric) and e.name == "loss/total"]
     assert steps == [4, 5, 6, 7, 8] and resumed.metrics["resumed_from_step"] == 3
     assert resumed.metrics["best_step"] == straight.metrics["best_step"]

@@ -14,6 +14,7 @@ from core.events import Metric, drain
 from core.models import load_model
 from core.recipe import recipe_from_text
 from core.runner import run_recipe
+from tests.helpers import collect
 
 GOOD = ["quick", "brown", "fox", "jumps", "language", "model"]
 BAD = ["lazy", "dog", "removes", "weights", "fewer", "bits"]
@@ -58,14 +59,8 @@ DISTILL = {"technique": "distill_classifier",
 
 def test_train_teacher_then_distil_into_fewer_layers_and_heads(tiny_bert_dir, labelled_csv, tmp_path):
     out = tmp_path / "out"
-    events = []
     job = run_recipe(_recipe(tiny_bert_dir, labelled_csv, [TRAIN, DISTILL]), out)
-    while True:
-        try:
-            events.append(next(job))
-        except StopIteration as stop:
-            report = stop.value
-            break
+    events, report = collect(job)
     metrics = [e for e in events if isinstance(e, Metric)]
     names = {m.name for m in metrics}
     assert {"loss/total", "loss/soft", "loss/hard", "examples_per_s", "eval/accuracy", "eval/macro_f1",

@@ -13,6 +13,7 @@ from core.events import Metric, StepDone, drain
 from core.recipe import load_recipe, recipe_from_text
 from core.runner import checkpoint_root, run_recipe
 from tests.conftest import SAMPLE_TEXT
+from tests.helpers import collect
 
 
 @pytest.fixture
@@ -51,14 +52,8 @@ def test_cancelled_run_resumes_from_its_checkpoint(recipe_file, tmp_path):
             break
     job.close()
     assert not out.exists() and checkpoint_root(recipe, out).exists()
-    events = []
     job = run_recipe(recipe, out, resume=True)
-    while True:
-        try:
-            events.append(next(job))
-        except StopIteration as stop:
-            report = stop.value
-            break
+    events, report = collect(job)
     steps = [e.step for e in events if isinstance(e, Metric) and e.name == "loss/total"]
     assert steps == [3, 4, 5, 6]
     assert report["steps"][1]["metrics"]["resumed_from_step"] == 2
