@@ -252,56 +252,55 @@ class ExportPanel(QWidget):
             self.job.cancel()
             self.status.setText("Cancelling…")
 
-    def save_copy(self, destination: str | Path | None = None) -> JobHandle | None:
-        """Copy the result folder to ``destination`` (asked for when None) in a background job."""
+    def _export(self, what: str, destination: str | Path | None, title: str, suffix: str, pattern: str,
+                write: Callable[[Path, Path], Any]) -> JobHandle | None:
+        """Run ``write(result folder, target)`` as the background job ``what``; None if nothing started.
+
+        ``target`` is ``destination``, or where the user chooses in a save dialog (``title``, file
+        ``pattern``) that suggests the result folder's name plus ``suffix``, next to that folder.
+        Nothing starts without a result or when the dialog is cancelled.
+        """
         if self.run is None:
             return None
         folder = self.run.folder
-        target = Path(destination) if destination else _ask_save(self, "Save a copy of the model folder as",
-                                                                  folder.parent / f"{folder.name}-copy", "Folder (*)")
+        suggestion = folder.parent / f"{folder.name}{suffix}"
+        target = Path(destination) if destination else _ask_save(self, title, suggestion, pattern)
         if target is None:
             return None
+        return self._start(what, lambda: write(folder, target))
+
+    def save_copy(self, destination: str | Path | None = None) -> JobHandle | None:
+        """Copy the result folder to ``destination`` (asked for when None) in a background job."""
         from core.export import iter_copy_output
 
-        return self._start("Saving a copy", lambda: iter_copy_output(folder, target))
+        return self._export("Saving a copy", destination, "Save a copy of the model folder as", "-copy",
+                            "Folder (*)", iter_copy_output)
 
     def export_gguf(self, destination: str | Path | None = None) -> JobHandle | None:
         if self.run is None or not self.gguf_button.isEnabled():
             return None
-        folder, quant, device = self.run.folder, self.gguf_type.currentData(), self.device()
-        target = Path(destination) if destination else _ask_save(self, "Export as GGUF",
-                                                                  folder.parent / f"{folder.name}-{quant}.gguf",
-                                                                  "GGUF files (*.gguf)")
-        if target is None:
-            return None
+        quant, device = self.gguf_type.currentData(), self.device()
         from core.export import iter_export_gguf
 
-        return self._start(f"Exporting GGUF {quant}", lambda: iter_export_gguf(folder, target, quant, device))
+        return self._export(f"Exporting GGUF {quant}", destination, "Export as GGUF", f"-{quant}.gguf",
+                            "GGUF files (*.gguf)",
+                            lambda folder, target: iter_export_gguf(folder, target, quant, device))
 
     def save_recipe(self, destination: str | Path | None = None) -> JobHandle | None:
-        if self.run is None:
-            return None
-        folder = self.run.folder
-        target = Path(destination) if destination else _ask_save(self, "Save the recipe", folder.parent /
-                                                                  f"{folder.name}-recipe.yaml", "Recipes (*.yaml)")
-        if target is None:
-            return None
         from core.export import save_recipe
 
-        return self._start("Saving the recipe", lambda: call_as_job(save_recipe, folder, target))
+        return self._export("Saving the recipe", destination, "Save the recipe", "-recipe.yaml", "Recipes (*.yaml)",
+                            lambda folder, target: call_as_job(save_recipe, folder, target))
 
     def save_report(self, destination: str | Path | None = None) -> JobHandle | None:
         if self.run is None:
             return None
-        folder = self.run.folder
-        target = Path(destination) if destination else _ask_save(self, "Save the HTML report", folder.parent /
-                                                                  f"{folder.name}-report.html", "Web pages (*.html)")
-        if target is None:
-            return None
         images = self.images()  # grabbed here, in the GUI thread
         from core.report_html import write_report
 
-        return self._start("Saving the report", lambda: call_as_job(write_report, folder, target, images))
+        return self._export("Saving the report", destination, "Save the HTML report", "-report.html",
+                            "Web pages (*.html)",
+                            lambda folder, target: call_as_job(write_report, folder, target, images))
 
     def jobs(self) -> list[Any]:
         return [self.job, self.describe_job]
