@@ -157,6 +157,19 @@ def compare_rows(report: dict[str, Any]) -> list[CompareRow]:
     return rows
 
 
+def size_note(report: dict[str, Any]) -> str | None:
+    """A plain sentence when the result is larger on disk than the original (e.g. a 4-bit GGUF source
+    saved back as bfloat16), so the bigger number is explained instead of looking like a mistake."""
+    before, after = report.get("before") or {}, report.get("after") or {}
+    teacher, student = _get(before, "bytes_on_disk"), _get(after, "bytes_on_disk")
+    if teacher is None or student is None or student <= teacher:
+        return None
+    return (f"The result is larger on disk than the original ({student / 1e6:,.1f} MB vs {teacher / 1e6:,.1f} MB): "
+            f"the original is {before.get('on_disk_is', 'stored more compactly')}, the result is "
+            f"{after.get('on_disk_is', 'saved as floating-point weights')}. Add a quantization step to the "
+            "pipeline to make the file smaller.")
+
+
 def format_value(value: float | None, unit: str = "") -> str:
     """A measured number as people read it: counts with separators, others with 4 significant digits."""
     if value is None:

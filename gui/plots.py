@@ -48,7 +48,8 @@ class Buffer:
         return self._y[: self.size]
 
 
-def _plot(title: str, left: str, bottom: str, tooltip: str) -> pg.PlotWidget:
+def make_plot(title: str, left: str, bottom: str, tooltip: str) -> pg.PlotWidget:
+    """A plot in the app's style: titled, both axes labelled, a light grid, no context menu, plain numbers."""
     widget = pg.PlotWidget(background=None)
     widget.setTitle(title)
     widget.setLabel("left", left)
@@ -65,23 +66,23 @@ def _plot(title: str, left: str, bottom: str, tooltip: str) -> pg.PlotWidget:
 class LivePlots(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.loss_plot = _plot("Loss", "loss", "training step", "Training loss of distillation steps "
-                               "(total, soft = imitating the teacher, hard = the true labels). Empty until "
-                               "a step trains.")
+        self.loss_plot = make_plot("Loss", "loss", "training step", "Training loss of distillation steps "
+                                   "(total, soft = imitating the teacher, hard = the true labels). Empty until "
+                                   "a step trains.")
         self.loss_plot.addLegend(offset=(-10, 10))
         self.loss_note = pg.TextItem("No loss yet: only steps that train\n(distillation) report one.",
                                      color="#888888", anchor=(0.5, 0.5))
         self.loss_note.setPos(0.5, 0.5)
         self.loss_plot.addItem(self.loss_note)
-        self.size_plot = _plot("Non-zero parameters", "millions", "after step (0 = before)",
-                               "How many weights are not exactly zero, before the run and after each step.")
-        self.quality_plot = _plot("Quality", "perplexity", "", "Perplexity on the evaluation text before "
-                                  "and after (lower is better); accuracy for classifiers (higher is better).")
+        self.size_plot = make_plot("Non-zero parameters", "millions", "after step (0 = before)",
+                                   "How many weights are not exactly zero, before the run and after each step.")
+        self.quality_plot = make_plot("Quality", "perplexity", "", "Perplexity on the evaluation text before "
+                                      "and after (lower is better); accuracy for classifiers (higher is better).")
         self.quality_plot.getAxis("bottom").setTicks([[(0, "before"), (1, "after")]])
         self.quality_plot.setXRange(-0.5, 1.5)
-        self.layer_plot = _plot("Per layer", "value", "layer (model order)", "One bar per layer, "
-                                "filled in as each layer is done: the share of zeros, the rank, the bits or "
-                                "the error, whichever the running step reports.")
+        self.layer_plot = make_plot("Per layer", "value", "layer (model order)", "One bar per layer, "
+                                    "filled in as each layer is done: the share of zeros, the rank, the bits or "
+                                    "the error, whichever the running step reports.")
         self.layer_note = QLabel("Layers appear here as each one is compressed.")
         self.layer_note.setWordWrap(True)
 

@@ -67,6 +67,17 @@ def test_unmeasured_numbers_say_how_to_measure_them():
     assert "accuracy" in classifier and "perplexity" not in classifier and "decode_tokens_per_s" not in classifier
 
 
+def test_a_result_larger_on_disk_than_its_source_is_explained():
+    from core.compare import size_note
+
+    report = {"before": {"bytes_on_disk": 98_360_000, "on_disk_is": "the source weights as stored (x.Q4_1.gguf)"},
+              "after": {"bytes_on_disk": 269_100_000, "on_disk_is": "safetensors as bfloat16"}}
+    note = size_note(report)
+    assert "269.1 MB vs 98.4 MB" in note and "Q4_1.gguf" in note and "quantization step" in note
+    report["after"]["bytes_on_disk"] = 50_000_000
+    assert size_note(report) is None and size_note({}) is None
+
+
 def test_read_output_folder_refuses_other_folders(tmp_path, tiny_llama_dir):
     with pytest.raises(OutputFolderError, match="not the output of a run"):
         read_output_folder(tiny_llama_dir)

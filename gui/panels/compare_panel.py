@@ -15,7 +15,7 @@ from typing import Any
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QSplitter, QVBoxLayout, QWidget
 
-from core.compare import compare_rows, read_output_folder
+from core.compare import compare_rows, read_output_folder, size_note
 from gui.errors import show_error
 from gui.panels.compare_playground import Playground
 from gui.panels.compare_table import CompareCharts, CompareTable
@@ -82,9 +82,11 @@ class ComparePanel(QWidget):
             self.title.setText("No result yet: run a pipeline, or open the output folder of an earlier run.")
             return
         report = run.report
+        note = size_note(report)
         self.title.setText(f"<b>{escape(str(report.get('recipe', run.folder.name)))}</b> — teacher: "
                            f"{escape(run.teacher_source)}; student: {escape(str(run.folder))}<br>"
-                           "Every number below was measured by the run; none is estimated.")
+                           "Every number below was measured by the run; none is estimated."
+                           + (f"<br><span style='color:#b35900'>{escape(note)}</span>" if note else ""))
 
     def show_folder(self, folder: str | Path) -> Any:
         """Read a run's output folder and show it; returns the SavedRun (raises StudioError if it is not one)."""

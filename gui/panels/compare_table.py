@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.compare import CompareRow, format_ratio, format_value
-from gui.plots import _plot
+from gui.plots import make_plot
 from gui.tables import ReadOnlyTable
 
 TEACHER_BRUSH, STUDENT_BRUSH = "#7f7f7f", "#1f77b4"
@@ -82,16 +82,16 @@ class CompareCharts(QWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.size_plot = _plot("Size (MB)", "MB", "", "Size on disk and in memory: grey = teacher (original), "
-                               "blue = student (result). Only measured sizes are drawn.")
+        self.size_plot = make_plot("Size (MB)", "MB", "", "Size on disk and in memory: grey = teacher (original), "
+                                   "blue = student (result). Only measured sizes are drawn.")
         self.size_plot.addLegend(offset=(10, 10))
         self.teacher_bars = self.size_plot.plot(name="teacher", pen=None, symbol="s", symbolBrush=TEACHER_BRUSH)
         self.student_bars = self.size_plot.plot(name="student", pen=None, symbol="s", symbolBrush=STUDENT_BRUSH)
         self.teacher_bars.setData([], [])
         self.student_bars.setData([], [])
         self._size_items: list[pg.BarGraphItem] = []
-        self.ratio_plot = _plot("Student / teacher", "ratio", "", "Each measured number of the student divided "
-                                "by the teacher's. The red line at 1 means 'the same as the teacher'.")
+        self.ratio_plot = make_plot("Student / teacher", "ratio", "", "Each measured number of the student divided "
+                                    "by the teacher's. The red line at 1 means 'the same as the teacher'.")
         self.ratio_plot.setLabel("left", "")
         self.ratio_plot.setLabel("bottom", "student ÷ teacher")
         self.ratio_bars = pg.BarGraphItem(x0=0, y=np.zeros(0), width=np.zeros(0), height=0.6, brush=STUDENT_BRUSH)
