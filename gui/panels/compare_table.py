@@ -71,8 +71,9 @@ class CompareTable(ReadOnlyTable):
         self.resizeRowsToContents()
 
 
-def _bars(plot: pg.PlotWidget, x: np.ndarray, heights: np.ndarray, brush: str) -> pg.BarGraphItem:
-    item = pg.BarGraphItem(x=x, height=heights, width=0.38, brush=brush)
+def _bars(plot: pg.PlotWidget, brush: str) -> pg.BarGraphItem:
+    """An empty set of bars in ``plot``; ``show_rows`` gives it positions and heights."""
+    item = pg.BarGraphItem(x=np.zeros(0), height=np.zeros(0), width=0.38, brush=brush)
     plot.addItem(item)
     return item
 
@@ -84,12 +85,11 @@ class CompareCharts(QWidget):
         super().__init__(parent)
         self.size_plot = make_plot("Size (MB)", "MB", "", "Size on disk and in memory: grey = teacher (original), "
                                    "blue = student (result). Only measured sizes are drawn.")
-        self.size_plot.addLegend(offset=(10, 10))
-        self.teacher_bars = self.size_plot.plot(name="teacher", pen=None, symbol="s", symbolBrush=TEACHER_BRUSH)
-        self.student_bars = self.size_plot.plot(name="student", pen=None, symbol="s", symbolBrush=STUDENT_BRUSH)
-        self.teacher_bars.setData([], [])
-        self.student_bars.setData([], [])
-        self._size_items: list[pg.BarGraphItem] = []
+        legend = self.size_plot.addLegend(offset=(10, 10))
+        self.teacher_bars = _bars(self.size_plot, TEACHER_BRUSH)
+        self.student_bars = _bars(self.size_plot, STUDENT_BRUSH)
+        legend.addItem(self.teacher_bars, "teacher")  # the legend draws a bar's own brush
+        legend.addItem(self.student_bars, "student")
         self.ratio_plot = make_plot("Student / teacher", "ratio", "", "Each measured number of the student divided "
                                     "by the teacher's. The red line at 1 means 'the same as the teacher'.")
         self.ratio_plot.setLabel("left", "")
@@ -109,12 +109,10 @@ class CompareCharts(QWidget):
         layout.addWidget(self.ratio_plot)
 
     def show_rows(self, rows: list[CompareRow]) -> None:
-        for item in self._size_items:
-            self.size_plot.removeItem(item)
         sizes = [r for r in rows if r.key in ("disk_mb", "memory_mb") and r.measured]
         x = np.arange(len(sizes), dtype=float)
-        self._size_items = [_bars(self.size_plot, x - 0.2, np.array([r.teacher for r in sizes]), TEACHER_BRUSH),
-                            _bars(self.size_plot, x + 0.2, np.array([r.student for r in sizes]), STUDENT_BRUSH)]
+        self.teacher_bars.setOpts(x=x - 0.2, height=np.array([r.teacher for r in sizes]))
+        self.student_bars.setOpts(x=x + 0.2, height=np.array([r.student for r in sizes]))
         self.size_plot.getAxis("bottom").setTicks([[(i, r.label.replace("Size ", "")) for i, r in enumerate(sizes)]])
         self.size_plot.setXRange(-0.6, max(len(sizes), 1) - 0.4)
         top = max([max(r.teacher, r.student) for r in sizes] or [1.0])
