@@ -174,6 +174,8 @@ class ExportPanel(QWidget):
         self.gguf_button.setEnabled(have and not busy and self.info is not None and not self.info.gguf_problem)
         self.gguf_type.setEnabled(self.gguf_button.isEnabled())
         self.cancel_button.setEnabled(busy)
+        self.progress.setVisible(busy)  # an idle, empty bar looked like a text field to fill in
+        self.cancel_button.setVisible(busy)
         self.open_button.setEnabled(not busy)
         if not have:
             self.folder_label.setText("No result yet: run a pipeline, or open the output folder of an earlier run.")
