@@ -44,6 +44,7 @@ METHODS = {  # row name -> (technique, params); bits and group are read from the
     "RTN+MSE 4-bit g64": ("rtn_quantize", {"bits": 4, "group_size": 64, **MSE}),
     "GPTQ 4-bit g64": ("gptq_quantize", {"bits": 4, "group_size": 64}),
     "GPTQ+MSE 4-bit g64": ("gptq_quantize", {"bits": 4, "group_size": 64, **MSE}),
+    "GPTQ 4-bit g64 act": ("gptq_quantize", {"bits": 4, "group_size": 64, "act_order": True}),
     "GPTQ+MSE 4-bit g64 act": ("gptq_quantize", {"bits": 4, "group_size": 64, "act_order": True, **MSE}),
     "RTN 4-bit g192": ("rtn_quantize", {"bits": 4, "group_size": 192}),
     "RTN+MSE 4-bit g192": ("rtn_quantize", {"bits": 4, "group_size": 192, **MSE}),
