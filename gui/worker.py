@@ -1,8 +1,9 @@
 """Run a core job (a generator of events) in a QThread and hand its events to the GUI thread.
 
 The recipe (ARCHITECTURE pattern 3): the worker has no parent and is moved to a fresh QThread;
-``thread.started`` runs it; when it is done, ``thread.quit`` and ``worker.deleteLater`` run, and
-``thread.finished`` deletes the thread; the application's ``aboutToQuit`` cancels and waits.
+``thread.started`` runs it; when it is done, the worker moves itself back to the GUI thread and
+``thread.quit`` runs; ``thread.finished`` deletes the worker and the thread, both in the GUI thread;
+the application's ``aboutToQuit`` cancels and waits.
 The worker never touches widgets: it only emits signals.
 
 Events do not cross the thread boundary one signal each: the worker appends them to a deque and
@@ -107,6 +108,13 @@ class JobWorker(QObject):
                 job.close()
             self.errored.emit(exc)
         finally:
+            # Hand the worker back to the GUI thread before its thread ends, so it is destroyed there
+            # (JobHandle._on_thread_finished).  Destroyed in this thread, its C++ destructor held Qt's
+            # connection lock while PySide waited for the GIL, and the GUI thread, holding the GIL,
+            # waited for that lock in a disconnect (QTextEdit.setHtml): a deadlock seen in the tests.
+            app = QCoreApplication.instance()
+            if app is not None:
+                self.moveToThread(app.thread())
             self.done.emit()
 
 
@@ -132,7 +140,6 @@ class JobHandle(QObject):
         self.worker.moveToThread(self.thread)
         self.thread.started.connect(self.worker.run)
         self.worker.done.connect(self.thread.quit, Qt.ConnectionType.DirectConnection)
-        self.worker.done.connect(self.worker.deleteLater)
         self.thread.finished.connect(self._on_thread_finished)
         self.thread.finished.connect(self.thread.deleteLater)
         # Relays: these slots belong to a QObject of the GUI thread, so Qt queues them there.
@@ -214,6 +221,8 @@ class JobHandle(QObject):
             except (RuntimeError, TypeError):
                 pass
         JobHandle._running.discard(self)
+        if isValid(self.worker):
+            self.worker.deleteLater()  # in the GUI thread, now that the worker's thread has ended
         self.done.emit()
 
 

@@ -1,0 +1,32 @@
+"""The job worker hands itself back to the GUI thread before its thread ends (no cross-thread destruction)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from PySide6.QtCore import QCoreApplication, Qt  # noqa: E402
+from shiboken6 import isValid  # noqa: E402
+
+from gui.worker import JobHandle  # noqa: E402
+
+
+def _job():
+    yield "one event"
+    return 42
+
+
+def test_worker_is_destroyed_in_the_gui_thread(qtbot):
+    """Destroyed in its own thread, the worker's destructor could deadlock with the GUI thread
+    (Qt's connection lock against the GIL); it must end its life in the GUI thread instead."""
+    handle = JobHandle(_job)
+    seen = {}
+    worker = handle.worker
+    worker.done.connect(lambda: seen.update(home=worker.thread() is QCoreApplication.instance().thread()),
+                        Qt.ConnectionType.DirectConnection)
+    with qtbot.waitSignal(handle.done, timeout=30_000):
+        with qtbot.waitSignal(handle.finished, timeout=30_000) as finished:
+            handle.start()
+    assert finished.args == [42] and seen == {"home": True}
+    qtbot.waitUntil(lambda: not isValid(worker), timeout=5_000)  # deleted later, by the GUI thread's loop
