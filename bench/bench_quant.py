@@ -16,7 +16,7 @@ from bundled:wiki-calibration, perplexity from bundled:wiki-evaluation (held out
 model is saved, its folder measured, reloaded with our loader, and the reloaded model is the one
 evaluated.  SmolLM2's hidden width 576 is not a multiple of 128, so group 128 is impossible there
 (equal groups only): the nearest valid sizes, 64 and 192, are measured instead.  "+MSE" rows
-search each group's clipping range (clip=mse); "seq" rows use GPTQ's true-sequential order.  "Mixed" rows choose per-layer widths by Fisher
+search each group's clipping range (clip=mse); "seq" rows use GPTQ's true-sequential order; "asym" rows store a zero point per group as well (symmetric: false, as HQQ does).  "Mixed" rows choose per-layer widths by Fisher
 sensitivity to a target of stored bits per weight.  Wall time is the quantization step alone;
 with ``--jobs`` > 1 rows share the CPU, so their times are only comparable with each other.
 """
@@ -44,6 +44,10 @@ METHODS = {  # row name -> (technique, params); bits and group are read from the
     "RTN+MSE 4-bit g64": ("rtn_quantize", {"bits": 4, "group_size": 64, **MSE}),
     "GPTQ 4-bit g64": ("gptq_quantize", {"bits": 4, "group_size": 64}),
     "GPTQ+MSE 4-bit g64": ("gptq_quantize", {"bits": 4, "group_size": 64, **MSE}),
+    "RTN 4-bit g64 asym": ("rtn_quantize", {"bits": 4, "group_size": 64, "symmetric": False}),
+    "GPTQ 4-bit g64 asym": ("gptq_quantize", {"bits": 4, "group_size": 64, "symmetric": False}),
+    "GPTQ 4-bit g64 asym act": ("gptq_quantize", {"bits": 4, "group_size": 64, "symmetric": False,
+                                                  "act_order": True}),
     "GPTQ 4-bit g64 act": ("gptq_quantize", {"bits": 4, "group_size": 64, "act_order": True}),
     "GPTQ+MSE 4-bit g64 act": ("gptq_quantize", {"bits": 4, "group_size": 64, "act_order": True, **MSE}),
     "RTN 4-bit g192": ("rtn_quantize", {"bits": 4, "group_size": 192}),
