@@ -39,33 +39,33 @@ def use_color_scheme(app, scheme: str) -> None:
         app.setPalette(QPalette(QColor(0x35, 0x35, 0x35) if scheme == "dark" else QColor(0xEF, 0xEF, 0xEF)))
 
 
-def prepare_pipeline(window) -> None:
-    """A Wanda 50% step with a small calibration set, as a person would set it up for a first try."""
+def _prepare(window, name: str, technique: str, sparsity: float, calibration_windows: int | None = None,
+             speed: bool = False) -> None:
+    """One pruning step at ``sparsity`` with 128-token windows and 4 evaluation windows."""
     panel = window.pipeline_panel
-    panel.name.setText("Wanda 50% first try")
-    step = panel.add_step("wanda_prune")
-    step.config.sparsity = 0.5
+    panel.name.setText(name)
+    step = panel.add_step(technique)
+    step.config.sparsity = sparsity
     panel.step_list.setCurrentRow(0)
     panel.data_box.data_form.set_value("sequence_length", 128)
-    panel.data_box.data_form.set_value("calibration_windows", 8)
+    if calibration_windows is not None:
+        panel.data_box.data_form.set_value("calibration_windows", calibration_windows)
     panel.data_box.eval_form.set_value("max_windows", 4)
+    if speed:
+        panel.data_box.eval_form.set_value("speed", True)
     panel.recipe_bar.output.setText(str(Path(tempfile.gettempdir()) / "compression-studio-shots"))
     panel.update_estimate()
+
+
+def prepare_pipeline(window) -> None:
+    """A Wanda 50% step with a small calibration set, as a person would set it up for a first try."""
+    _prepare(window, "Wanda 50% first try", "wanda_prune", 0.5, calibration_windows=8)
 
 
 def prepare_quick_result(window) -> None:
     """For the Compare and Export grabs: magnitude pruning (no calibration) and speed measured, so the
     run finishes in a few minutes even on a busy CPU."""
-    panel = window.pipeline_panel
-    panel.name.setText("Magnitude 30% quick look")
-    step = panel.add_step("magnitude_prune")
-    step.config.sparsity = 0.3
-    panel.step_list.setCurrentRow(0)
-    panel.data_box.data_form.set_value("sequence_length", 128)
-    panel.data_box.eval_form.set_value("max_windows", 4)
-    panel.data_box.eval_form.set_value("speed", True)
-    panel.recipe_bar.output.setText(str(Path(tempfile.gettempdir()) / "compression-studio-shots"))
-    panel.update_estimate()
+    _prepare(window, "Magnitude 30% quick look", "magnitude_prune", 0.3, speed=True)
 
 
 def main(argv: list[str] | None = None) -> int:
