@@ -27,6 +27,7 @@ class Estimate:
     seconds: float
     available_bytes: int | None
     notes: list[str] = field(default_factory=list)
+    output_dtype: str = ""  # the floating-point format of the saved weights
 
     @property
     def fits(self) -> bool:
@@ -52,17 +53,17 @@ def _size_factor(technique: str, config: Any, notes: list[str], current_bits: fl
     return 1.0
 
 
-def _saved_bytes_per_weight(recipe: Any, in_memory: float) -> float:
-    """Bytes per ordinary weight in the saved file, from the recipe's output dtype (core.save_dtype)."""
+def _saved_format(recipe: Any, in_memory: float, memory_dtype: str) -> tuple[str, float]:
+    """(dtype name, bytes per ordinary weight) of the saved file, from the recipe's output dtype (core.save_dtype)."""
     choice = getattr(getattr(recipe, "output", None), "dtype", "auto")
     if choice in ("bfloat16", "float16"):
-        return 2.0
+        return choice, 2.0
     if choice == "float32":
-        return 4.0
+        return choice, 4.0
     source = str(recipe.model.source)
     if source.startswith("bundled:") or source.lower().endswith(".gguf"):
-        return 2.0  # a GGUF of quantized blocks is saved as bfloat16 by auto
-    return in_memory
+        return "bfloat16", 2.0  # a GGUF of quantized blocks is saved as bfloat16 by auto
+    return memory_dtype, in_memory
 
 
 def estimate(summary: Any, recipe: Any, device: str, available_bytes: int | None) -> Estimate:
@@ -71,7 +72,8 @@ def estimate(summary: Any, recipe: Any, device: str, available_bytes: int | None
     params = int(summary.parameters)
     in_memory = int(summary.bytes_in_memory)
     bytes_per_weight = in_memory / params if params else 4.0
-    saved_bytes_per_weight = _saved_bytes_per_weight(recipe, bytes_per_weight)
+    output_dtype, saved_bytes_per_weight = _saved_format(recipe, bytes_per_weight,
+                                                         str(getattr(summary, "dtype", "") or "float32"))
     factor = 1.0
     steps = [s for _, s in recipe.enabled_steps()]
     for step in steps:
@@ -100,4 +102,4 @@ def estimate(summary: Any, recipe: Any, device: str, available_bytes: int | None
         passes += step_passes
         extra += per_million * params / 1e6 * (1 if device == "cpu" else 0.1)
     seconds = 2 * params * (evaluations + passes * tokens) / flops + extra + 2 + output / 2e8  # + load, save
-    return Estimate(params, int(params * factor), output, peak, seconds, available_bytes, notes)
+    return Estimate(params, int(params * factor), output, peak, seconds, available_bytes, notes, output_dtype)

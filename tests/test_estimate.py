@@ -34,3 +34,13 @@ def test_memory_that_does_not_fit_is_flagged():
     assert estimate(SUMMARY, recipe, "cpu", None).fits
     small = estimate(SUMMARY, recipe, "cpu", 100_000_000)
     assert not small.fits and small.peak_bytes > 400_000_000
+
+
+def test_the_saved_format_is_named_as_it_will_be_written():
+    summary = SimpleNamespace(**vars(SUMMARY), dtype="float32")
+    bundled = Recipe.from_dict({"model": {"source": "bundled:smollm2-135m"}})
+    assert estimate(summary, bundled, "cpu", None).output_dtype == "bfloat16"  # auto saves a GGUF as bfloat16
+    folder = _recipe("magnitude_prune")
+    assert estimate(summary, folder, "cpu", None).output_dtype == "float32"
+    folder.output.dtype = "float16"
+    assert estimate(summary, folder, "cpu", None).output_dtype == "float16"

@@ -42,7 +42,7 @@ class EstimateBox(QGroupBox):
         rows = [
             ("Parameters", f"{short_count(est.parameters)} now, about {short_count(est.output_parameters)} after"
                            + (" (zeros still count as parameters)" if est.output_parameters == est.parameters else "")),
-            ("Output size", f"about {format_bytes(est.output_bytes)} as safetensors ({escape(summary.dtype)})"
+            ("Output size", f"about {format_bytes(est.output_bytes)} as safetensors ({escape(est.output_dtype or summary.dtype)})"
                             + (f"; the source file is {format_bytes(source)}" if source else "")),
             ("Peak memory", f"about {format_bytes(est.peak_bytes)}"
                             + (f" of {format_bytes(available)} free on {escape(device)}" if available else "")),
