@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import paths
+from core import paths, tokenizer_pool
 from core.background import iter_blocking
 from core.bundled import bundled_model_file
 from core.errors import ModelLoadError, StudioError
@@ -46,6 +46,7 @@ class LoadedModel:
     task: str
     source_path: Path  # the file or folder the weights were read from
     source_bytes: int  # bytes of the source weights on disk
+    tokenizer_key: tuple | None = None  # the tokenizer's key in core.tokenizer_pool (see return_tokenizer)
 
 
 def resolve_source(source: str) -> tuple[str, Path | str]:
@@ -94,9 +95,7 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def _load_folder(folder: Path, task: str, trust_remote_code: bool):
-    from transformers import AutoTokenizer
-
+def _load_folder(folder: Path, task: str, trust_remote_code: bool, pooled_tokenizer: bool = False):
     _quiet_transformers()
 
     weights = check_model_folder(folder)
@@ -112,12 +111,39 @@ def _load_folder(folder: Path, task: str, trust_remote_code: bool):
             model = _auto_class(task).from_pretrained(
                 folder, trust_remote_code=trust_remote_code, use_safetensors=has_safetensors, weights_only=True,
                 dtype="auto")
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        spare = tokenizer_pool.take(tokenizer_pool.pool_key(folder, trust_remote_code)) if pooled_tokenizer else None
+        tokenizer = spare if spare is not None else _parse_tokenizer(folder, trust_remote_code)
     except StudioError:
         raise
     except Exception as exc:  # transformers raises many types; translate the ones a person can fix
         raise _explain_load_error(exc, folder) from exc
     return model, tokenizer, sum(p.stat().st_size for p in weights)
+
+
+def _parse_tokenizer(folder: Path, trust_remote_code: bool) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def stock_spare_tokenizer(loaded: LoadedModel) -> None:
+    """Parse a second tokenizer for ``loaded``'s folder into the pool, for the next run to take.
+
+    Call it while no compression runs (the app does after a Model-page load): the parse holds the GIL.
+    """
+    if loaded.tokenizer_key is None or tokenizer_pool.has_spare(loaded.tokenizer_key):
+        return
+    folder, trust_remote_code = Path(loaded.tokenizer_key[0]), loaded.tokenizer_key[1]
+    tokenizer_pool.give(loaded.tokenizer_key, _parse_tokenizer(folder, trust_remote_code))
+
+
+def return_tokenizer(loaded: LoadedModel) -> None:
+    """Give ``loaded``'s tokenizer to the pool; its owner must not use it afterwards."""
+    if loaded.tokenizer_key is not None:
+        tokenizer_pool.give(loaded.tokenizer_key, loaded.tokenizer)
 
 
 def _needs_remote_code(folder: Path) -> bool:
@@ -216,32 +242,36 @@ def _write_gguf_cache(gguf_file: Path, task: str, cached: Path, counter: dict[st
 
 
 def iter_load_model(source: str, task: str = "causal-lm", trust_remote_code: bool = False,
-                    device: str = "cpu") -> Generator[Any, None, LoadedModel]:
-    """Load a model and its tokenizer from any supported source, yielding progress events."""
+                    device: str = "cpu", pooled_tokenizer: bool = False) -> Generator[Any, None, LoadedModel]:
+    """Load a model and its tokenizer from any supported source, yielding progress events.
+
+    ``pooled_tokenizer=True`` takes a spare tokenizer from :mod:`core.tokenizer_pool` when one waits
+    (a run does, and gives it back with :func:`return_tokenizer` when it ends).
+    """
     kind, where = resolve_source(source)
     if kind == "hub":
         from core.hub import iter_download
 
         folder = yield from iter_download(str(where))
-        model, tokenizer, size = _load_folder(folder, task, trust_remote_code)
+        model, tokenizer, size = _load_folder(folder, task, trust_remote_code, pooled_tokenizer)
         source_path = folder
     elif kind == "gguf" or (kind == "bundled" and Path(where).is_file()):
         gguf_file = Path(where)
         folder = yield from _convert_gguf(gguf_file, task)
-        model, tokenizer, _ = _load_folder(folder, task, trust_remote_code=False)
+        trust_remote_code = False
+        model, tokenizer, _ = _load_folder(folder, task, trust_remote_code, pooled_tokenizer)
         source_path, size = gguf_file, gguf_file.stat().st_size
     else:
         folder = Path(where)
         yield Log(f"Loading {folder}")
-        model, tokenizer, size = _load_folder(folder, task, trust_remote_code)
+        model, tokenizer, size = _load_folder(folder, task, trust_remote_code, pooled_tokenizer)
         source_path = folder
-    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
-        tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     if device != "cpu":
         model.to(device)
     yield Log(f"Loaded {type(model).__name__} from {source}")
-    return LoadedModel(model, tokenizer, source, kind, task, Path(source_path), size)
+    return LoadedModel(model, tokenizer, source, kind, task, Path(source_path), size,
+                       tokenizer_pool.pool_key(Path(folder), trust_remote_code))
 
 
 def load_model(source: str, task: str = "causal-lm", trust_remote_code: bool = False,

@@ -23,7 +23,7 @@ import torch
 from core.errors import RecipeError
 from core.events import Log, Metric, RunDone, StageStarted, StepDone
 from core.model_info import folder_weight_bytes, inspect_model
-from core.models import iter_load_model
+from core.models import LoadedModel, iter_load_model, return_tokenizer
 from core.recipe import Recipe
 from core.registry import get_technique
 from core.save_dtype import cast_floating_weights, dtype_name, resolve_save_dtype
@@ -171,6 +171,10 @@ def discard_checkpoints(recipe: Recipe, output_dir: str | Path) -> None:
     shutil.rmtree(checkpoint_root(recipe, output_dir), ignore_errors=True)
 
 
+def _stage_count(recipe: Recipe) -> int:
+    return len(recipe.enabled_steps()) + 4  # load, measure before, each step, measure after, save
+
+
 def run_recipe(recipe: Recipe, output_dir: str | Path, *, overwrite: bool = False,
                device: str = "cpu", resume: bool = False) -> Generator[Any, None, dict]:
     """Run every enabled step of ``recipe`` and save the result to ``output_dir``; return the report.
@@ -182,10 +186,21 @@ def run_recipe(recipe: Recipe, output_dir: str | Path, *, overwrite: bool = Fals
     check_runnable(recipe, device)
     torch.manual_seed(recipe.seed)
     output = check_output_dir(output_dir, overwrite=overwrite)
+    yield StageStarted("load", "Loading the model", 1, _stage_count(recipe))
+    loaded = yield from iter_load_model(recipe.model.source, recipe.model.task, recipe.model.trust_remote_code, device,
+                                        pooled_tokenizer=True)
+    try:
+        return (yield from _run_loaded(recipe, loaded, output, overwrite=overwrite, device=device, resume=resume,
+                                       started=started))
+    finally:
+        return_tokenizer(loaded)  # for the next run (the app's window does not wait for a fresh parse)
+
+
+def _run_loaded(recipe: Recipe, loaded: LoadedModel, output: Path, *, overwrite: bool, device: str, resume: bool,
+                started: float) -> Generator[Any, None, dict]:
+    """The run after its model is loaded: measure, run each step, measure, save."""
     enabled = recipe.enabled_steps()
-    total = len(enabled) + 4  # load, measure before, each step, measure after, save
-    yield StageStarted("load", "Loading the model", 1, total)
-    loaded = yield from iter_load_model(recipe.model.source, recipe.model.task, recipe.model.trust_remote_code, device)
+    total = _stage_count(recipe)
     check_output_dir(output, loaded.source_path, overwrite)
     model, tokenizer = loaded.model, loaded.tokenizer
     _check_first_step_fits(recipe, model)
