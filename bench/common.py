@@ -19,9 +19,17 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB (Linux reports KiB)."""
+    """Peak resident memory of this process so far, in MB of 10⁶ bytes (Linux reports KiB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024 if sys.platform != "darwin" else peak / 1e6
+    return peak * 1024 / 1e6 if sys.platform != "darwin" else peak / 1e6
+
+
+def current_rss_mb() -> float:
+    """Resident memory of this process now, in MB of 10⁶ bytes (Linux: /proc/self/statm)."""
+    import os
+
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
 @contextmanager
