@@ -140,6 +140,30 @@ def stock_spare_tokenizer(loaded: LoadedModel) -> None:
     tokenizer_pool.give(loaded.tokenizer_key, _parse_tokenizer(folder, trust_remote_code))
 
 
+def stock_spare_tokenizer_for(source: str) -> bool:
+    """Parse a spare tokenizer for ``source`` if its files are already here (a folder, or a GGUF
+    converted before); nothing is downloaded or converted.  Returns whether a spare is waiting."""
+    try:
+        kind, where = resolve_source(source)
+    except StudioError:
+        return False
+    if kind == "folder":
+        folder = Path(where)
+    elif kind in ("gguf", "bundled") and Path(where).is_file():
+        folder = gguf_cache_folder(Path(where))
+    else:
+        return False
+    if not (folder / "config.json").is_file():
+        return False
+    key = tokenizer_pool.pool_key(folder, False)
+    if not tokenizer_pool.has_spare(key):
+        try:
+            tokenizer_pool.give(key, _parse_tokenizer(folder, False))
+        except Exception:  # a folder without a usable tokenizer: the run reports that itself
+            return False
+    return True
+
+
 def return_tokenizer(loaded: LoadedModel) -> None:
     """Give ``loaded``'s tokenizer to the pool; its owner must not use it afterwards."""
     if loaded.tokenizer_key is not None:

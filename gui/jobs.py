@@ -37,8 +37,13 @@ def load_and_inspect(source: str, task: str, device: str) -> Generator[Any, None
     return LoadResult(loaded, summary)
 
 
-def probe_environment() -> Generator[Any, None, Environment]:
-    """Find the compute devices and the registered techniques (imports torch: run it in a worker)."""
+def probe_environment(source: str | None = None) -> Generator[Any, None, Environment]:
+    """Find the compute devices and the registered techniques (imports torch: run it in a worker).
+
+    With the preselected model's ``source``, also parse a spare tokenizer for its first run when
+    that model is already on disk (a run that has to parse one holds up the window; see
+    core.tokenizer_pool).
+    """
     from core.events import Log
 
     yield Log("Looking for compute devices…")
@@ -50,6 +55,11 @@ def probe_environment() -> Generator[Any, None, Environment]:
     yield Log("Preparing the model loader…")
     _preimport_run_modules()
     _freeze_startup_objects()
+    if source:
+        from core.models import stock_spare_tokenizer_for
+
+        yield Log("Preparing the tokenizer…")
+        stock_spare_tokenizer_for(source)
     return Environment(devices, found)
 
 

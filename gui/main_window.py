@@ -124,7 +124,8 @@ class MainWindow(QMainWindow):
         """Find devices and techniques in a worker (imports torch); call once the window shows."""
         from gui.jobs import probe_environment
 
-        self.setup_job = start_job(probe_environment, on_finished=self.set_environment,
+        source = self.model_panel.source()
+        self.setup_job = start_job(lambda: probe_environment(source), on_finished=self.set_environment,
                                    on_errored=lambda exc: show_error(exc, self, "Looking for devices"))
         return self.setup_job
 

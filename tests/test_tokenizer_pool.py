@@ -90,3 +90,14 @@ def test_cancelled_run_gives_its_tokenizer_back(tmp_path, recipe, parses):
     assert not (tmp_path / "out").exists()
     collect(run_recipe(recipe, tmp_path / "out"))
     assert parses[0] == 1
+
+
+def test_start_up_stocks_a_spare_only_for_models_already_on_disk(tmp_path, tiny_llama_dir, parses):
+    assert models.stock_spare_tokenizer_for(str(tiny_llama_dir))
+    assert tokenizer_pool.has_spare(tokenizer_pool.pool_key(tiny_llama_dir, False)) and parses[0] == 1
+    assert not models.stock_spare_tokenizer_for("someone/not-downloaded"), "nothing is downloaded for a spare"
+    gguf = tmp_path / "never-converted.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert not models.stock_spare_tokenizer_for(str(gguf)), "nothing is converted for a spare"
+    assert not models.stock_spare_tokenizer_for(str(tmp_path / "missing")), "a bad path is left to the Load button"
+    assert parses[0] == 1
