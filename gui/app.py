@@ -51,6 +51,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return parser.parse_known_args(argv)  # the rest (e.g. -platform offscreen) goes to Qt
 
 
+GIL_SWITCH_INTERVAL_S = 0.0001
+
+
 def create_app(qt_argv: list[str]) -> QApplication:
     """The QApplication with name, icon and the Fusion style on the system's light/dark palette."""
     app = QApplication.instance() or QApplication(qt_argv)
@@ -61,6 +64,10 @@ def create_app(qt_argv: list[str]) -> QApplication:
     if ICON_PATH.is_file():
         app.setWindowIcon(QIcon(str(ICON_PATH)))
     app.setStyle("Fusion")  # Fusion follows the platform palette and colour scheme; no colours hard-coded
+    # A thread waiting for the GIL asks its holder to let go after this interval (default 5 ms).  A
+    # repaint takes the GIL again after each Qt call, so while a job's thread runs Python each of
+    # those waits cost up to 5 ms, and a repaint 50-100 ms (bench/bench_ui_stall.py).
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     return app
 
 

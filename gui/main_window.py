@@ -98,7 +98,7 @@ class MainWindow(QMainWindow):
         self.pipeline_panel.run_requested.connect(self.run_pipeline)
         self.pipeline_panel.recipe_loaded.connect(self._on_recipe_loaded)
         self.run_panel.run_finished.connect(self._on_run_finished)
-        self.run_panel.busy_changed.connect(lambda _busy: self.history_panel.refresh())
+        self.run_panel.busy_changed.connect(lambda _busy: self.history_panel.refresh_if_shown())
         self.history_panel.rerun_requested.connect(self.rerun_recipe)
         self.compare_panel.run_opened.connect(self.export_panel.set_run)
         self.export_panel.run_opened.connect(self.compare_panel.set_run)

@@ -33,19 +33,21 @@ def test_runs_appear_in_history_and_rerun_starts_again(qtbot, window, dialogs, t
     with qtbot.waitSignal(window.run_panel.run_finished, timeout=TIMEOUT_MS):
         assert window.run_pipeline() is not None
     qtbot.waitUntil(lambda: not window.run_panel.is_busy())
+    window.nav.setCurrentRow(STEPS.index("History"))  # a hidden History page refreshes when shown
     qtbot.waitUntil(lambda: history.table.rowCount() == 1)
     column = COLUMNS.index("Status")
     assert history.table.item(0, column).text() == "●  Done"
     assert history.records[0].origin == "app" and history.records[0].output == str(window.run_panel.output_dir)
     assert history.plot.front_ids == [history.records[0].id]  # one finished run: it is the front
 
-    window.nav.setCurrentRow(STEPS.index("History"))
     history.table.select_run(history.records[0].id)
     pipeline.name.setText("something else")
     with qtbot.waitSignal(window.run_panel.run_finished, timeout=TIMEOUT_MS):
         history.rerun_button.click()
     qtbot.waitUntil(lambda: not window.run_panel.is_busy())
     assert window.nav.currentRow() == STEPS.index("Run") and pipeline.name.text() == "tiny history run"
+    assert history.table.rowCount() == 1, "the hidden page waits until it is shown"
+    window.nav.setCurrentRow(STEPS.index("History"))
     qtbot.waitUntil(lambda: history.table.rowCount() == 2)
     first, second = history.records[1], history.records[0]
     assert [r.status for r in history.records] == ["done", "done"]

@@ -294,6 +294,15 @@ class HistoryPanel(QWidget):
         else:
             self._poll.stop()
 
+    def refresh_if_shown(self) -> None:
+        """Refresh now if the page is on screen; otherwise it refreshes when shown (showEvent).
+
+        Reading the database and redrawing costs the GUI thread ~50 ms, a visible stall at the
+        start and end of every run if done for a page nobody is looking at.
+        """
+        if self.isVisible():
+            self.refresh()
+
     def showEvent(self, event: Any) -> None:
         super().showEvent(event)
         self.refresh()
