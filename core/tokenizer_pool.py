@@ -2,9 +2,9 @@
 
 Parsing a fast tokenizer is one Rust call that holds Python's GIL: 70–90 ms for SmolLM2's
 49,152-word vocabulary on this project's CPU, which froze the app's window at the start of every
-run (bench/bench_ui_stall.py).  The app parses a spare when it loads a model on its Model page
-(no compression is running then); a run takes that spare instead of parsing, and gives it back
-when it ends, for the next run.
+run (bench/bench_ui_stall.py).  The app parses a spare while no compression runs (at start-up for
+the preselected model, and after each Model-page load); a run takes that spare instead of parsing,
+and gives it back when it ends, for the next run.
 
 A tokenizer is lent to one user at a time: calls with padding or truncation change the Rust
 tokenizer's own settings, so two threads must never share one.  Keys include the tokenizer
