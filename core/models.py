@@ -134,10 +134,8 @@ def stock_spare_tokenizer(loaded: LoadedModel) -> None:
 
     Call it while no compression runs (the app does after a Model-page load): the parse holds the GIL.
     """
-    if loaded.tokenizer_key is None or tokenizer_pool.has_spare(loaded.tokenizer_key):
-        return
-    folder, trust_remote_code = Path(loaded.tokenizer_key[0]), loaded.tokenizer_key[1]
-    tokenizer_pool.give(loaded.tokenizer_key, _parse_tokenizer(folder, trust_remote_code))
+    if loaded.tokenizer_key is not None:
+        _stock_spare(Path(loaded.tokenizer_key[0]), loaded.tokenizer_key[1])
 
 
 def stock_spare_tokenizer_for(source: str) -> bool:
@@ -155,13 +153,17 @@ def stock_spare_tokenizer_for(source: str) -> bool:
         return False
     if not (folder / "config.json").is_file():
         return False
-    key = tokenizer_pool.pool_key(folder, False)
-    if not tokenizer_pool.has_spare(key):
-        try:
-            tokenizer_pool.give(key, _parse_tokenizer(folder, False))
-        except Exception:  # a folder without a usable tokenizer: the run reports that itself
-            return False
+    try:
+        _stock_spare(folder, False)
+    except Exception:  # a folder without a usable tokenizer: loading it reports that itself
+        return False
     return True
+
+
+def _stock_spare(folder: Path, trust_remote_code: bool) -> None:
+    key = tokenizer_pool.pool_key(folder, trust_remote_code)
+    if not tokenizer_pool.has_spare(key):
+        tokenizer_pool.give(key, _parse_tokenizer(folder, trust_remote_code))
 
 
 def return_tokenizer(loaded: LoadedModel) -> None:
