@@ -20,7 +20,8 @@ SYMMETRIC_HELP = ("Symmetric: codes centred on zero, one scale per group. Asymme
                   "group, fitting lopsided weight ranges better for a little more storage.")
 CLIP_HELP = ("How each group's range is chosen. none: from its smallest to its largest weight (min-max). "
              "mse: search how far to shrink the range (clipping the few largest weights) so the rounding "
-             "error of the whole group is smallest; clearly better at 3–4 bits, a few seconds slower.")
+             "error of the whole group is smallest. On the bundled model at 4 bits it helped GPTQ (23.8 vs 25.6 "
+             "perplexity) but not plain rounding (24.8 vs 24.1); 3-5× slower.")
 CLIP_CHOICES = ("none", "mse")
 FORMAT_NAME = "compressed-tensors-pack-quantized"
 # Same files; named apart because transformers 5.23 + compressed-tensors 0.20 cannot load packed zero points.

@@ -63,7 +63,7 @@ def rtn_quantize_layers(model, chosen: list, bits_of: Callable[[str], int], conf
 
 @register("rtn_quantize", title="Round-to-nearest quantization", family="quantization",
           summary="Store weights in 2–8 bits by rounding each to the nearest level of a per-group grid. "
-                  "Needs no data and takes seconds; fine at 8 bits, clearly worse than GPTQ at 3–4 bits.",
+                  "Needs no data and takes seconds; fine at 8 bits, often at 4; clearly worse than GPTQ at 3 bits.",
           config=RTNConfig)
 def apply_rtn_quantize(model, config: RTNConfig, ctx):
     """Handler: round every target Linear to its grid and replace it with a PackedLinear."""
