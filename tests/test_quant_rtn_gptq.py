@@ -216,9 +216,10 @@ def test_true_sequential_stages_follow_the_block_and_quantize_everything(tmp_pat
     _, blocks = find_blocks(model)
     inputs, kwargs = capture_block_inputs(model, blocks, torch.randint(0, 300, (1, 8)), "cpu")
     linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.startswith("model.layers.0.")}
-    stages = [[name.rsplit(".", 1)[-1] for name in stage] for stage in _stages(blocks[0], linears, inputs[0],
-                                                                            kwargs[0], "cpu")]
+    groups, called_once = _stages(blocks[0], linears, inputs[0], kwargs[0], "cpu")
+    stages = [[name.rsplit(".", 1)[-1] for name in stage] for stage in groups]
     assert stages == [["q_proj", "k_proj", "v_proj"], ["o_proj"], ["gate_proj", "up_proj"], ["down_proj"]]
+    assert called_once
 
     events, report = _run(tmp_path, tiny_llama_dir, text_file, "gptq_quantize",
                           {"bits": 4, "group_size": 32, "true_sequential": True})

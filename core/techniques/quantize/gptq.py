@@ -12,6 +12,8 @@ one matrix product per block.  Details of this implementation (:func:`gptq_quant
 - groups without act-order: a group's scale/zero are computed from the *already updated* weights
   when the group starts, as in the reference; the block is widened to a multiple of the group, so
   a group never straddles two blocks;
+- ``static_groups``: every group's scale/zero from the original weights before any update (the
+  reference's ``--static-groups``, and what llm-compressor always does); act-order implies it;
 - act-order: columns are processed by decreasing H_jj (the most active inputs first) and the
   codes un-permuted at the end.  With groups we use the reference's *static groups*: every group's
   scale/zero come from the original weights of contiguous columns before any update, so groups
@@ -62,6 +64,9 @@ class GPTQConfig(WeightQuantConfig):
     block_size: int = param(128, "Columns whose error updates are applied together (lazy batch updates); "
                             "only speed changes, not the result's quality. 128 is the paper's value.",
                             minimum=8, maximum=4096)
+    static_groups: bool = param(False, "Fit every group's range to the original weights before any column is "
+                                "changed (as llm-compressor and GPTQ's --static-groups do), instead of to the "
+                                "already-corrected weights when the group starts. Always on with act-order.")
     true_sequential: bool = param(False, "Inside each decoder block, quantize the layers in the order they run "
                                   "(attention inputs, attention output, MLP inputs, MLP output) and measure each "
                                   "group's inputs after the ones before it were quantized, so later layers make up "
@@ -87,7 +92,8 @@ def _one_thread():
 
 def gptq_quantize_weight(weight: torch.Tensor, hessian: torch.Tensor, bits: int = 4, group_size: int = 128,
                          symmetric: bool = True, act_order: bool = False, percdamp: float = 0.01,
-                         block_size: int = 128, scale_dtype: torch.dtype | None = None, clip: str = "none"):
+                         block_size: int = 128, scale_dtype: torch.dtype | None = None, clip: str = "none",
+                         static_groups: bool = False):
     """Quantize ``weight`` [out, in] with GPTQ; return (codes, scales, zeros, perm, error).
 
     ``codes`` int8 [out, in] in the original column order; ``scales`` float32 [out, groups]
@@ -95,13 +101,15 @@ def gptq_quantize_weight(weight: torch.Tensor, hessian: torch.Tensor, bits: int 
     (symmetric); ``perm`` the processing order (None without act-order); ``clip`` how each group's
     range is fitted ("none": min-max, "mse": shrunk to the smallest rounding error); ``error`` is
     ‖(W − Ŵ) X‖² / tokens = ½ tr(ΔW H ΔWᵀ) summed over outputs, with the undamped Hessian.
+    ``static_groups`` fits every group to the original weights up front (implied by act-order).
     """
     with _one_thread():
         return _gptq(weight, hessian, bits, group_size, symmetric, act_order, percdamp, block_size, scale_dtype,
-                     clip)
+                     clip, static_groups)
 
 
-def _gptq(weight, hessian, bits, group_size, symmetric, act_order, percdamp, block_size, scale_dtype, clip):
+def _gptq(weight, hessian, bits, group_size, symmetric, act_order, percdamp, block_size, scale_dtype, clip,
+          static_groups):
     rows, columns = weight.shape
     check_group_size(columns, group_size)
     size = group_size or columns
@@ -115,7 +123,7 @@ def _gptq(weight, hessian, bits, group_size, symmetric, act_order, percdamp, blo
 
     scales = torch.ones(rows, columns // size, device=W.device)
     zeros = None if symmetric else torch.zeros(rows, columns // size, dtype=torch.int8, device=W.device)
-    static = act_order or not group_size
+    static = act_order or static_groups or not group_size
     if static:  # all groups' parameters from the original weights (static groups / per-channel)
         scales, zeros = fit_group_params(W, bits, group_size, symmetric, scale_dtype, clip)
     perm = None
@@ -173,27 +181,43 @@ def gptq_quantize_model(model, windows: torch.Tensor, bits_of: Callable[[str], i
     A generator yielding the engine's and per-layer events; returns the per-layer report rows.
     """
     rows: list[dict] = []
+    pending: list[tuple[str, PackedLinear]] = []
+
+    def swap_in_packed():
+        for name, packed in pending:
+            replace_module(model, name, packed)
+        pending.clear()
 
     def compress(block):
+        swap_in_packed()  # the previous block's (or stage's) outputs have been computed by now
         for name, linear in block.linears.items():
             bits = bits_of(name)
             with torch.no_grad():
                 codes, scales, zeros, _perm, error = gptq_quantize_weight(
                     linear.weight, block.stats[name].hessian, bits, config.group_size, config.symmetric,
                     config.act_order, config.dampening, config.block_size, scale_dtype=linear.weight.dtype,
-                    clip=config.clip)
+                    clip=config.clip, static_groups=config.static_groups)
                 packed = PackedLinear.from_linear(linear, codes, scales, zeros, bits, config.group_size,
                                                   config.symmetric)
-            replace_module(model, name, packed)
+            # Until the engine has run the windows through this block, the Linear holds the exact
+            # dequantized weights the packed layer computes: one dense weight instead of unpacking
+            # the codes again for every window.  The packed layer replaces it afterwards.
+            linear.weight = torch.nn.Parameter(packed.dequantized_weight().to(linear.weight.dtype),
+                                               requires_grad=False)
+            pending.append((name, packed))
             info = packed.compression_info()
             rows.append({"layer": name, "params": info["params"], "bits": info["bits"], "quant_bits": bits,
                          "reconstruction_error": error})
             yield LayerStat(name, "reconstruction_error", error, step_index)
             yield LayerStat(name, "bits", info["bits"], step_index)
 
-    yield from run_blockwise(model, windows, make_stats=HessianStats, compress_block=compress,
-                             targets=config.targets, ignore=config.ignore, device=device,
-                             stage="GPTQ quantization", step_index=step_index, sequential=config.true_sequential)
+    try:
+        yield from run_blockwise(model, windows, make_stats=HessianStats, compress_block=compress,
+                                 targets=config.targets, ignore=config.ignore, device=device,
+                                 stage="GPTQ quantization", step_index=step_index,
+                                 sequential=config.true_sequential)
+    finally:
+        swap_in_packed()
     return rows
 
 
