@@ -51,6 +51,8 @@ METHODS = {  # row name -> (technique, params); bits and group are read from the
                                                      "static_groups": True}),
     "GPTQ 4-bit g64 asym act": ("gptq_quantize", {"bits": 4, "group_size": 64, "symmetric": False,
                                                   "act_order": True}),
+    "GPTQ+MSE 4-bit g64 asym act": ("gptq_quantize", {"bits": 4, "group_size": 64, "symmetric": False,
+                                                      "act_order": True, **MSE}),
     "GPTQ 4-bit g64 act": ("gptq_quantize", {"bits": 4, "group_size": 64, "act_order": True}),
     "GPTQ+MSE 4-bit g64 act": ("gptq_quantize", {"bits": 4, "group_size": 64, "act_order": True, **MSE}),
     "RTN 4-bit g192": ("rtn_quantize", {"bits": 4, "group_size": 192}),

@@ -10,6 +10,13 @@ of every tensor the model holds (parameters, buffers, the parts of tensor subcla
 ``__tensor_flatten__`` lists them, bitsandbytes quant states and hqq's meta tensors), each once.
 Decode tokens/s (``core.speed.measure_speed``, 64-token prompt, 32 new tokens, median of 3) is
 measured for the unquantized model and for our dynamic int8.  Ratio rows: ours / peer perplexity.
+
+The "ours GPTQ/RTN" rows run our technique steps in this venv with 64×512 calibration windows of
+bundled:wiki-calibration (the peers here need no calibration data), so the 4- and 3-bit rows of
+ours and the peers' come from one run on the same evaluation windows.  torchao's 4-bit row uses
+``IntxWeightOnlyConfig`` (its ``Int4WeightOnlyConfig`` packs for GPU kernels only); quanto's int4
+chooses its own groups (the largest of 128, 96, 64 dividing the input width: 96 for 576-wide
+inputs, 128 for 1536-wide ones).
 """
 
 from __future__ import annotations
@@ -29,9 +36,21 @@ from bench.common import print_table, write_results  # noqa: E402
 
 ROWS = ["unquantized", "ours dynamic int8", "ours bnb int8", "bnb int8", "ours bnb nf4", "bnb nf4",
         "hqq 8-bit", "hqq 4-bit g64", "quanto int8", "torchao int8 wo", "hqq 3-bit g64", "quanto int4",
-        "torchao int4 wo"]
+        "torchao int4 g64 asym", "ours GPTQ 4-bit g64 asym act", "ours RTN 4-bit g64 asym",
+        "ours GPTQ+MSE 3-bit g64 asym act", "torchao int3 g64 asym"]
 RATIOS = [("ours bnb int8", "bnb int8"), ("ours bnb nf4", "bnb nf4"), ("ours dynamic int8", "quanto int8"),
-          ("ours dynamic int8", "torchao int8 wo"), ("ours dynamic int8", "hqq 8-bit")]
+          ("ours dynamic int8", "torchao int8 wo"), ("ours dynamic int8", "hqq 8-bit"),
+          ("ours GPTQ 4-bit g64 asym act", "hqq 4-bit g64"), ("ours GPTQ 4-bit g64 asym act", "bnb nf4"),
+          ("ours GPTQ 4-bit g64 asym act", "quanto int4"), ("ours GPTQ 4-bit g64 asym act", "torchao int4 g64 asym"),
+          ("ours GPTQ+MSE 3-bit g64 asym act", "hqq 3-bit g64"),
+          ("ours GPTQ+MSE 3-bit g64 asym act", "torchao int3 g64 asym")]
+CALIBRATED = {  # our calibration-based rows: technique, params (64×512 windows of bundled:wiki-calibration)
+    "ours GPTQ 4-bit g64 asym act": ("gptq_quantize", {"bits": 4, "group_size": 64, "symmetric": False,
+                                                      "act_order": True}),
+    "ours RTN 4-bit g64 asym": ("rtn_quantize", {"bits": 4, "group_size": 64, "symmetric": False}),
+    "ours GPTQ+MSE 3-bit g64 asym act": ("gptq_quantize", {"bits": 3, "group_size": 64, "symmetric": False,
+                                                          "act_order": True, "clip": "mse"}),
+}
 SPEED_ROWS = ("unquantized", "ours dynamic int8")
 
 
@@ -75,6 +94,12 @@ def quantize(row: str, model, tokenizer):
     """Apply one row's method to ``model`` (in place where the library allows); return the model."""
     import torch
 
+    if row in CALIBRATED:
+        from bench.common import apply_step
+
+        technique, params = CALIBRATED[row]
+        apply_step(model, tokenizer, technique, params, sequence_length=512, calibration_windows=64)
+        return model
     if row.startswith("ours"):
         from types import SimpleNamespace
 
@@ -113,10 +138,15 @@ def quantize(row: str, model, tokenizer):
         freeze(model)
         return model
     if row.startswith("torchao"):
-        from torchao.quantization import Int4WeightOnlyConfig, Int8WeightOnlyConfig, quantize_
+        from torchao.quantization import Int8WeightOnlyConfig, IntxWeightOnlyConfig, quantize_
+        from torchao.quantization.granularity import PerGroup
+        from torchao.quantization.quant_primitives import MappingType
 
-        config = (Int8WeightOnlyConfig() if row.endswith("int8 wo")
-                  else Int4WeightOnlyConfig(group_size=64, int4_packing_format="opaque"))
+        # torchao's Int4WeightOnlyConfig packs for CUDA/XPU kernels only; on CPU its generic
+        # IntxWeightOnlyConfig is the weight-only low-bit path (min-max per group, like plain RTN).
+        config = (Int8WeightOnlyConfig() if row.endswith("int8 wo") else IntxWeightOnlyConfig(
+            weight_dtype=getattr(torch, f"int{row.split()[1][3]}"), granularity=PerGroup(64),
+            mapping_type=MappingType.ASYMMETRIC))
         quantize_(model, config, filter_fn=lambda m, name: isinstance(m, torch.nn.Linear) and name != "lm_head")
         return model
     return model
@@ -131,6 +161,10 @@ def run_one(row: str, args: argparse.Namespace) -> dict:
     from core.models import load_model
 
     torch.manual_seed(0)
+    if row.startswith("quanto"):
+        # quanto's frozen qint4 weights fail under inference_mode ("Cannot set version_counter for
+        # inference tensor"); no_grad computes the same values, so this row's process evaluates with it.
+        torch.inference_mode = torch.no_grad
     loaded = load_model("bundled:smollm2-135m")
     model, tokenizer = loaded.model.float().eval(), loaded.tokenizer
     windows = token_windows(load_texts("bundled:wiki-evaluation"), tokenizer, args.sequence_length, args.windows)

@@ -32,6 +32,16 @@ def current_rss_mb() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
+def current_anon_mb() -> float:
+    """Anonymous resident memory of this process now (RssAnon: what it allocated itself, without the
+    pages of memory-mapped files such as safetensors weights, which the OS can drop and re-read), MB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024 / 1e6
+    return float("nan")
+
+
 @contextmanager
 def timed(into: dict[str, Any], key: str):
     """Store the wall time of the block in seconds under ``into[key]``."""

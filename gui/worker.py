@@ -47,9 +47,10 @@ class JobWorker(QObject):
     cancelled = Signal()
     done = Signal()
 
-    def __init__(self, job_factory: JobFactory):
+    def __init__(self, job_factory: JobFactory, settle_s: float = 0.0):
         super().__init__()  # no parent: it is moved to its own thread
         self._job_factory = job_factory
+        self._settle_s = settle_s
         self._cancel = threading.Event()
         self._last_stage: str | None = None
         self._last_fraction = -1.0
@@ -83,6 +84,10 @@ class JobWorker(QObject):
     def run(self) -> None:
         job = None
         try:
+            if self._settle_s:
+                # Idle (GIL released) while the GUI thread paints the page that shows this job;
+                # a cancel ends the wait at once.
+                self._cancel.wait(self._settle_s)
             job = self._job_factory()
             while True:
                 if self._cancel.is_set():
@@ -133,9 +138,9 @@ class JobHandle(QObject):
 
     _running: set[JobHandle] = set()  # keeps Python references while threads run (GUI thread only)
 
-    def __init__(self, job_factory: JobFactory):
+    def __init__(self, job_factory: JobFactory, settle_s: float = 0.0):
         super().__init__()
-        self.worker = JobWorker(job_factory)
+        self.worker = JobWorker(job_factory, settle_s)
         self.thread = QThread()
         self.worker.moveToThread(self.thread)
         self.thread.started.connect(self.worker.run)
@@ -230,9 +235,13 @@ def start_job(job_factory: JobFactory, *, on_event: Callable[[Any], None] | None
               on_finished: Callable[[Any], None] | None = None,
               on_errored: Callable[[BaseException], None] | None = None,
               on_cancelled: Callable[[], None] | None = None,
-              on_done: Callable[[], None] | None = None) -> JobHandle:
-    """Start ``job_factory()`` in a new thread and return its handle; callbacks run in the GUI thread."""
-    handle = JobHandle(job_factory)
+              on_done: Callable[[], None] | None = None, settle_s: float = 0.0) -> JobHandle:
+    """Start ``job_factory()`` in a new thread and return its handle; callbacks run in the GUI thread.
+
+    ``settle_s``: the thread waits this long before the job begins, so the GUI thread can first
+    repaint what the start changed without competing with the job for the GIL and the CPU.
+    """
+    handle = JobHandle(job_factory, settle_s)
     for signal, callback in ((handle.job_event, on_event), (handle.finished, on_finished),
                              (handle.errored, on_errored), (handle.cancelled, on_cancelled),
                              (handle.done, on_done)):

@@ -30,3 +30,28 @@ def test_worker_is_destroyed_in_the_gui_thread(qtbot):
             handle.start()
     assert finished.args == [42] and seen == {"home": True}
     qtbot.waitUntil(lambda: not isValid(worker), timeout=5_000)  # deleted later, by the GUI thread's loop
+
+
+def test_settle_delays_the_job_and_a_cancel_during_it_ends_the_job_unstarted(qtbot):
+    """``settle_s`` holds the job back so the GUI paints first; cancelling then never starts the job."""
+    import time
+
+    from gui.worker import start_job
+
+    started = []
+
+    def job():
+        started.append(time.monotonic())
+        yield "event"
+        return 1
+
+    begun = time.monotonic()
+    with qtbot.waitSignal(start_job(job, settle_s=0.2).finished, timeout=30_000):
+        pass
+    assert started and started[0] - begun >= 0.19
+
+    started.clear()
+    handle = start_job(job, settle_s=30.0)
+    with qtbot.waitSignal(handle.cancelled, timeout=5_000):
+        handle.cancel()  # ends the 30 s wait at once
+    assert not started

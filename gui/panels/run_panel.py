@@ -34,6 +34,10 @@ from gui.plots import LivePlots
 from gui.run_summary import ResultTable, summary_header
 from gui.worker import JobHandle, start_job
 
+# The run's thread waits this long before loading the model, so the Run page's first repaint (the
+# heaviest: every plot redrawn empty) has the GIL and the CPU to itself (bench/bench_ui_stall.py).
+FIRST_PAINT_S = 0.15
+
 # Returns (recipe, output folder, device) for a new run, or raises StudioError saying what is missing.
 RunSource = Callable[[], tuple[Any, Path, str]]
 
@@ -193,7 +197,8 @@ class RunPanel(QWidget):
         self.status.setText(f"{verb} '{recipe.name}' on {device}; the result goes to {output_dir}.")
         self.job = start_job(lambda: run_pipeline(recipe, str(output_dir), device, resume), on_event=self.on_event,
                              on_finished=self._on_finished, on_errored=self._on_errored,
-                             on_cancelled=self._on_cancelled, on_done=lambda: self._set_busy(False))
+                             on_cancelled=self._on_cancelled, on_done=lambda: self._set_busy(False),
+                             settle_s=FIRST_PAINT_S)
         self._set_busy(True)
         return self.job
 
