@@ -9,7 +9,9 @@ bundled:wiki-evaluation for every row.  Wall time: the quantization alone.  In-m
 of every tensor the model holds (parameters, buffers, the parts of tensor subclasses as
 ``__tensor_flatten__`` lists them, bitsandbytes quant states and hqq's meta tensors), each once.
 Decode tokens/s (``core.speed.measure_speed``, 64-token prompt, 32 new tokens, median of 3) is
-measured for the unquantized model and for our dynamic int8.  Ratio rows: ours / peer perplexity.
+measured for the unquantized model, our dynamic int8 and torchao's int8 rows.  "torchao int8 dyn" is
+torchao's W8A8 (int8 per token and per output channel, dynamic), our dynamic int8's scheme without
+SmoothQuant, on the same layers (down_proj and lm_head stay float in both).  Ratio rows: ours / peer perplexity.
 
 The "ours GPTQ/RTN" rows run our technique steps in this venv with 64×512 calibration windows of
 bundled:wiki-calibration (the peers here need no calibration data), so the 4- and 3-bit rows of
@@ -34,11 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import print_table, write_results  # noqa: E402
 
-ROWS = ["unquantized", "ours dynamic int8", "ours bnb int8", "bnb int8", "ours bnb nf4", "bnb nf4",
+ROWS = ["unquantized", "ours dynamic int8", "ours dynamic int8 no smoothing", "torchao int8 dyn", "ours bnb int8", "bnb int8", "ours bnb nf4", "bnb nf4",
         "hqq 8-bit", "hqq 4-bit g64", "quanto int8", "torchao int8 wo", "hqq 3-bit g64", "quanto int4",
         "torchao int4 g64 asym", "ours GPTQ 4-bit g64 asym act", "ours RTN 4-bit g64 asym",
         "ours GPTQ+MSE 3-bit g64 asym act", "torchao int3 g64 asym"]
-RATIOS = [("ours bnb int8", "bnb int8"), ("ours bnb nf4", "bnb nf4"), ("ours dynamic int8", "quanto int8"),
+RATIOS = [("ours bnb int8", "bnb int8"), ("ours bnb nf4", "bnb nf4"), ("ours dynamic int8", "torchao int8 dyn"),
+          ("ours dynamic int8 no smoothing", "torchao int8 dyn"), ("ours dynamic int8", "quanto int8"),
           ("ours dynamic int8", "torchao int8 wo"), ("ours dynamic int8", "hqq 8-bit"),
           ("ours GPTQ 4-bit g64 asym act", "hqq 4-bit g64"), ("ours GPTQ 4-bit g64 asym act", "bnb nf4"),
           ("ours GPTQ 4-bit g64 asym act", "quanto int4"), ("ours GPTQ 4-bit g64 asym act", "torchao int4 g64 asym"),
@@ -50,8 +53,11 @@ CALIBRATED = {  # our calibration-based rows: technique, params (64×512 windows
     "ours RTN 4-bit g64 asym": ("rtn_quantize", {"bits": 4, "group_size": 64, "symmetric": False}),
     "ours GPTQ+MSE 3-bit g64 asym act": ("gptq_quantize", {"bits": 3, "group_size": 64, "symmetric": False,
                                                           "act_order": True, "clip": "mse"}),
+    "ours dynamic int8": ("dynamic_int8", {"measure_speed": False}),  # SmoothQuant α 0.75 from calibration
+    "ours dynamic int8 no smoothing": ("dynamic_int8", {"measure_speed": False, "smoothing": 0.0}),
 }
-SPEED_ROWS = ("unquantized", "ours dynamic int8")
+SPEED_ROWS = ("unquantized", "ours dynamic int8", "ours dynamic int8 no smoothing", "torchao int8 dyn",
+              "torchao int8 wo")
 
 
 def _storage(tensor, seen: set) -> int:
@@ -84,9 +90,6 @@ def memory_mb(model) -> float:
         if isinstance(meta, dict):
             for value in meta.values():
                 total += _storage(value, seen)
-        if hasattr(module, "_weight_bias"):  # torch dynamic int8
-            weight, _ = module._weight_bias()
-            total += weight.numel() + 8 * weight.q_per_channel_scales().numel()
     return total / 1e6
 
 
@@ -108,8 +111,7 @@ def quantize(row: str, model, tokenizer):
         from core.registry import get_technique
 
         name, params = {"ours bnb int8": ("bnb_quantize", {"mode": "int8"}),
-                        "ours bnb nf4": ("bnb_quantize", {"mode": "nf4"}),
-                        "ours dynamic int8": ("dynamic_int8", {"measure_speed": False})}[row]
+                        "ours bnb nf4": ("bnb_quantize", {"mode": "nf4"})}[row]
         info = get_technique(name)
         drain(info.handler(model, config_from_dict(info.config_cls, params),
                            SimpleNamespace(device="cpu", tokenizer=tokenizer, step_index=0)))
@@ -138,7 +140,12 @@ def quantize(row: str, model, tokenizer):
         freeze(model)
         return model
     if row.startswith("torchao"):
-        from torchao.quantization import Int8WeightOnlyConfig, IntxWeightOnlyConfig, quantize_
+        from torchao.quantization import (
+            Int8DynamicActivationInt8WeightConfig,
+            Int8WeightOnlyConfig,
+            IntxWeightOnlyConfig,
+            quantize_,
+        )
         from torchao.quantization.granularity import PerGroup
         from torchao.quantization.quant_primitives import MappingType
 
@@ -147,7 +154,11 @@ def quantize(row: str, model, tokenizer):
         config = (Int8WeightOnlyConfig() if row.endswith("int8 wo") else IntxWeightOnlyConfig(
             weight_dtype=getattr(torch, f"int{row.split()[1][3]}"), granularity=PerGroup(64),
             mapping_type=MappingType.ASYMMETRIC))
-        quantize_(model, config, filter_fn=lambda m, name: isinstance(m, torch.nn.Linear) and name != "lm_head")
+        skip = ("lm_head",)
+        if row.endswith("int8 dyn"):  # W8A8, int8 per token and per channel: our dynamic int8's scheme
+            config, skip = Int8DynamicActivationInt8WeightConfig(), ("lm_head", "down_proj")  # the layers ours keeps
+        quantize_(model, config, filter_fn=lambda m, name: isinstance(m, torch.nn.Linear)
+                  and not name.endswith(skip))
         return model
     return model
 
@@ -215,9 +226,9 @@ def main() -> None:
         print(f"{row}: {rows[-1].get('perplexity', rows[-1].get('error'))}", flush=True)
     by_name = {r["method"]: r for r in rows}
     base = by_name.get("unquantized", {}).get("decode_tok_s")
-    dynamic = by_name.get("ours dynamic int8", {})
-    if base and dynamic.get("decode_tok_s"):
-        dynamic["speedup"] = dynamic["decode_tok_s"] / base
+    for row in rows:
+        if base and row.get("decode_tok_s") and row["method"] != "unquantized":
+            row["speedup"] = row["decode_tok_s"] / base
     for ours, peer in RATIOS:
         a, b = by_name.get(ours, {}), by_name.get(peer, {})
         if a.get("perplexity") and b.get("perplexity"):

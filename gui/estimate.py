@@ -40,6 +40,10 @@ def _size_factor(technique: str, config: Any, notes: list[str], current_bits: fl
         notes.append("Pruning to zeros does not shrink the saved file: zeros in a dense tensor take as "
                      "many bytes as any other number.")
         return 1.0
+    if technique == "dynamic_int8":
+        notes.append("Dynamic int8 saves float weights holding the int8 values, so plain transformers loads the "
+                     "folder: the file is not smaller; the int8 layers are smaller in memory once loaded here.")
+        return 1.0
     if technique == "mlp_prune":
         return 1.0 - 0.6 * float(getattr(config, "reduction", 0.0))  # MLPs hold about 60% of the weights
     bits = getattr(config, "bits", None)
@@ -97,6 +101,8 @@ def estimate(summary: Any, recipe: Any, device: str, available_bytes: int | None
     extra = 0.0
     for step in steps:
         step_passes, per_million = RATES.get(step.technique, (1, 0.01))
+        if step.technique == "dynamic_int8":  # SmoothQuant's statistics pass, only when smoothing is on
+            step_passes = 1 if getattr(step.config, "smoothing", 0) > 0 else 0
         if getattr(step.config, "schedule", None) == "owl":  # OWL measures outliers in a pass of its own first
             step_passes += 1
         passes += step_passes

@@ -44,3 +44,14 @@ def test_the_saved_format_is_named_as_it_will_be_written():
     assert estimate(summary, folder, "cpu", None).output_dtype == "float32"
     folder.output.dtype = "float16"
     assert estimate(summary, folder, "cpu", None).output_dtype == "float16"
+
+
+def test_dynamic_int8_smoothing_costs_one_pass_and_the_file_keeps_its_size():
+    smoothed = estimate(SUMMARY, _recipe("dynamic_int8", smoothing=0.75), "cpu", None)
+    plain = estimate(SUMMARY, _recipe("dynamic_int8", smoothing=0.0), "cpu", None)
+    data = Recipe().data
+    one_pass = 2 * SUMMARY.parameters * data.sequence_length * data.calibration_windows / 1e10
+    assert smoothed.seconds - plain.seconds == pytest.approx(one_pass)
+    assert smoothed.output_bytes == plain.output_bytes == SUMMARY.bytes_in_memory
+    assert any("not smaller" in note for note in plain.notes)
+    assert not any("guesses" in note for note in plain.notes)

@@ -35,7 +35,8 @@ def _logits(model, tokenizer):
 
 def _apply(name, model, tokenizer, device="cpu", **params):
     info = get_technique(name)
-    ctx = SimpleNamespace(device=device, tokenizer=tokenizer, step_index=0)
+    windows = torch.randint(0, len(tokenizer), (4, 32), generator=torch.Generator().manual_seed(0))
+    ctx = SimpleNamespace(device=device, tokenizer=tokenizer, step_index=0, calibration_windows=lambda: windows)
     return drain(info.handler(model, config_from_dict(info.config_cls, params), ctx))
 
 
