@@ -51,6 +51,7 @@ def _no_cpu_repacking(model):
 @needs_bnb
 @pytest.mark.parametrize("params, tolerance", [
     ({"mode": "int8"}, 0.05),
+    ({"mode": "int8", "int8_threshold": 2.0}, 0.05),
     ({"mode": "nf4"}, 0.3),
     ({"mode": "fp4"}, 0.3),
     ({"mode": "nf4", "double_quant": True, "compute_dtype": "bfloat16"}, 0.3),
@@ -99,6 +100,8 @@ def test_bnb_rejects_meaningless_or_unsupported_settings(tiny_llama, tiny_tokeni
 
     with pytest.raises(RecipeError, match="choose mode nf4 or fp4"):
         config_from_dict(BnbQuantizeConfig, {"mode": "int8", "double_quant": True})
+    with pytest.raises(RecipeError, match="applies to mode int8 only"):
+        config_from_dict(BnbQuantizeConfig, {"mode": "nf4", "int8_threshold": 3.0})
     problem = cpu_support_problem("0.43.1", has_cuda=False)
     assert "NVIDIA GPU" in problem and "bitsandbytes>=0.48" in problem and "dynamic_int8" in problem
     assert cpu_support_problem("0.43.1", has_cuda=True) is None
