@@ -29,7 +29,7 @@ from core.techniques.quantize.grid import (
     unpack_int,
     valid_group_sizes,
 )
-from core.techniques.quantize.packed_linear import PackedLinear
+from core.techniques.quantize.packed_linear import PackedLinear, int4_kernel_available
 from core.techniques.quantize.rtn import RTNConfig
 from tests.conftest import SAMPLE_TEXT
 from tests.helpers import collect, write_recipe
@@ -118,17 +118,45 @@ def test_gptq_dead_inputs_and_block_sizes():
 
 
 # ------------------------------------------------------------------------------------ PackedLinear
-def test_packed_linear_forward_and_size():
+def test_packed_linear_forward_and_size(monkeypatch):
     linear = nn.Linear(128, 32)
     codes, scale, zero = round_to_grid(linear.weight, 4, 128, False)
     packed = PackedLinear.from_linear(linear, codes, scale, zero, 4, 128, False)
     x = torch.randn(3, 128)
     expected = x @ dequantize(codes, scale, zero).T + linear.bias
-    assert torch.allclose(packed(x), expected, atol=1e-5)
+    monkeypatch.setattr(PackedLinear, "use_cpu_kernel", False)
+    assert torch.allclose(packed(x), expected, atol=1e-5)  # the reference path is exact
     assert torch.equal(packed.codes(), codes) and torch.equal(packed.zeros(), zero)
     info = packed.compression_info()
     # 4-bit codes + one fp32 scale and one 4-bit zero per 128 weights (+ bias and shape)
     assert info["bits"] == pytest.approx(4 + 32 / 128 + 4 / 128, abs=0.3)
+
+
+@pytest.mark.skipif(not int4_kernel_available(), reason="this PyTorch build has no CPU int4 kernel")
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_packed_linear_int4_cpu_kernel_matches_the_reference_path(symmetric, monkeypatch):
+    torch.manual_seed(0)
+    linear = nn.Linear(192, 48)
+    codes, scale, zero = round_to_grid(linear.weight, 4, 64, symmetric)
+    packed = PackedLinear.from_linear(linear, codes, scale, zero, 4, 64, symmetric)
+    x = torch.randn(2, 5, 192)
+    reference = x @ dequantize(codes, scale, zero).T + linear.bias
+    with torch.no_grad():
+        fast = packed(x)
+    assert packed.int4_weight is not None  # the kernel path ran
+    assert fast.shape == reference.shape and fast.dtype == x.dtype
+    relative = (fast - reference).norm() / reference.norm()
+    assert 0 < relative < 0.01  # bfloat16 activations: close, not identical
+    assert "int4_weight" not in packed.state_dict()  # the saved format is unchanged
+    packed.load_state_dict(PackedLinear.from_linear(linear, codes.flip(1), scale, zero, 4, 64, symmetric)
+                           .state_dict())
+    assert packed.int4_weight is None  # new codes drop the kernel's copy of the old ones
+    # layers the kernel cannot take keep the exact path: 3 bits, or groups it does not know
+    for bits, group in ((3, 64), (4, 96)):
+        c, s, z = round_to_grid(linear.weight, bits, group, symmetric)
+        other = PackedLinear.from_linear(linear, c, s, z, bits, group, symmetric)
+        assert torch.allclose(other(x), x @ dequantize(c, s, z).T + linear.bias, atol=1e-5)
+        assert other.int4_weight is None
 
 
 # ------------------------------------------------------------------------------------- validation
@@ -187,9 +215,10 @@ def test_end_to_end_saves_packed_and_reloads(tmp_path, tiny_llama_dir, text_file
 
 
 @pytest.mark.skipif(not HAS_CT, reason="compressed-tensors not installed")
-def test_plain_transformers_reads_the_folder(tmp_path, tiny_llama_dir, text_file):
+def test_plain_transformers_reads_the_folder(tmp_path, tiny_llama_dir, text_file, monkeypatch):
     from transformers import AutoModelForCausalLM
 
+    monkeypatch.setattr(PackedLinear, "use_cpu_kernel", False)  # the same weights, compared on the exact path
     _run(tmp_path, tiny_llama_dir, text_file, "gptq_quantize", {"bits": 4, "group_size": 32})
     ids = torch.randint(0, 300, (1, 16))
     with torch.no_grad():
