@@ -119,13 +119,21 @@ def test_presets_load_and_yaml_round_trip(qtbot, window, dialogs, tmp_path):
     panel = window.pipeline_panel
     bar = panel.recipe_bar
     names = [bar.presets.itemText(i) for i in range(1, bar.presets.count())]
-    assert len(names) >= 3 and any("SparseGPT" in n for n in names)
+    assert len(names) >= 3 and any("SparseGPT" in n for n in names) and any("classifier" in n for n in names)
+    source = window.model_context().source
     for index in range(1, bar.presets.count()):
         bar.presets.activated.emit(index)
         expected = load_recipe(bar.presets.itemData(index))
         got = panel.build_recipe()
         assert got.name == expected.name
         assert [s.to_dict() for s in got.steps] == [s.to_dict() for s in expected.steps]
+        if "classifier" in got.name:  # a preset naming its own model switches to it
+            assert window.model_context().source == "bundled:minilm-l6"
+            assert window.model_panel.task() == "sequence-classification"
+            window.model_panel.set_source(source)
+            window.model_panel.set_task("causal-lm")
+        else:  # the others apply to the model already chosen
+            assert window.model_context().source == source
     assert not dialogs
 
     panel.step_list.setCurrentRow(0)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QGroupBox,
@@ -60,6 +61,15 @@ def _scrolled(widget: QWidget) -> QScrollArea:
     scroll.setFrameShape(QScrollArea.Shape.NoFrame)
     scroll.setWidget(widget)
     return scroll
+
+
+def preset_names_model(path: Path) -> bool:
+    """Whether a preset file has a ``model:`` section (e.g. a classifier preset needs a classifier)."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(raw, dict) and bool(raw.get("model"))
 
 
 class PipelinePanel(QWidget):
@@ -218,7 +228,8 @@ class PipelinePanel(QWidget):
         self.schedule_estimate()
 
     def apply_preset(self, path: Path) -> None:
-        self._load(path, "Applying the preset", announce=False)
+        """Apply a preset to the current model; a preset that names a model of its own switches to it."""
+        self._load(path, "Applying the preset", announce=preset_names_model(path))
 
     def load_file(self, path: Path) -> None:
         self._load(path, "Loading the recipe", announce=True)

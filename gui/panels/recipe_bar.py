@@ -32,7 +32,9 @@ def list_presets(folder: Path = PRESETS_DIR) -> list[tuple[str, Path, str]]:
         except (OSError, yaml.YAMLError):
             continue
         steps = "; ".join(f"{s.get('technique')} {s.get('params') or ''}".strip() for s in raw.get("steps") or [])
-        found.append((str(raw.get("name", path.stem)), path, f"Steps: {steps}" if steps else ""))
+        parts = [str(raw["description"]).strip()] if raw.get("description") else []
+        parts += [f"Steps: {steps}"] if steps else []
+        found.append((str(raw.get("name", path.stem)), path, "\n\n".join(parts)))
     return found
 
 
