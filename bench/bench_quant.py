@@ -4,7 +4,8 @@
                                           [--methods "RTN 4-bit g64,GPTQ+MSE 4-bit g64"] [--jobs 1] [--no-speed]
 
 Columns: method, bits, group, size on disk (MB, weight files of the saved folder), in-memory size
-(MB, every parameter and buffer once), effective bits per weight (of the quantized layers, scales
+(MB, every parameter and buffer once; "loaded" right after the reload, "in use" after the
+evaluation, when 4-bit layers also hold the CPU int4 kernel's copy of their codes), effective bits per weight (of the quantized layers, scales
 and zero points included, and of the whole model), perplexity, quantization wall time, peak RSS
 of the row's process, decode tokens/s (``core.speed.measure_speed``: 64-token prompt, 32 new
 tokens, median of 3), and the largest logit difference between the in-memory and the reloaded
@@ -77,6 +78,7 @@ METHODS = {  # row name -> (technique, params); bits and group are read from the
     "bnb int8": ("bnb_quantize", {"mode": "int8"}),
     "bnb nf4": ("bnb_quantize", {"mode": "nf4"}),
     "dynamic int8": ("dynamic_int8", {"measure_speed": False}),
+    "dynamic int8 no smoothing": ("dynamic_int8", {"measure_speed": False, "smoothing": 0.0}),
 }
 DEFAULT = [m for m in METHODS if not m.endswith(" act")]
 
@@ -118,11 +120,12 @@ def run_one(method: str, args: argparse.Namespace) -> dict:
             with torch.no_grad():
                 row["reload_diff"] = float((model(windows[:1]).logits - before).abs().max())
     summary = inspect_model(model, with_layers=False)
-    row["memory_mb"] = bytes_in_memory(model) / 1e6
+    row["memory_loaded_mb"] = bytes_in_memory(model) / 1e6
     row["model_bits"] = summary.bits_per_weight
     started = time.perf_counter()
     row["perplexity"] = perplexity(model, windows).perplexity
     row["eval_s"] = time.perf_counter() - started
+    row["memory_mb"] = bytes_in_memory(model) / 1e6  # after use: 4-bit layers then hold the CPU kernel's copy
     row["peak_rss_mb"] = peak_rss_mb()
     if args.device.startswith("cuda"):
         import torch
@@ -181,7 +184,8 @@ def main() -> None:
         rows = list(pool.map(child, methods))
     print()
     print_table(rows, [("method", "method", ""), ("bits", "bits", ""), ("group", "group", ""),
-                       ("disk_mb", "disk MB", ".1f"), ("memory_mb", "memory MB", ".1f"),
+                       ("disk_mb", "disk MB", ".1f"), ("memory_loaded_mb", "memory loaded MB", ".1f"),
+                       ("memory_mb", "memory in use MB", ".1f"),
                        ("layer_bits", "bits/weight (quantized layers)", ".3f"),
                        ("model_bits", "bits/weight (whole model)", ".2f"), ("perplexity", "perplexity", ".3f"),
                        ("quant_s", "quantize wall s", ".1f"), ("peak_rss_mb", "peak RSS MB", ".0f"),

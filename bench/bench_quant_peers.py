@@ -5,7 +5,8 @@
 
 Every row runs in its own child process on a freshly loaded SmolLM2-135M (float32, CPU), so a peer
 that crashes only loses its own row.  Perplexity: ``core.evaluate.perplexity`` on the same windows of
-bundled:wiki-evaluation for every row.  Wall time: the quantization alone.  In-memory MB: the storage
+bundled:wiki-evaluation for every row.  Wall time: the quantization alone.  In-memory MB, after the
+evaluation (so layers that repack their weights at the first call have done so): the storage
 of every tensor the model holds (parameters, buffers, the parts of tensor subclasses as
 ``__tensor_flatten__`` lists them, bitsandbytes quant states and hqq's meta tensors), each once.
 Decode tokens/s (``core.speed.measure_speed``, 64-token prompt, 32 new tokens, median of 3) is
@@ -184,10 +185,10 @@ def run_one(row: str, args: argparse.Namespace) -> dict:
         started = time.perf_counter()
         model = quantize(row, model, tokenizer)
         result["quantize_s"] = time.perf_counter() - started
-        result["memory_mb"] = memory_mb(model)
         started = time.perf_counter()
         result["perplexity"] = perplexity(model, windows).perplexity
         result["eval_s"] = time.perf_counter() - started
+        result["memory_mb"] = memory_mb(model)  # after use: layers that repack at their first call have done so
         if row in SPEED_ROWS:
             from core.speed import measure_speed
 
