@@ -122,7 +122,7 @@ register_format(SavedFormat(
           summary="Store Linear weights as int8 and quantize each token's inputs to int8 on the fly (W8A8), "
                   "after SmoothQuant moves activation outliers into the weights. Faster decoding on CPU "
                   "(measured and reported), about float quality. CPU only.",
-          config=DynamicInt8Config, needs=Needs(cpu_only=True))
+          config=DynamicInt8Config, needs=Needs(calibration_data=True, cpu_only=True))
 def apply_dynamic_int8(model, config: DynamicInt8Config, ctx):
     """Handler: optional SmoothQuant pass over calibration text, then int8 Linears; speed timed before/after."""
     if ctx.device != "cpu":
