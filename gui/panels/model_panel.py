@@ -53,7 +53,7 @@ class ModelPanel(QWidget):
         self._stage_text = ""
         self._elapsed_timer = QTimer(self, interval=1000, timeout=self._show_status)
 
-        self.picker = SourcePicker()
+        self.picker = SourcePicker(task=lambda: self.task())
         self.picker.activated.connect(self.load)
         self.task_box = QComboBox()
         for label, task, tooltip in TASKS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import Signal
@@ -19,12 +20,14 @@ def is_model_path(path: Path) -> bool:
 
 
 class SourcePicker(QWidget):
-    """An editable source box with "Open folder…" and "Open .gguf file…" buttons."""
+    """An editable source box with "Open folder…", "Open .gguf file…" and "Search the hub…" buttons."""
 
     activated = Signal()  # Enter pressed in the box
 
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, task: Callable[[], str] = lambda: "causal-lm", parent: QWidget | None = None):
         super().__init__(parent)
+        self.task = task  # the Model page's task, so the hub search lists models for it
+        self.search_dialog = None  # made on first use, then kept (a search may still be answering)
         self.box = QComboBox()
         self.box.setEditable(True)
         self.box.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
@@ -46,11 +49,16 @@ class SourcePicker(QWidget):
         self.gguf_button.setToolTip("Pick a single-file model in GGUF format (as used by llama.cpp). "
                                     "It is converted once and cached, so later loads are fast.")
         self.gguf_button.clicked.connect(self.choose_gguf)
+        self.hub_button = QPushButton("Search the hub…")
+        self.hub_button.setToolTip("Find a model on the Hugging Face hub by name (needs the internet); the chosen "
+                                   "id goes into the box and Load downloads it once.")
+        self.hub_button.clicked.connect(self.search_hub)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.box, 1)
         layout.addWidget(self.folder_button)
         layout.addWidget(self.gguf_button)
+        layout.addWidget(self.hub_button)
 
     def source(self) -> str:
         """The source id to load (friendly names mapped back to their ids)."""
@@ -73,6 +81,15 @@ class SourcePicker(QWidget):
         folder = QFileDialog.getExistingDirectory(self, "Open a model folder", self._start_folder())
         if folder:
             self.set_source(folder)
+
+    def search_hub(self) -> None:
+        """Open the hub search; a model chosen there becomes the source."""
+        from gui.panels.hub_search import HubSearchDialog
+
+        if self.search_dialog is None:
+            self.search_dialog = HubSearchDialog(self.task, self)
+        if self.search_dialog.exec() and self.search_dialog.chosen_id():
+            self.set_source(self.search_dialog.chosen_id())
 
     def choose_gguf(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open a .gguf model file", self._start_folder(),
