@@ -111,6 +111,10 @@ def _load_folder(folder: Path, task: str, trust_remote_code: bool, pooled_tokeni
             model = _auto_class(task).from_pretrained(
                 folder, trust_remote_code=trust_remote_code, use_safetensors=has_safetensors, weights_only=True,
                 dtype="auto")
+            if _quant_method(model) == "bitsandbytes":
+                from core.techniques.quantize.bnb import keep_exact_cpu_layout
+
+                keep_exact_cpu_layout(model)
         spare = tokenizer_pool.take(tokenizer_pool.pool_key(folder, trust_remote_code)) if pooled_tokenizer else None
         tokenizer = spare if spare is not None else _parse_tokenizer(folder, trust_remote_code)
     except StudioError:
@@ -118,6 +122,12 @@ def _load_folder(folder: Path, task: str, trust_remote_code: bool, pooled_tokeni
     except Exception as exc:  # transformers raises many types; translate the ones a person can fix
         raise _explain_load_error(exc, folder) from exc
     return model, tokenizer, sum(p.stat().st_size for p in weights)
+
+
+def _quant_method(model: Any) -> str | None:
+    config = getattr(getattr(model, "config", None), "quantization_config", None)
+    method = config.get("quant_method") if isinstance(config, dict) else getattr(config, "quant_method", None)
+    return str(getattr(method, "value", method)) if method is not None else None
 
 
 def _parse_tokenizer(folder: Path, trust_remote_code: bool) -> Any:
