@@ -123,6 +123,7 @@ def test_dynamic_int8_runs_close_to_float_and_reloads_exactly(tmp_path, tiny_lla
     report = _apply("dynamic_int8", tiny_llama, tiny_tokenizer)
     quantized = _logits(tiny_llama, tiny_tokenizer)
     assert report.metrics["layers"] == 12  # down_proj and lm_head stay float by default
+    assert 8 < report.metrics["bits_per_weight"] < 8.6  # int8 codes + a float32 scale per row of 64 weights
     assert report.metrics["decode_tokens_per_s_before"] > 0 and report.metrics["decode_speedup"] > 0
     assert 0 < (quantized - reference).abs().max() < 0.05
     summary = inspect_model(tiny_llama, with_layers=True)

@@ -160,7 +160,9 @@ def apply_dynamic_int8(model, config: DynamicInt8Config, ctx):
         info = module.compression_info()
         rows.append({"layer": name, "bits": info["bits"], "params": info["params"]})
         yield LayerStat(name, "bits", info["bits"], ctx.step_index)
-    metrics = {"layers": len(rows), "quantized_weights": sum(r["params"] for r in rows)}
+    weights = sum(r["params"] for r in rows)
+    metrics = {"layers": len(rows), "quantized_weights": weights,
+               "bits_per_weight": sum(r["bits"] * r["params"] for r in rows) / weights if weights else 0.0}
     notes += ["Inputs are quantized per token at every call (one int8 scale per token); the embeddings, norms "
               "and ignored layers stay float.",
               "Saved as float weights holding the int8 values plus scales: our loader restores int8 bit-exactly; "
