@@ -25,16 +25,11 @@ from core.formats import (
     read_manifest,
     register_format,
 )
+from core.module_swap import replace_module
 from core.techniques.lowrank.factorized import FactorizedLinear
 
 FORMAT = "factorized"
 WEIGHTS = "model.safetensors"
-
-
-def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    """Put ``module`` at the dotted path ``name`` inside ``model``."""
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
 
 def factorized_ranks(model: nn.Module) -> dict[str, int]:

@@ -22,6 +22,7 @@ import torch
 from core.calibration import HessianStats, run_blockwise
 from core.errors import RecipeError
 from core.events import LayerStat, ProgressMeter
+from core.module_swap import replace_module
 from core.params import param
 from core.registry import Needs, StepReport, register
 from core.targets import DEFAULT_IGNORE, DEFAULT_TARGETS, select_linears
@@ -35,7 +36,7 @@ from core.techniques.lowrank.factorized import (
     svd_factors,
     whitened_svd_factors,
 )
-from core.techniques.lowrank.format import factorized_ranks, mark_factorized, merge_to_dense, replace_module
+from core.techniques.lowrank.format import factorized_ranks, mark_factorized, merge_to_dense
 from core.techniques.lowrank.sensitivity import measure_sensitivity
 
 METHODS = ("plain", "activation_aware", "rom")

@@ -71,12 +71,6 @@ def check_widths(model: nn.Module, targets: list, ignore: list, group_size: int)
     return chosen
 
 
-def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    """Put ``new`` where the submodule called ``name`` is."""
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
-
-
 def format_name(model: nn.Module) -> str:
     """The saved format for a model's packed layers: the asymmetric variant if any has zero points."""
     from core.techniques.quantize.packed_linear import PackedLinear

@@ -24,6 +24,7 @@ from torch import nn
 from core.errors import ModelLoadError, RecipeError
 from core.events import LayerStat, Log
 from core.formats import SavedFormat, mark_format, model_format, register_format
+from core.module_swap import replace_module
 from core.params import param
 from core.registry import Needs, StepReport, register
 from core.targets import DEFAULT_IGNORE, DEFAULT_TARGETS, select_linears
@@ -55,7 +56,7 @@ class DynamicInt8Config:
 def quantize_dynamic_int8(model: nn.Module, names: list[str], per_channel: bool = True) -> None:
     """Replace the named Linear layers of ``model`` in place by ``Int8DynamicLinear`` ones."""
     for name in names:
-        model.set_submodule(name, Int8DynamicLinear.from_linear(model.get_submodule(name), per_channel))
+        replace_module(model, name, Int8DynamicLinear.from_linear(model.get_submodule(name), per_channel))
 
 
 def _quantized_modules(model: nn.Module) -> list[tuple[str, Int8DynamicLinear]]:

@@ -40,6 +40,7 @@ import torch
 
 from core.calibration import HessianStats, inverse_hessian_cholesky, run_blockwise
 from core.events import LayerStat
+from core.module_swap import release_file_pages, replace_module
 from core.params import param
 from core.registry import Needs, StepReport, register
 from core.techniques.quantize.common import (
@@ -47,7 +48,6 @@ from core.techniques.quantize.common import (
     WeightQuantConfig,
     check_widths,
     mark_quantized,
-    replace_module,
     size_metrics,
 )
 from core.techniques.quantize.grid import check_group_size, code_range, dequantize, fit_group_params
@@ -203,8 +203,11 @@ def gptq_quantize_model(model, windows: torch.Tensor, bits_of: Callable[[str], i
             # Until the engine has run the windows through this block, the Linear holds the exact
             # dequantized weights the packed layer computes: one dense weight instead of unpacking
             # the codes again for every window.  The packed layer replaces it afterwards.
+            original = linear.weight
             linear.weight = torch.nn.Parameter(packed.dequantized_weight().to(linear.weight.dtype),
                                                requires_grad=False)
+            release_file_pages([original], model)
+            del original
             pending.append((name, packed))
             info = packed.compression_info()
             rows.append({"layer": name, "params": info["params"], "bits": info["bits"], "quant_bits": bits,

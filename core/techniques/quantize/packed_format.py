@@ -24,7 +24,8 @@ from torch import nn
 
 from core.errors import ModelLoadError
 from core.formats import SavedFormat, mark_format, register_format
-from core.techniques.quantize.common import ASYMMETRIC_FORMAT_NAME, FORMAT_NAME, format_name, replace_module
+from core.module_swap import replace_module
+from core.techniques.quantize.common import ASYMMETRIC_FORMAT_NAME, FORMAT_NAME, format_name
 from core.techniques.quantize.packed_linear import PackedLinear
 
 

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 import torch
 
 from core.events import LayerStat, ProgressMeter
+from core.module_swap import replace_module
 from core.registry import StepReport, register
 from core.techniques.quantize.common import (
     QUANT_NOTES,
     WeightQuantConfig,
     check_widths,
     mark_quantized,
-    replace_module,
     size_metrics,
 )
 from core.techniques.quantize.grid import round_to_grid
