@@ -101,8 +101,9 @@ def estimate(summary: Any, recipe: Any, device: str, available_bytes: int | None
     extra = 0.0
     for step in steps:
         step_passes, per_million = RATES.get(step.technique, (1, 0.01))
-        if step.technique == "dynamic_int8":  # SmoothQuant's statistics pass, only when smoothing is on
-            step_passes = 1 if getattr(step.config, "smoothing", 0) > 0 else 0
+        if step.technique == "dynamic_int8":  # SmoothQuant's statistics pass over its own windows, if on
+            share = min(1.0, getattr(step.config, "smoothing_windows", 16) / max(1, data.calibration_windows))
+            step_passes = share if getattr(step.config, "smoothing", 0) > 0 else 0
         if getattr(step.config, "schedule", None) == "owl":  # OWL measures outliers in a pass of its own first
             step_passes += 1
         passes += step_passes

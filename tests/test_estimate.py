@@ -47,7 +47,7 @@ def test_the_saved_format_is_named_as_it_will_be_written():
 
 
 def test_dynamic_int8_smoothing_costs_one_pass_and_the_file_keeps_its_size():
-    smoothed = estimate(SUMMARY, _recipe("dynamic_int8", smoothing=0.75), "cpu", None)
+    smoothed = estimate(SUMMARY, _recipe("dynamic_int8", smoothing=0.75, smoothing_windows=4096), "cpu", None)
     plain = estimate(SUMMARY, _recipe("dynamic_int8", smoothing=0.0), "cpu", None)
     data = Recipe().data
     one_pass = 2 * SUMMARY.parameters * data.sequence_length * data.calibration_windows / 1e10

@@ -44,6 +44,9 @@ SMOOTHING_HELP = ("SmoothQuant strength α: before quantizing, move each input c
 @dataclass
 class DynamicInt8Config:
     smoothing: float = param(0.75, SMOOTHING_HELP, minimum=0.0, maximum=1.0)
+    smoothing_windows: int = param(16, "Calibration windows whose largest activations set the smoothing (the "
+                                   "first ones of the recipe's calibration text). More costs time: one pass each.",
+                                   minimum=1, maximum=4096)
     per_channel: bool = param(True, "One int8 scale per output row (better quality) instead of one per layer.")
     measure_speed: bool = param(True, "Time greedy decoding before and after (a few seconds on a small model) "
                                 "and report the measured speed-up.")
@@ -148,7 +151,7 @@ def apply_dynamic_int8(model, config: DynamicInt8Config, ctx):
         model.float()  # the saved float weights must hold q * scale exactly, which bfloat16 cannot
     notes = []
     if config.smoothing > 0:
-        skipped = yield from smooth_model(model, ctx.calibration_windows(), config.smoothing,
+        skipped = yield from smooth_model(model, ctx.calibration_windows()[:config.smoothing_windows], config.smoothing,
                                           targets=config.targets, ignore=config.ignore, device=ctx.device,
                                           step_index=ctx.step_index)
         notes.append(f"SmoothQuant (α = {config.smoothing:g}) folded per-channel scales into the norms, up_proj "
