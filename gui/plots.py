@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QGraphicsItem, QGridLayout, QLabel, QVBoxLayout, QWidget
 
 # 5 redraws a second: each repaints pyqtgraph axes in Python on the GUI thread, which competes with
 # the worker for the GIL; at 50 ms bench/bench_ui_stall.py caught those paints in most UI stalls.
@@ -60,6 +60,10 @@ def make_plot(title: str, left: str, bottom: str, tooltip: str) -> pg.PlotWidget
     widget.setMinimumHeight(160)
     for axis in ("left", "bottom"):
         widget.getAxis(axis).enableAutoSIPrefix(False)  # 0.5 stays 0.5, not "500 (x0.001)"
+    for axis in ("left", "bottom", "top", "right"):
+        # Keep each axis as a pixmap between changes: replaying its tick text took ~2 ms per axis and
+        # paint, the largest part of the window's pause when the Run page appears (bench_ui_stall).
+        widget.getAxis(axis).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
     return widget
 
 
