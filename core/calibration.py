@@ -16,9 +16,6 @@ never by architecture-specific classes.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +26,7 @@ from torch import nn
 
 from core.errors import StudioError
 from core.events import ProgressMeter
+from core.memory import release_free_memory
 from core.targets import select_linears
 
 
@@ -225,28 +223,6 @@ def _shared_stats(groups: list[list[str]], linears: dict[str, nn.Module],
         for name in names:
             stats[name] = shared
     return stats
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or None on other C libraries (macOS, Windows, musl)."""
-    name = ctypes.util.find_library("c")
-    try:
-        return ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
-        return None
-
-
-def release_free_memory() -> None:
-    """Hand memory freed by the last block back to the operating system (glibc only; else nothing).
-
-    Each block's activations, statistics and factorisation temporaries are freed by then, but
-    glibc keeps freed heap pages resident for reuse; on the bundled model with activation-aware
-    SVD this lowered the step's peak resident memory by about 65 MB (687 -> 622 MB allocated).
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 def _capture_on(model, blocks, windows, device, home):

@@ -40,7 +40,8 @@ import torch
 
 from core.calibration import HessianStats, inverse_hessian_cholesky, run_blockwise
 from core.events import LayerStat
-from core.module_swap import release_file_pages, replace_module
+from core.memory import release_file_pages
+from core.module_swap import replace_module
 from core.params import param
 from core.registry import Needs, StepReport, register
 from core.techniques.quantize.common import (
