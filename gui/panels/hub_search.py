@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 
 from PySide6.QtCore import Qt
@@ -105,7 +106,7 @@ class HubSearchDialog(QDialog):
         if handle is not self.job:
             return
         self.search_button.setEnabled(True)
-        self.status.setText(f"<span style='color:#c0392b'>{exc}</span>")
+        self.status.setText(f"<span style='color:#c0392b'>{html.escape(str(exc))}</span>")
 
     def chosen_id(self) -> str | None:
         """The selected loadable model's id, or None."""
