@@ -139,8 +139,11 @@ def save_recipe(folder: str | Path, destination: str | Path) -> Path:
     return write_text_atomic(destination, read_output_folder(folder).recipe_yaml)
 
 
+DEFAULT_PRE_TOKENIZER = "gpt-2"  # llama.cpp's name for GPT-2's byte-level split ("gpt2" it refuses to load)
+
+
 def _pre_tokenizer(teacher_source: str) -> str:
-    """llama.cpp's pre-tokenizer name: the teacher's own when it came from a GGUF file, else "gpt2"."""
+    """llama.cpp's pre-tokenizer name: the teacher's own when it came from a GGUF file, else "gpt-2"."""
     try:
         from core.models import resolve_source
 
@@ -151,9 +154,9 @@ def _pre_tokenizer(teacher_source: str) -> str:
             field_ = gguf.GGUFReader(str(where)).get_field("tokenizer.ggml.pre")
             if field_ is not None:
                 return str(field_.contents())
-    except Exception:  # the teacher may have moved; "gpt2" is the plain byte-level default
+    except Exception:  # the teacher may have moved; "gpt-2" is the plain byte-level default
         pass
-    return "gpt2"
+    return DEFAULT_PRE_TOKENIZER
 
 
 def iter_export_gguf(folder: str | Path, destination: str | Path, quant: str = "Q8_0",

@@ -166,6 +166,28 @@ def test_gguf_export_reads_back_with_gguf_and_transformers(tmp_path, tiny_llama,
     assert difference < tolerance
 
 
+HAS_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
+
+
+@pytest.mark.skipif(not HAS_LLAMA_CPP, reason="llama-cpp-python is not installed (it compiles llama.cpp: "
+                                              "pip install llama-cpp-python, a few minutes)")
+@pytest.mark.parametrize("quant", ["F16", "Q8_0"])
+def test_gguf_export_runs_in_llama_cpp_with_the_same_tokens_and_logits(tmp_path, tiny_llama, tiny_tokenizer, quant):
+    """llama.cpp itself loads the file (its pre-tokenizer name included) and scores text like the source model."""
+    from llama_cpp import Llama
+
+    from core.techniques.quantize.gguf_export import export_gguf
+
+    written = export_gguf(tiny_llama, tiny_tokenizer, tmp_path / f"tiny-{quant}.gguf", quant)
+    llm = Llama(model_path=str(written["path"]), n_ctx=64, logits_all=True, verbose=False, n_threads=1)
+    ids = tiny_tokenizer(TEXT).input_ids
+    assert llm.tokenize(TEXT.encode(), add_bos=False, special=False) == ids
+    llm.eval(ids)
+    theirs = torch.tensor(llm.scores[: len(ids)]).float()
+    ours = _logits(tiny_llama, tiny_tokenizer)[0]
+    assert (theirs - ours).abs().max() < (0.01 if quant == "F16" else 0.05)
+
+
 def test_gguf_export_rejects_what_it_cannot_write(tmp_path, tiny_llama, tiny_bert, tiny_tokenizer):
     from core.techniques.quantize.gguf_export import export_gguf
 

@@ -124,11 +124,11 @@ def _tensors(model: Any, config: Any) -> list[tuple[str, np.ndarray, bool]]:
     return out
 
 
-def export_gguf(model: Any, tokenizer: Any, path: str | Path, quant: str = "Q8_0", *, pre: str = "gpt2",
+def export_gguf(model: Any, tokenizer: Any, path: str | Path, quant: str = "Q8_0", *, pre: str = "gpt-2",
                 name: str | None = None) -> dict[str, Any]:
     """Write ``model`` + ``tokenizer`` as a GGUF file at ``path`` with 2-D weights in ``quant``.
 
-    ``pre`` is llama.cpp's pre-tokenizer name (``tokenizer.ggml.pre``): "gpt2" for plain
+    ``pre`` is llama.cpp's pre-tokenizer name (``tokenizer.ggml.pre``): "gpt-2" for plain
     byte-level BPE, "smollm" for SmolLM2, "llama-bpe" for Llama 3.  Returns what was written:
     path, bytes, tensor count and tensor types.
     """
