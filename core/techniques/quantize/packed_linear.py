@@ -13,8 +13,9 @@ On the CPU, 4-bit layers with groups of 32/64/128/256 instead run PyTorch's int4
 (``torch._weight_int4pack_mm_for_cpu``): at its first CPU forward such a layer lays its codes out
 once more in the kernel's own tiled order (non-persistent buffers, so the saved format does not
 change; about 4.5 more bits per weight in memory, which the app's memory count includes) and
-then multiplies with bfloat16 activations: measured on SmolLM2's 576×1536 layers at batch 1,
-35× faster than the reference path and 1.8× faster than a float32 matmul, with outputs within
+then multiplies with bfloat16 activations: measured on SmolLM2's 576×1536 layers at batch 1 (one
+thread of an AVX512-BF16 CPU; CPUs without bfloat16 instructions were not measured), 35× faster
+than the reference path and 1.8× faster than a float32 matmul, with outputs within
 about 0.3% of the reference (the activations' bfloat16 rounding).
 """
 
