@@ -36,7 +36,8 @@ class EventPrinter:
                     return stop.value
                 if isinstance(event, Progress):
                     self._progress(event)
-                elif isinstance(event, Log) and not self.quiet:
+                elif isinstance(event, Log) and (not self.quiet or event.level == "warning"):
+                    # -q hides progress and notes, never a warning (e.g. that a run is not being recorded)
                     self._write(("warning: " if event.level == "warning" else "") + event.message)
         finally:
             job.close()  # on Ctrl-C or an error: runs the job's clean-up (no half-written output)
@@ -95,15 +96,26 @@ def _cmd_inspect(args) -> int:
     return 0
 
 
+def _check_eval_bounds(args) -> None:
+    """``eval`` takes the same ranges as a recipe's sequence_length and max_windows."""
+    from core.params import check_value, param_specs
+    from core.recipe import DataSpec, EvalSpec
+
+    specs = {s.name: s for cls in (DataSpec, EvalSpec) for s in param_specs(cls)}
+    check_value(specs["sequence_length"], args.sequence_length, "--")
+    check_value(specs["max_windows"], args.max_windows, "--")
+
+
 def _cmd_eval(args) -> int:
     from core.data import load_texts, token_windows
     from core.evaluate import iter_perplexity
     from core.models import iter_load_model
 
+    _check_eval_bounds(args)
+    texts = load_texts(args.data, args.text_column)  # a bad data file is reported before the model loads
     printer = EventPrinter(args.quiet)
     loaded = printer.consume(iter_load_model(args.source, "causal-lm", args.trust_remote_code))
-    windows = token_windows(load_texts(args.data, args.text_column), loaded.tokenizer, args.sequence_length,
-                            args.max_windows or None)
+    windows = token_windows(texts, loaded.tokenizer, args.sequence_length, args.max_windows or None)
     result: dict[str, Any] = {"perplexity": printer.consume(iter_perplexity(loaded.model, windows)).to_dict()}
     if args.speed:
         from core.speed import iter_measure_speed
@@ -132,7 +144,7 @@ def _cmd_run(args) -> int:
         recipe.model.source = args.model
     report = EventPrinter(args.quiet).consume(  # recorded in the run history (the app's History page)
         recorded_run(recipe, args.output, overwrite=args.overwrite, device=resolve_device(args.device),
-                     origin="cli", resume=args.resume))
+                     origin="cli", resume=args.resume, recipe_file=args.recipe))
     before, after = report["before"], report["after"]
     print(f"Saved        {args.output}")
     for label, data in (("Before", before), ("After", after)):
@@ -166,7 +178,8 @@ def _cmd_report(args) -> int:
 def _cmd_export_gguf(args) -> int:
     from core.export import iter_export_gguf
 
-    written = EventPrinter(args.quiet).consume(iter_export_gguf(args.folder, args.output, args.type))
+    written = EventPrinter(args.quiet).consume(iter_export_gguf(args.folder, args.output, args.type,
+                                                                overwrite=args.overwrite))
     print(f"Wrote        {written['path']} ({written['bytes'] / 1e6:.1f} MB, {written['quant']})")
     return 0
 
@@ -189,8 +202,15 @@ def _cmd_setup_data(args) -> int:
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad command line like every other failure: one ``error:`` line, exit 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="compression-studio-cli", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="compression-studio-cli", description=__doc__.splitlines()[0])
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or log lines")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -219,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a recipe and write the compressed model")
     p.add_argument("recipe", help="recipe file (.yaml or .json)")
     p.add_argument("-o", "--output", required=True, help="output folder (must not exist, or use --overwrite)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output folder, if it is an earlier result of this app")
     p.add_argument("--model", help="use this model instead of the recipe's")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--resume", action="store_true",
@@ -233,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export-gguf", help="write a run's output folder as one GGUF file (llama.cpp, Ollama)")
     p.add_argument("folder", help="the output folder of a run (a Llama-architecture model)")
-    p.add_argument("-o", "--output", required=True, help="the .gguf file to write")
+    p.add_argument("-o", "--output", required=True, help="the .gguf file to write (its name ends in .gguf)")
+    p.add_argument("--overwrite", action="store_true", help="replace a GGUF file this app exported before")
     p.add_argument("--type", default="Q8_0", choices=["F16", "Q8_0", "Q4_0"], help="number format of the weights")
     p.set_defaults(func=_cmd_export_gguf)
 
@@ -250,16 +272,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every failure ends as one ``error:`` line on stderr and exit status 2."""
     args = build_parser().parse_args(argv)
+    from core.leftovers import sweep_leftovers
+
+    sweep_leftovers()  # what a killed earlier process left half-written
     try:
         return args.func(args)
     except StudioError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("cancelled: nothing was written", file=sys.stderr)
         return EXIT_CANCELLED
+    except OSError as exc:  # the disk, permissions, a vanished file: the environment, not the input
+        from core.errors import write_error
+
+        print(f"error: {_one_line(str(write_error(exc, exc.filename or 'a file', 'the command')))}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # a bug: still one line, with the traceback kept in a file to report it
+        print(f"error: {_one_line(unexpected_failure(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def unexpected_failure(exc: BaseException) -> str:
+    """The line for a failure that is a bug; the full traceback goes to ``last-error.txt`` in the app's data folder."""
+    import traceback
+
+    from core.errors import is_disk_full, write_error
+    from core.paths import data_dir
+
+    if is_disk_full(exc):
+        return str(write_error(exc, "the output", "writing"))
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    where = data_dir() / "last-error.txt"
+    try:
+        where.parent.mkdir(parents=True, exist_ok=True)
+        where.write_text("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)), encoding="utf-8")
+        kept = f"the details are in {where}"
+    except OSError:
+        kept = "the details could not be saved"
+    return (f"unexpected failure ({type(exc).__name__}: {first}); this is a bug in Compression Studio, not "
+            f"something you did; {kept}, please report it")
 
 
 if __name__ == "__main__":

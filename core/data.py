@@ -68,7 +68,7 @@ def load_texts(source: str, text_column: str = "text") -> list[str]:
     For ``.txt`` files a document is a run of lines ended by a blank line; for tables it is the
     ``text_column`` value of each row.
     """
-    path = _local_path(source)
+    path = local_path(source)
     if path is not None and path.suffix.lower() == ".txt":
         text = _read_text(path)
         texts = [doc.strip() for doc in re.split(r"\n\s*\n", text.replace("\r\n", "\n")) if doc.strip()]
@@ -128,7 +128,7 @@ def load_labelled(source: str, text_column: str = "text", label_column: str = "l
     """
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6 or fractions[0] <= 0:
         raise DataError(f"Split fractions must be three non-negative numbers summing to 1, not {fractions}.")
-    if _local_path(source) is not None and _local_path(source).suffix.lower() == ".txt":
+    if local_path(source) is not None and local_path(source).suffix.lower() == ".txt":
         raise DataError(f"{source} is plain text without labels; use a .csv or .jsonl file with "
                         f"'{text_column}' and '{label_column}' columns.")
     table = _load_table(source)
@@ -201,7 +201,8 @@ def _plain_split(rows, fractions, rng) -> list[list]:
     return [rows[:train], rows[train:train + validation], rows[train + validation:]]
 
 
-def _local_path(source: str) -> Path | None:
+def local_path(source: str) -> Path | None:
+    """The file or folder a data source names on this machine, or None for a bundled or Hub dataset."""
     if source.startswith(("bundled:", "hub:")):
         return None
     return Path(source).expanduser()

@@ -26,3 +26,36 @@ class RecipeError(StudioError):
 
 class RunCancelled(StudioError):
     """The user cancelled the run; nothing was written."""
+
+
+class DiskFullError(StudioError):
+    """A write failed because the disk (or the person's quota) is full; nothing half-written was kept."""
+
+
+_DISK_FULL_ERRNOS = {28, 122}  # ENOSPC, EDQUOT
+_DISK_FULL_WORDS = ("no space left", "storagefull", "os error 28", "disk quota exceeded", "quotaexceeded")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (an OSError, or a library's wrapper around one) says the disk is full."""
+    while exc is not None:
+        if getattr(exc, "errno", None) in _DISK_FULL_ERRNOS:
+            return True
+        text = str(exc).lower()
+        if any(word in text or word in text.replace(" ", "") for word in _DISK_FULL_WORDS):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def write_error(exc: BaseException, where: object, doing: str) -> StudioError:
+    """One line for a failed write while ``doing`` (e.g. "saving") into ``where``: disk full, no permission…"""
+    if isinstance(exc, StudioError):
+        return exc
+    if is_disk_full(exc):
+        return DiskFullError(f"the disk holding {where} is full, so {doing} stopped and nothing half-written "
+                             "was kept: free some space or choose a place on another disk, then try again")
+    text = str(exc).strip()
+    reason = getattr(exc, "strerror", None) or (text.splitlines()[0] if text else type(exc).__name__)
+    return StudioError(f"{doing} into {where} failed ({reason}); nothing half-written was kept: check that you "
+                       "can write there and try again")

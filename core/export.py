@@ -11,16 +11,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from core.compare import read_output_folder
-from core.errors import StudioError
+from core.errors import StudioError, write_error
 from core.events import Log, Progress
-from core.saving import OutputError, atomic_folder, check_output_dir
+from core.leftovers import journaled, partial_path
+from core.output_rules import Input, OutputError, check_output_dir, check_output_file
+from core.saving import atomic_folder
 
 GGUF_TYPES = {"F16": "16-bit floats: the largest file, no quality loss",
               "Q8_0": "8-bit blocks: about half of F16, nearly no quality loss",
@@ -98,9 +99,7 @@ def iter_copy_output(folder: str | Path, destination: str | Path, overwrite: boo
     """Copy the output folder to ``destination`` atomically, file by file, yielding progress."""
     source = Path(folder).expanduser().resolve()
     read_output_folder(source)
-    target = check_output_dir(destination, source, overwrite)
-    if source in target.parents or target == source:
-        raise OutputError(f"{target} is inside the folder being copied: choose a place outside {source}")
+    target = check_output_dir(destination, [Input(source, "the result folder being copied")], overwrite)
     files = sorted(p for p in source.rglob("*") if p.is_file())
     total = sum(p.stat().st_size for p in files) or 1
     done = 0
@@ -116,21 +115,28 @@ def iter_copy_output(folder: str | Path, destination: str | Path, overwrite: boo
     return target
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a hidden temporary file in the same folder, then rename."""
+def write_text_atomic(path: str | Path, text: str, replaceable: Callable[[Path], bool] | None = None) -> Path:
+    """Write ``text`` to ``path`` via a hidden temporary file in the same folder, then rename.
+
+    ``replaceable``: when given, an existing file is replaced only if it returns True for it (a file
+    this app wrote); otherwise the person already confirmed the replacement in a save dialog.
+    """
     path = Path(path).expanduser()
     if not path.parent.is_dir():
         raise OutputError(f"the folder {path.parent} does not exist; create it or choose another place")
     if path.is_dir():
         raise OutputError(f"{path} is a folder; choose a file name")
-    partial = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
-    try:
-        partial.write_text(text, encoding="utf-8")
-        os.replace(partial, path)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path} ({exc.strerror or exc}): choose a folder you can write to") from exc
-    finally:
-        partial.unlink(missing_ok=True)
+    if replaceable is not None and path.exists() and not replaceable(path):
+        raise OutputError(f"{path} exists and this app did not write it, so it is never replaced: choose "
+                          "another file name")
+    with journaled(partial_path(path)) as partial:
+        try:
+            partial.write_text(text, encoding="utf-8")
+            os.replace(partial, path)
+        except OSError as exc:
+            raise write_error(exc, path, f"writing {path.name}") from exc
+        finally:
+            partial.unlink(missing_ok=True)
     return path
 
 
@@ -160,8 +166,12 @@ def _pre_tokenizer(teacher_source: str) -> str:
 
 
 def iter_export_gguf(folder: str | Path, destination: str | Path, quant: str = "Q8_0",
-                     device: str = "cpu") -> Generator[Any, None, dict[str, Any]]:
-    """Load the output folder with our loader and write it as one GGUF file (atomically)."""
+                     device: str = "cpu", overwrite: bool = False) -> Generator[Any, None, dict[str, Any]]:
+    """Load the output folder with our loader and write it as one GGUF file (atomically).
+
+    ``destination`` must end in ``.gguf`` and lie outside ``folder``; an existing file is replaced
+    only with ``overwrite`` and only if this app exported it (see :mod:`core.output_rules`).
+    """
     from core.models import iter_load_model
 
     if quant not in GGUF_TYPES:
@@ -169,9 +179,8 @@ def iter_export_gguf(folder: str | Path, destination: str | Path, quant: str = "
     info = describe_output(folder)
     if info.gguf_problem:
         raise StudioError(f"GGUF export does not apply to this result: {info.gguf_problem}")
-    destination = Path(destination).expanduser()
-    if destination.suffix.lower() != ".gguf":
-        destination = destination.with_name(destination.name + ".gguf")
+    destination = check_output_file(destination, ".gguf", [Input(info.folder, "the result folder being exported")],
+                                    overwrite)
     run = read_output_folder(folder)
     loaded = yield from iter_load_model(str(info.folder), run.task, trust_remote_code=False, device=device)
     yield Progress("writing GGUF", 0, 1)

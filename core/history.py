@@ -289,9 +289,12 @@ def recorded_run(recipe: Any, output_dir: str | Path, *, overwrite: bool = False
     ``origin`` says who started it ("cli", "app"); other keyword ``options`` go to ``run_recipe``.
     If the history cannot be opened the run still happens, with a warning in the log.
     """
-    from core.runner import run_recipe
+    from core.runner import check_run, run_recipe
 
     output = Path(output_dir).expanduser().resolve()
+    # A run refused before any work (a bad output folder, a missing data file) is not recorded: the
+    # person gets the reason at once and nothing happened worth remembering.
+    check_run(recipe, output, overwrite=overwrite, device=device, recipe_file=options.get("recipe_file"))
     try:
         history = history if history is not None else History()
         run_id = history.start_run(recipe, output, device=device, origin=origin)

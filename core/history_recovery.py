@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import StudioError
-from core.saving import PARTIAL_MARK
+from core.leftovers import ASIDE_MARK, PARTIAL_MARK
 
 
 def host_name() -> str:
@@ -80,7 +80,7 @@ def clean_leftovers(output: Path) -> list[str]:
         if partial.is_dir():
             shutil.rmtree(partial, ignore_errors=True)
             notes.append(f"removed the unfinished save {partial.name}")
-    olds = sorted(p for p in parent.glob(f".{output.name}.old-*") if p.is_dir())
+    olds = sorted((p for p in parent.glob(f".{output.name}{ASIDE_MARK}*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
     if olds and not output.exists():
         try:
             os.replace(olds[-1], output)

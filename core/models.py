@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import threading
-import uuid
 from collections.abc import Generator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,9 +26,11 @@ from typing import Any
 from core import paths, tokenizer_pool
 from core.background import iter_blocking
 from core.bundled import bundled_model_file
-from core.errors import ModelLoadError, StudioError
+from core.errors import ModelLoadError, StudioError, is_disk_full, write_error
 from core.events import Log
 from core.formats import get_format, read_manifest
+from core.leftovers import journaled, partial_path
+from core.saving import ordinary_permissions
 
 TASKS = ("causal-lm", "sequence-classification")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -104,24 +106,71 @@ def _load_folder(folder: Path, task: str, trust_remote_code: bool, pooled_tokeni
                              "'trust remote code' for this model only if you trust its authors")
     has_safetensors = any(p.suffix == ".safetensors" for p in weights)
     manifest = read_manifest(folder)
+    # The tokenizer first: a folder without one is reported before the (longer) weight loading.
+    spare = tokenizer_pool.take(tokenizer_pool.pool_key(folder, trust_remote_code)) if pooled_tokenizer else None
+    tokenizer = spare if spare is not None else _parse_tokenizer_or_explain(folder, trust_remote_code)
+    report: list[str] = []
     try:
-        if manifest is not None:
-            model = get_format(manifest["format"]).load(folder, task)
-        else:
-            model = _auto_class(task).from_pretrained(
-                folder, trust_remote_code=trust_remote_code, use_safetensors=has_safetensors, weights_only=True,
-                dtype="auto")
-            if _quant_method(model) == "bitsandbytes":
-                from core.techniques.quantize.bnb import keep_exact_cpu_layout
+        with _transformers_log_kept(report):
+            if manifest is not None:
+                model = get_format(manifest["format"]).load(folder, task)
+            else:
+                model = _auto_class(task).from_pretrained(
+                    folder, trust_remote_code=trust_remote_code, use_safetensors=has_safetensors, weights_only=True,
+                    dtype="auto")
+                if _quant_method(model) == "bitsandbytes":
+                    from core.techniques.quantize.bnb import keep_exact_cpu_layout
 
-                keep_exact_cpu_layout(model)
-        spare = tokenizer_pool.take(tokenizer_pool.pool_key(folder, trust_remote_code)) if pooled_tokenizer else None
-        tokenizer = spare if spare is not None else _parse_tokenizer(folder, trust_remote_code)
+                    keep_exact_cpu_layout(model)
     except StudioError:
         raise
     except Exception as exc:  # transformers raises many types; translate the ones a person can fix
-        raise _explain_load_error(exc, folder) from exc
+        raise _explain_load_error(exc, folder, "\n".join(report)) from exc
     return model, tokenizer, sum(p.stat().st_size for p in weights)
+
+
+class _KeepRecords(logging.Handler):
+    def __init__(self, records: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record.getMessage())
+
+
+_LOG_LOCK = threading.Lock()
+
+
+@contextmanager
+def _transformers_log_kept(records: list[str]):
+    """transformers prints a multi-line load report (and then raises, for a config/weights mismatch);
+    keep its lines in ``records`` for our one-line message instead of printing them."""
+    logger = logging.getLogger("transformers")
+    with _LOG_LOCK:
+        saved = logger.handlers[:]
+        logger.handlers = [_KeepRecords(records)]
+        try:
+            yield
+        finally:
+            logger.handlers = saved
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model",
+                   "sentencepiece.bpe.model")
+
+
+def _parse_tokenizer_or_explain(folder: Path, trust_remote_code: bool) -> Any:
+    """The folder's tokenizer, or one line saying which files are missing or unreadable."""
+    try:
+        return _parse_tokenizer(folder, trust_remote_code)
+    except Exception as exc:
+        if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+            raise ModelLoadError(f"{folder} has no tokenizer: none of {', '.join(TOKENIZER_FILES)} is there "
+                                 "(vocab.json also needs merges.txt); copy the tokenizer files of the original "
+                                 "model into this folder") from exc
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise ModelLoadError(f"the tokenizer files in {folder} cannot be read ({first}); copy them again from "
+                             "the original model") from exc
 
 
 def _quant_method(model: Any) -> str | None:
@@ -190,9 +239,20 @@ def _needs_remote_code(folder: Path) -> bool:
     return isinstance(config, dict) and bool(config.get("auto_map"))
 
 
-def _explain_load_error(exc: Exception, where: Path | str) -> ModelLoadError:
+_MISMATCH_LINE = re.compile(r"^([^|\n]+?)\s*\|\s*MISMATCH.*ckpt:\s*torch\.Size\((\[[^\]]*\])\).*model:\s*"
+                            r"torch\.Size\((\[[^\]]*\])\)", re.MULTILINE)
+
+
+def _explain_load_error(exc: Exception, where: Path | str, report: str = "") -> ModelLoadError:
+    """One line a person can act on for a failed load; ``report`` is transformers' load report, if any."""
     text = str(exc)
     lowered = text.lower()
+    mismatch = _MISMATCH_LINE.search(re.sub(r"\x1b\[[0-9;]*m", "", report))  # without terminal colours
+    if mismatch or "ignore_mismatched_sizes" in lowered:
+        example = (f" ({mismatch.group(1)} is {mismatch.group(2)} in the weights but {mismatch.group(3)} by "
+                   "config.json)") if mismatch else ""
+        return ModelLoadError(f"the weights in {where} do not match its config.json{example}: config.json was "
+                              "changed or belongs to another model; copy the model folder again")
     if "trust_remote_code" in lowered:
         return ModelLoadError(f"{where} needs its own Python code to load; allow 'trust remote code' for "
                               "this model only if you trust its authors")
@@ -264,17 +324,26 @@ def _write_gguf_cache(gguf_file: Path, task: str, cached: Path, counter: dict[st
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    partial = cached.parent / f".{cached.name}.partial-{uuid.uuid4().hex[:8]}"
     try:
-        model.save_pretrained(partial)
-        tokenizer.save_pretrained(partial)
-        os.replace(partial, cached)
-    except OSError:
-        if not (cached / "config.json").is_file():  # another process may have finished the same cache first
+        cached.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(exc, cached.parent, f"converting {gguf_file.name}") from exc
+    # The partial's name carries our pid and it is journaled: a conversion killed half-way is removed at
+    # the next start of the app or of any command (core.leftovers).
+    with journaled(partial_path(cached)) as partial:
+        try:
+            model.save_pretrained(partial)
+            tokenizer.save_pretrained(partial)
+            ordinary_permissions(partial)
+            os.replace(partial, cached)
+        except Exception as exc:  # a full disk reaches us as OSError or as safetensors' own error
+            if (cached / "config.json").is_file():  # another process finished the same cache first
+                return
+            if isinstance(exc, OSError) or is_disk_full(exc):
+                raise write_error(exc, cached.parent, f"converting {gguf_file.name} into the cache") from exc
             raise
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
 
 
 def iter_load_model(source: str, task: str = "causal-lm", trust_remote_code: bool = False,

@@ -98,12 +98,37 @@ def _coerce(spec: ParamSpec, value: Any, where: str) -> Any:
                 raise TypeError
             return value
         if base in (list, tuple):
-            if isinstance(value, str):
-                value = [v.strip() for v in value.split(",") if v.strip()]
-            return list(value)
+            return _coerce_list(spec, value, where)
     except (TypeError, ValueError):
         raise RecipeError(f"{where}{spec.name} must be {getattr(base, '__name__', base)}, got {value!r}") from None
     return value
+
+
+def _coerce_list(spec: ParamSpec, value: Any, where: str) -> list:
+    """A list field: a list (or a comma-separated string), each item of the declared type (``list[str]``)."""
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list | tuple):
+        raise TypeError
+    declared = spec.type
+    if type(None) in typing.get_args(declared):  # Optional[list[X]]
+        declared = next(a for a in typing.get_args(declared) if a is not type(None))
+    inner = (typing.get_args(declared) or (None,))[0]  # X of list[X]; None for a plain list
+    if inner is None:
+        return list(value)
+    items = []
+    for item in value:
+        if inner is str and not isinstance(item, str):
+            raise RecipeError(f"{where}{spec.name} must be a list of text items, got {item!r} in it")
+        if inner is int:
+            if isinstance(item, bool) or isinstance(item, float) and not item.is_integer():
+                raise RecipeError(f"{where}{spec.name} must be a list of whole numbers, got {item!r} in it")
+            try:
+                item = int(item)
+            except (TypeError, ValueError):
+                raise RecipeError(f"{where}{spec.name} must be a list of whole numbers, got {item!r} in it") from None
+        items.append(item)
+    return items
 
 
 def check_value(spec: ParamSpec, value: Any, where: str = "") -> None:
@@ -122,6 +147,8 @@ def check_value(spec: ParamSpec, value: Any, where: str = "") -> None:
 
 def config_from_dict(config_cls: type, values: dict[str, Any] | None, where: str = "") -> Any:
     """Build and validate a config; unknown keys and out-of-range values raise RecipeError."""
+    if values is not None and not isinstance(values, dict):
+        raise RecipeError(f"{where}expected a mapping of name: value lines (like sparsity: 0.5), got {values!r}")
     values = dict(values or {})
     specs = {s.name: s for s in param_specs(config_cls)}
     unknown = sorted(set(values) - set(specs))

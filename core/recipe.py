@@ -63,7 +63,7 @@ class EvalSpec:
     speed: bool = param(False, "Measure prefill latency and decode tokens/s before and after.")
     kl_to_teacher: bool = param(True, "Measure how far the result's predictions drift from the "
                                 "original's (KL divergence per token).")
-    prompts: list = param([], "Prompts both models answer (greedy, 48 new tokens) so you can compare "
+    prompts: list[str] = param([], "Prompts both models answer (greedy, 48 new tokens) so you can compare "
                           "their text side by side.")
 
 
@@ -132,6 +132,9 @@ class Recipe:
         if not isinstance(steps_raw, list):
             raise RecipeError("steps must be a list of {technique: ..., params: {...}}")
         steps = [_step_from_dict(i, s) for i, s in enumerate(steps_raw)]
+        for key in ("name", "description"):
+            if isinstance(raw.get(key), list | dict):
+                raise RecipeError(f"{key} must be a line of text, got {raw[key]!r}")
         seed = raw.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise RecipeError(f"seed must be a whole number, got {seed!r}")

@@ -28,6 +28,8 @@ th{background:#f4f4f4} .muted{color:#777} pre{background:#f6f6f6;padding:.8em;ov
 img.plot{max-width:100%;border:1px solid #ddd}
 """
 
+GENERATOR_META = "<meta name='generator' content='LLM Compression Studio'>"
+
 
 def _svg_text(x: float, y: float, text: str, anchor: str = "start", size: int = 12, fill: str = "#333") -> str:
     return (f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}" fill="{fill}" '
@@ -150,7 +152,7 @@ def build_report_html(run: SavedRun, images: dict[str, bytes] | None = None) -> 
     took = f" in {seconds:.0f} s" if isinstance(seconds, int | float) else ""
     title = f"Compression report: {report.get('recipe', run.folder.name)}"
     return "".join([
-        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title>"
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>{GENERATOR_META}<title>{escape(title)}</title>"
         f"<style>{_STYLE}</style></head><body>",
         f"<h1>{escape(title)}</h1>",
         f"<p>Teacher (the original): <b>{escape(run.teacher_source)}</b> ({escape(run.task)}).<br>"
@@ -168,6 +170,18 @@ def build_report_html(run: SavedRun, images: dict[str, bytes] | None = None) -> 
     ])
 
 
+def is_app_report(path: Path) -> bool:
+    """Whether ``path`` is an HTML report this app wrote (its head names this app as the generator)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return GENERATOR_META in handle.read(4096)
+    except OSError:
+        return False
+
+
 def write_report(folder: str | Path, destination: str | Path, images: dict[str, bytes] | None = None) -> Path:
-    """Write the HTML report of the run saved in ``folder`` to ``destination`` (atomically)."""
-    return write_text_atomic(destination, build_report_html(read_output_folder(folder), images))
+    """Write the HTML report of the run saved in ``folder`` to ``destination`` (atomically).
+
+    An existing file is replaced only if it is a report this app wrote."""
+    return write_text_atomic(destination, build_report_html(read_output_folder(folder), images),
+                             replaceable=is_app_report)

@@ -24,10 +24,11 @@ from core.errors import RecipeError
 from core.events import Log, Metric, RunDone, StageStarted, StepDone
 from core.model_info import folder_weight_bytes, inspect_model
 from core.models import LoadedModel, iter_load_model, return_tokenizer
+from core.output_rules import Input, check_output_dir
 from core.recipe import Recipe
 from core.registry import get_technique
 from core.save_dtype import cast_floating_weights, dtype_name, resolve_save_dtype
-from core.saving import atomic_folder, check_output_dir, write_model_files, write_run_files
+from core.saving import atomic_folder, write_model_files, write_run_files
 
 
 @dataclass
@@ -72,6 +73,54 @@ def check_runnable(recipe: Recipe, device: str) -> None:
         reason = get_technique(step.technique).unavailable_reason(device=device, task=recipe.model.task)
         if reason:
             raise RecipeError(f"step {index + 1}: {reason}")
+
+
+def run_inputs(recipe: Recipe, recipe_file: str | Path | None = None) -> list[Input]:
+    """Everything a run reads from this machine: the model source, the data files and the recipe file.
+
+    The output may never be, contain or lie inside any of them (see :mod:`core.output_rules`).  A hub
+    model is not here yet; its downloaded folder is checked once it is loaded.
+    """
+    from core.data import local_path
+    from core.models import resolve_source
+
+    kind, where = resolve_source(recipe.model.source)
+    found = [Input(Path(where), "the source model")] if kind != "hub" else []
+    data = recipe.data
+    for source, label in ((data.calibration, "the calibration data"), (data.evaluation, "the evaluation data"),
+                          (data.labelled, "the labelled data")):
+        path = local_path(source)
+        if path is not None:
+            found.append(Input(path, label))
+    if recipe_file is not None:
+        found.append(Input(Path(recipe_file), "the recipe file"))
+    return found
+
+
+def check_data(recipe: Recipe) -> None:
+    """Read every data file the run will use, before the model loads (a bad file costs no loading time)."""
+    from core.data import load_labelled, load_texts
+
+    data = recipe.data
+    if any(get_technique(step.technique).needs.calibration_data for _, step in recipe.enabled_steps()):
+        load_texts(data.calibration, data.text_column)
+    if recipe.evaluation.perplexity and recipe.model.task == "causal-lm":
+        load_texts(data.evaluation, data.text_column)
+    if recipe.model.task == "sequence-classification":
+        load_labelled(data.labelled, data.text_column, data.label_column, recipe.seed)
+
+
+def check_run(recipe: Recipe, output_dir: str | Path, *, overwrite: bool = False, device: str = "cpu",
+              recipe_file: str | Path | None = None) -> tuple[Path, list[Input]]:
+    """Everything that can be checked before any work: steps, output folder, data files.
+
+    Returns the resolved output folder and the run's inputs; raises a StudioError saying what to change.
+    """
+    check_runnable(recipe, device)
+    inputs = run_inputs(recipe, recipe_file)
+    output = check_output_dir(output_dir, inputs, overwrite)
+    check_data(recipe)
+    return output, inputs
 
 
 def _measure(model, tokenizer, recipe: Recipe, eval_windows, label: str, on_disk) -> Generator[Any, None, dict]:
@@ -176,20 +225,24 @@ def _stage_count(recipe: Recipe) -> int:
 
 
 def run_recipe(recipe: Recipe, output_dir: str | Path, *, overwrite: bool = False,
-               device: str = "cpu", resume: bool = False) -> Generator[Any, None, dict]:
+               device: str = "cpu", resume: bool = False,
+               recipe_file: str | Path | None = None) -> Generator[Any, None, dict]:
     """Run every enabled step of ``recipe`` and save the result to ``output_dir``; return the report.
 
     Training steps write checkpoints outside the output folder; ``resume=True`` continues each of
-    them from its last checkpoint (after a cancel), and a finished run deletes them.
+    them from its last checkpoint (after a cancel), and a finished run deletes them.  Everything is
+    checked before the model loads: the steps, the output folder (``overwrite`` replaces only an
+    earlier result of this app, never anything the run reads, ``recipe_file`` included) and the data.
     """
     started = time.perf_counter()
-    check_runnable(recipe, device)
+    output, inputs = check_run(recipe, output_dir, overwrite=overwrite, device=device, recipe_file=recipe_file)
     torch.manual_seed(recipe.seed)
-    output = check_output_dir(output_dir, overwrite=overwrite)
     yield StageStarted("load", "Loading the model", 1, _stage_count(recipe))
     loaded = yield from iter_load_model(recipe.model.source, recipe.model.task, recipe.model.trust_remote_code, device,
                                         pooled_tokenizer=True)
     try:
+        # a hub model's download folder is known only now
+        check_output_dir(output, [*inputs, Input(loaded.source_path, "the source model")], overwrite)
         return (yield from _run_loaded(recipe, loaded, output, overwrite=overwrite, device=device, resume=resume,
                                        started=started))
     finally:
@@ -201,7 +254,6 @@ def _run_loaded(recipe: Recipe, loaded: LoadedModel, output: Path, *, overwrite:
     """The run after its model is loaded: measure, run each step, measure, save."""
     enabled = recipe.enabled_steps()
     total = _stage_count(recipe)
-    check_output_dir(output, loaded.source_path, overwrite)
     model, tokenizer = loaded.model, loaded.tokenizer
     _check_first_step_fits(recipe, model)
     eval_windows = _evaluation_windows(recipe, tokenizer)

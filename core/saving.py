@@ -2,7 +2,7 @@
 
 Everything is written into a hidden temporary folder next to the destination and renamed into
 place only when complete, so a cancelled, failed or killed save never leaves a half-written
-output.  The destination may never be the source model or lie inside it.
+output.  Where an output may go and what it may replace is decided in :mod:`core.output_rules`.
 """
 
 from __future__ import annotations
@@ -10,67 +10,88 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from core.errors import StudioError
-
-PARTIAL_MARK = ".partial-"
-
-
-class OutputError(StudioError):
-    """The output folder cannot be written where the user asked."""
-
-
-def check_output_dir(output_dir: str | Path, source_path: str | Path | None = None, overwrite: bool = False) -> Path:
-    """Validate a destination up front: not the source, not inside it, not an existing folder unless allowed."""
-    output = Path(output_dir).expanduser().resolve()
-    if source_path is not None:
-        source = Path(source_path).expanduser().resolve()
-        source_folder = source if source.is_dir() else source.parent
-        if output == source_folder or source_folder in output.parents or output == source:
-            raise OutputError(f"the output {output} would be inside the source model {source_folder}: "
-                              "choose another folder so the original stays untouched")
-    if output.exists() and not output.is_dir():
-        raise OutputError(f"{output} is a file; choose a folder name for the output")
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise OutputError(f"{output} already exists and is not empty: choose a new folder or allow overwriting")
-    if not output.parent.exists():
-        raise OutputError(f"the folder {output.parent} does not exist; create it or choose another place")
-    if not os.access(output.parent, os.W_OK):
-        raise OutputError(f"cannot write in {output.parent}: choose a folder you own")
-    return output
+from core.errors import is_disk_full, write_error
+from core.leftovers import aside_path, journaled, partial_path
+from core.output_rules import Input, OutputError, check_output_dir, check_replaceable_folder, resolved
 
 
 @contextmanager
 def atomic_folder(output_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder; on success it replaces ``output_dir``, on any error it is deleted."""
-    output = Path(output_dir).resolve()
-    partial = output.parent / f".{output.name}{PARTIAL_MARK}{uuid.uuid4().hex[:8]}"
-    partial.mkdir(parents=True)
+    """Yield a temporary folder; on success it replaces ``output_dir``, on any error it is deleted.
+
+    An existing ``output_dir`` is replaced only with ``overwrite`` and only if it is still an earlier
+    result of this app (checked again here, just before the rename).  A failed write (a full disk)
+    becomes one :class:`OutputError` line; the hidden partial folder is noted in the leftovers journal
+    so that a process killed mid-save is cleaned up at the next start.
+    """
+    output = resolved(output_dir)
+    partial = partial_path(output)
+    with journaled(partial):
+        try:
+            partial.mkdir(parents=True)
+            yield partial
+            ordinary_permissions(partial)
+            if output.exists() and (not output.is_dir() or any(output.iterdir())):
+                if not output.is_dir():
+                    raise OutputError(f"{output} appeared as a file while saving; nothing was overwritten")
+                check_replaceable_folder(output, overwrite)
+                _replace_folder(partial, output)
+            else:
+                if output.is_dir():
+                    output.rmdir()  # an empty folder (e.g. made by the person to hold the result)
+                os.replace(partial, output)
+        except Exception as exc:  # a full disk reaches us as OSError or as a library's own error type
+            if isinstance(exc, OSError) or is_disk_full(exc):
+                raise write_error(exc, output, "saving") from exc
+            raise
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def _replace_folder(partial: Path, output: Path) -> None:
+    """Swap ``partial`` in for the earlier result ``output``; a kill between the renames is undone later."""
+    aside = aside_path(output)
+    with journaled(aside, restore_to=output):
+        os.replace(output, aside)
+        os.replace(partial, output)
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _umask() -> int:
+    """The process's file-creation mask, read without changing it (Linux), else the usual 022."""
     try:
-        yield partial
-        if output.exists():
-            if not overwrite and any(output.iterdir()):
-                raise OutputError(f"{output} appeared while saving; nothing was overwritten")
-            old = output.parent / f".{output.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(output, old)
-            os.replace(partial, output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(partial, output)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
+def ordinary_permissions(path: Path) -> None:
+    """Give every file under ``path`` the permissions a plainly created file gets (0666 less the umask).
+
+    Some writers (safetensors via a temporary file) create ``rw-------`` files; a saved model's
+    files should all be readable alike.
+    """
+    mode = 0o666 & ~_umask()
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and not p.is_symlink()]
+    for file in files:
+        if file.stat().st_mode & 0o777 != mode:
+            os.chmod(file, mode)
 
 
 def save_model(model: Any, tokenizer: Any, output_dir: str | Path, *, recipe_yaml: str | None = None,
                report: dict[str, Any] | None = None, overwrite: bool = False,
                source_path: str | Path | None = None) -> Path:
     """Write model (safetensors), tokenizer, ``recipe.yaml`` and ``report.json`` atomically."""
-    output = check_output_dir(output_dir, source_path, overwrite)
+    output = check_output_dir(output_dir, [Input(Path(source_path), "the source model") if source_path else None],
+                              overwrite)
     with atomic_folder(output, overwrite) as folder:
         write_model_files(folder, model, tokenizer)
         write_run_files(folder, recipe_yaml, report)
@@ -97,12 +118,3 @@ def write_run_files(folder: Path, recipe_yaml: str | None, report: dict[str, Any
         (folder / "recipe.yaml").write_text(recipe_yaml, encoding="utf-8")
     if report is not None:
         (folder / "report.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
-
-
-def remove_stale_partials(folder: str | Path) -> list[Path]:
-    """Delete leftovers of saves killed mid-way (e.g. by ``kill -9``) in ``folder``; return them."""
-    folder = Path(folder)
-    stale = [p for p in folder.glob(f".*{PARTIAL_MARK}*") if p.is_dir()] if folder.is_dir() else []
-    for path in stale:
-        shutil.rmtree(path, ignore_errors=True)
-    return stale

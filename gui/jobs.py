@@ -45,7 +45,10 @@ def probe_environment(source: str | None = None) -> Generator[Any, None, Environ
     core.tokenizer_pool).
     """
     from core.events import Log
+    from core.leftovers import sweep_leftovers
 
+    for note in sweep_leftovers():  # what a killed earlier process left half-written (a GGUF conversion…)
+        yield Log(f"Cleaned up after an earlier process that was stopped: {note}")
     yield Log("Looking for compute devices…")
     from core.devices import available_devices
     from core.registry import techniques

@@ -157,7 +157,9 @@ def test_gguf_export_and_where_it_does_not_apply(run_output, tmp_path):
     from core.techniques.quantize.gguf_export import read_gguf_summary
 
     out, _ = run_output
-    _, written = collect(iter_export_gguf(out, tmp_path / "tiny", "Q8_0"))
+    with pytest.raises(StudioError, match="must end in .gguf"):  # the name is never changed silently
+        collect(iter_export_gguf(out, tmp_path / "tiny", "Q8_0"))
+    _, written = collect(iter_export_gguf(out, tmp_path / "tiny.gguf", "Q8_0"))
     assert written["path"].endswith("tiny.gguf") and read_gguf_summary(written["path"])["architecture"] == "llama"
     assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
     assert "Llama-architecture" in gguf_problem({"model_type": "bert"}, None)

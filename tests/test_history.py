@@ -266,10 +266,13 @@ def test_cli_runs_are_recorded_and_listed(tmp_path, capsys, tiny_llama_dir, text
 
     recipe_path = write_recipe(tmp_path / "recipe.yaml", tiny_llama_dir, text_file)
     assert main(["-q", "run", str(recipe_path), "-o", str(tmp_path / "out")]) == 0
-    assert main(["-q", "run", str(recipe_path), "-o", str(tmp_path / "out")]) == 2  # exists: refused, recorded
+    assert main(["-q", "run", str(recipe_path), "-o", str(tmp_path / "out")]) == 2  # exists: refused before any work
+    assert len(History().runs()) == 1  # a refusal is one line at once, not a run worth recording
+    too_long = write_recipe(tmp_path / "long.yaml", tiny_llama_dir, text_file, data={"sequence_length": 8192})
+    assert main(["-q", "run", str(too_long), "-o", str(tmp_path / "out2")]) == 2  # fails after loading: recorded
     (refused, run) = History().runs()
     assert run.origin == "cli" and run.status == "done" and refused.status == "failed"
-    assert "already exists" in refused.message
+    assert "too short" in refused.message
     capsys.readouterr()
     assert main(["history"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -4,7 +4,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from core.saving import OutputError, atomic_folder, check_output_dir, remove_stale_partials, save_model
+from core.output_rules import OutputError, check_output_dir
+from core.saving import atomic_folder, save_model
 
 
 def test_saved_folder_loads_in_plain_transformers(tmp_path, tiny_llama, tiny_tokenizer):
@@ -24,23 +25,29 @@ def test_failure_mid_save_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_existing_output_needs_overwrite(tmp_path, tiny_llama, tiny_tokenizer):
+def test_existing_output_needs_overwrite_and_must_be_an_earlier_result(tmp_path, tiny_llama, tiny_tokenizer):
     out = tmp_path / "out"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
     with pytest.raises(OutputError, match="already exists"):
         save_model(tiny_llama, tiny_tokenizer, out)
-    assert (out / "precious.txt").read_text() == "keep me"
-    save_model(tiny_llama, tiny_tokenizer, out, overwrite=True)
-    assert not (out / "precious.txt").exists() and (out / "model.safetensors").exists()
+    with pytest.raises(OutputError, match="did not write"):  # asked to overwrite, but not our folder
+        save_model(tiny_llama, tiny_tokenizer, out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["precious.txt"]
+    (out / "precious.txt").unlink()
+    save_model(tiny_llama, tiny_tokenizer, out, recipe_yaml="name: x\n", report={"before": {}, "after": {}})
+    (out / "stale.txt").write_text("from the earlier run")
+    save_model(tiny_llama, tiny_tokenizer, out, overwrite=True, recipe_yaml="name: y\n",
+               report={"before": {}, "after": {}})
+    assert not (out / "stale.txt").exists() and (out / "recipe.yaml").read_text() == "name: y\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_output_inside_source_is_refused(tmp_path, tiny_llama_dir):
-    with pytest.raises(OutputError, match="inside the source model"):
-        check_output_dir(tiny_llama_dir / "compressed", tiny_llama_dir)
-    with pytest.raises(OutputError, match="inside the source model"):
-        check_output_dir(tiny_llama_dir, tiny_llama_dir, overwrite=True)
+    with pytest.raises(OutputError, match="inside an input"):
+        check_output_dir(tiny_llama_dir / "compressed", [tiny_llama_dir])
+    with pytest.raises(OutputError, match="is an input"):
+        check_output_dir(tiny_llama_dir, [tiny_llama_dir], overwrite=True)
 
 
 def test_output_parent_must_exist(tmp_path):
@@ -48,8 +55,14 @@ def test_output_parent_must_exist(tmp_path):
         check_output_dir(tmp_path / "a" / "b")
 
 
-def test_remove_stale_partials(tmp_path):
-    (tmp_path / ".out.partial-1234abcd").mkdir()
-    (tmp_path / "keep").mkdir()
-    assert len(remove_stale_partials(tmp_path)) == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["keep"]
+def test_saved_files_all_get_ordinary_permissions(tmp_path, tiny_llama, tiny_tokenizer):
+    """safetensors writes through a private temporary file (rw-------); a saved model's files all read alike."""
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        out = save_model(tiny_llama, tiny_tokenizer, tmp_path / "out")
+    finally:
+        os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
+    assert set(modes.values()) == {0o644}, modes

@@ -286,7 +286,8 @@ class ExportPanel(QWidget):
 
         return self._export(f"Exporting GGUF {quant}", destination, "Export as GGUF", f"-{quant}.gguf",
                             "GGUF files (*.gguf)",
-                            lambda folder, target: iter_export_gguf(folder, target, quant, device))
+                            # the save dialog asked before replacing a file; core still replaces only a GGUF it wrote
+                            lambda folder, target: iter_export_gguf(folder, target, quant, device, overwrite=True))
 
     def save_recipe(self, destination: str | Path | None = None) -> JobHandle | None:
         from core.export import save_recipe

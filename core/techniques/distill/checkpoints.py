@@ -66,10 +66,20 @@ class CheckpointStore:
             return None
         try:
             state = torch.load(self.latest / "state.pt", map_location="cpu", weights_only=True)
+        except Exception as exc:  # damaged, or holding more than tensors (weights_only refused to unpickle it)
+            # torch's own message ends by advising weights_only=False, which would run the file's code: never shown.
+            raise StudioError(f"the checkpoint {self.latest / 'state.pt'} is damaged or was not written by this "
+                              "app, so it was not loaded; run again without resume to start over") from exc
+        if not isinstance(state, dict):
+            raise StudioError(f"the checkpoint {self.latest / 'state.pt'} is not one this app wrote; run again "
+                              "without resume to start over")
+        try:
             _load_weights(model, self.latest / "weights.safetensors")
-        except (RuntimeError, OSError, ValueError) as exc:
-            raise StudioError(f"the checkpoint in {self.latest} cannot be read ({str(exc).splitlines()[0]}); "
-                              "run again without resume to start over") from exc
+        except StudioError:
+            raise
+        except Exception as exc:
+            raise StudioError(f"the checkpoint weights {self.latest / 'weights.safetensors'} are damaged "
+                              f"({str(exc).splitlines()[0][:120]}); run again without resume to start over") from exc
         return state
 
     def save_best(self, model: torch.nn.Module) -> None:

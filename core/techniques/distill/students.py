@@ -35,7 +35,7 @@ class StudentOptions:
     layer_selection: str = param("evenly-spaced", "shrink: which layers to keep. evenly-spaced (every other "
                                  "layer when keeping half), block-influence (drop those that change the hidden "
                                  "state least), list (the indices in layer_list).", choices=LAYER_SELECTIONS)
-    layer_list: list = param([], "shrink with layer_selection = list: the layer indices to keep, from 0.")
+    layer_list: list[int] = param([], "shrink with layer_selection = list: the layer indices to keep, from 0.")
     student_heads: int = param(0, "shrink: attention heads per layer the student keeps (0 = all).", minimum=0)
     mlp_reduction: float = param(0.0, "shrink (causal LMs): share of MLP neurons removed in every layer.",
                                  minimum=0.0, maximum=1.0, exclusive_maximum=True)

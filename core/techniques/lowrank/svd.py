@@ -62,8 +62,8 @@ class SVDLowRankConfig:
                              "factorisation (activation_aware).", minimum=0.0, maximum=1.0, exclusive_minimum=True)
     merge_to_dense: bool = param(False, "Multiply the factors back into dense Linears at the end, so plain "
                                  "transformers loads the result. The merged model is NOT smaller than the original.")
-    targets: list = param(list(DEFAULT_TARGETS), "Layer name patterns to factorize (shell globs, or re:regex).")
-    ignore: list = param(list(DEFAULT_IGNORE), "Layer name patterns never factorized (the output head by default).")
+    targets: list[str] = param(list(DEFAULT_TARGETS), "Layer name patterns to factorize (shell globs, or re:regex).")
+    ignore: list[str] = param(list(DEFAULT_IGNORE), "Layer name patterns never factorized (the output head by default).")
 
     def validate(self) -> None:
         """Reject settings that cannot mean anything (RecipeError with the reason)."""

@@ -51,8 +51,8 @@ class DataPruneConfig:
                               "(0.08 = ±8 points, the paper's value).", minimum=0.0, maximum=0.5)
     owl_m: float = param(DEFAULT_M, "OWL only: a score counts as an outlier above this many times its "
                          "block's mean (5 in the paper).", minimum=1.0, maximum=100.0)
-    targets: list = param(list(DEFAULT_TARGETS), "Layer name patterns to prune (shell globs, or re:regex).")
-    ignore: list = param(list(DEFAULT_IGNORE), "Layer name patterns never pruned (the output head by default).")
+    targets: list[str] = param(list(DEFAULT_TARGETS), "Layer name patterns to prune (shell globs, or re:regex).")
+    ignore: list[str] = param(list(DEFAULT_IGNORE), "Layer name patterns never pruned (the output head by default).")
     save_format: str = param("dense", SAVE_FORMAT_HELP, choices=SAVE_FORMATS)
 
     def validate(self) -> None:

@@ -25,8 +25,8 @@ class MagnitudePruneConfig:
     scope: str = param("per_layer", "per_layer: every layer loses the same share. global: one threshold "
                        "across all targeted layers, so layers with larger weights keep more.",
                        choices=("per_layer", "global"))
-    targets: list = param(list(DEFAULT_TARGETS), "Layer name patterns to prune (shell globs, or re:regex).")
-    ignore: list = param(list(DEFAULT_IGNORE), "Layer name patterns never pruned (the output head by default).")
+    targets: list[str] = param(list(DEFAULT_TARGETS), "Layer name patterns to prune (shell globs, or re:regex).")
+    ignore: list[str] = param(list(DEFAULT_IGNORE), "Layer name patterns never pruned (the output head by default).")
     save_format: str = param("dense", SAVE_FORMAT_HELP, choices=SAVE_FORMATS)
 
 

@@ -53,8 +53,8 @@ class WeightQuantConfig:
     group_size: int = param(64, GROUP_HELP)
     symmetric: bool = param(True, SYMMETRIC_HELP)
     clip: str = param("none", CLIP_HELP, choices=CLIP_CHOICES)
-    targets: list = param(list(DEFAULT_TARGETS), "Layer name patterns to quantize (shell globs, or re:regex).")
-    ignore: list = param(list(DEFAULT_IGNORE), "Layer name patterns never quantized (the output head by default).")
+    targets: list[str] = param(list(DEFAULT_TARGETS), "Layer name patterns to quantize (shell globs, or re:regex).")
+    ignore: list[str] = param(list(DEFAULT_IGNORE), "Layer name patterns never quantized (the output head by default).")
 
     def validate(self) -> None:
         """Reject settings that cannot work (RecipeError naming what to choose instead)."""

@@ -50,8 +50,8 @@ class DynamicInt8Config:
     per_channel: bool = param(True, "One int8 scale per output row (better quality) instead of one per layer.")
     measure_speed: bool = param(True, "Time greedy decoding before and after (a few seconds on a small model) "
                                 "and report the measured speed-up.")
-    targets: list = param(list(DEFAULT_TARGETS), "Layer name patterns to quantize (shell globs, or re:regex).")
-    ignore: list = param([*DEFAULT_IGNORE, "*down_proj"], "Layer name patterns kept in float. By default the output "
+    targets: list[str] = param(list(DEFAULT_TARGETS), "Layer name patterns to quantize (shell globs, or re:regex).")
+    ignore: list[str] = param([*DEFAULT_IGNORE, "*down_proj"], "Layer name patterns kept in float. By default the output "
                          "head and the MLP down projections, whose inputs carry the largest outliers (on "
                          "SmolLM2-135M quantizing them too costs about 1% more perplexity even with smoothing).")
 

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from core.errors import StudioError
+from core.errors import StudioError, is_disk_full, write_error
+from core.leftovers import journaled, partial_path
+from core.output_rules import GGUF_MARK_KEY
+from core.saving import ordinary_permissions
 
 QUANTS = ("F16", "Q8_0", "Q4_0")
 LAYER_TENSORS = {  # Hugging Face name inside model.layers.N -> llama.cpp name inside blk.N
@@ -146,9 +148,29 @@ def export_gguf(model: Any, tokenizer: Any, path: str | Path, quant: str = "Q8_0
     file_type = {"F16": gguf.LlamaFileType.MOSTLY_F16, "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
                  "Q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}[quant]
     block = gguf.GGML_QUANT_SIZES[qtype][0]
-    partial = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
-    writer = gguf.GGUFWriter(str(partial), "llama")
+    with journaled(partial_path(path)) as partial:
+        try:
+            writer = gguf.GGUFWriter(str(partial), "llama")
+            types = _write_file(writer, model, tokenizer, config, quant, pre, name, file_type, qtype, block)
+            ordinary_permissions(partial)
+            os.replace(partial, path)
+        except Exception as exc:  # a full disk reaches us as OSError or as numpy's own error
+            if isinstance(exc, OSError) or is_disk_full(exc):
+                raise write_error(exc, path, "writing the GGUF file") from exc
+            raise
+        finally:
+            partial.unlink(missing_ok=True)
+    return {"path": str(path), "bytes": path.stat().st_size, "tensors": len(types), "quant": quant,
+            "types": types}
+
+
+def _write_file(writer: Any, model: Any, tokenizer: Any, config: Any, quant: str, pre: str, name: str | None,
+                file_type: Any, qtype: Any, block: int) -> dict[str, str]:
+    """Write the header, metadata, tokenizer and tensors; return each tensor's type."""
+    import gguf
+
     try:
+        writer.add_string(GGUF_MARK_KEY, "1")  # lets a later export replace this file, and only such files
         heads = config.num_attention_heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
         writer.add_name(name or getattr(config, "_name_or_path", "") or "model")
@@ -183,13 +205,9 @@ def export_gguf(model: Any, tokenizer: Any, path: str | Path, quant: str = "Q8_0
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
-        writer.close()
-        os.replace(partial, path)
     finally:
         writer.close()
-        partial.unlink(missing_ok=True)
-    return {"path": str(path), "bytes": path.stat().st_size, "tensors": len(types), "quant": quant,
-            "types": types}
+    return types
 
 
 def read_gguf_summary(path: str | Path) -> dict[str, Any]:
