@@ -52,10 +52,25 @@ def write_error(exc: BaseException, where: object, doing: str) -> StudioError:
     """One line for a failed write while ``doing`` (e.g. "saving") into ``where``: disk full, no permission…"""
     if isinstance(exc, StudioError):
         return exc
-    if is_disk_full(exc):
+    if is_disk_full(exc) or _nearly_no_space(where):
         return DiskFullError(f"the disk holding {where} is full, so {doing} stopped and nothing half-written "
                              "was kept: free some space or choose a place on another disk, then try again")
     text = str(exc).strip()
     reason = getattr(exc, "strerror", None) or (text.splitlines()[0] if text else type(exc).__name__)
     return StudioError(f"{doing} into {where} failed ({reason}); nothing half-written was kept: check that you "
                        "can write there and try again")
+
+
+def _nearly_no_space(where: object) -> bool:
+    """Whether the disk holding ``where`` is (all but) full: some writers report a short write without an errno
+    (numpy's ``tofile``: "4096 requested and 352 written")."""
+    import shutil
+    from pathlib import Path
+
+    path = Path(str(where))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free < 1 << 20
+    except OSError:
+        return False

@@ -129,6 +129,14 @@ def check_apart_from_inputs(output: Path, inputs: Iterable[Input | str | Path | 
                               "destroy: choose a new folder for the result")
 
 
+def check_output_place(output_dir: str | Path, inputs: Iterable[Input | str | Path | None] = ()) -> Path:
+    """The checks that do not depend on what exists there yet: not a protected folder, apart from the inputs."""
+    output = resolved(output_dir)
+    check_not_protected(output)
+    check_apart_from_inputs(output, inputs)
+    return output
+
+
 def check_output_dir(output_dir: str | Path, inputs: Iterable[Input | str | Path | None] = (),
                      overwrite: bool = False) -> Path:
     """Validate a destination folder before any work; return it resolved.
@@ -136,9 +144,7 @@ def check_output_dir(output_dir: str | Path, inputs: Iterable[Input | str | Path
     ``inputs``: what the work reads (model source, data files, recipe file).  An existing folder that
     is not empty is accepted only with ``overwrite`` and only when it is an earlier result of this app.
     """
-    output = resolved(output_dir)
-    check_not_protected(output)
-    check_apart_from_inputs(output, inputs)
+    output = check_output_place(output_dir, inputs)
     if output.exists() and not output.is_dir():
         raise OutputError(f"{output} is a file; choose a folder name for the output")
     if output.is_dir() and any(output.iterdir()):

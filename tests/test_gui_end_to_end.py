@@ -180,3 +180,13 @@ def test_choose_run_cancel_run_compare_export(qtbot, window, dialogs, save_as, t
     assert compare.open_folder(tiny_llama_dir) is None  # a model folder, not a run's output
     assert len(dialogs) == 2 and "not the output of a run" in dialogs[1].text()
     assert compare.run.folder == output and export.copy_button.isEnabled() and window.isVisible()
+    # A file this app did not write is never replaced, even after the save dialog's "Replace?"; its own is.
+    theirs = tmp_path / "downloaded.gguf"
+    theirs.write_bytes(b"GGUF" + bytes(64))
+    export.export_gguf(theirs)
+    _wait_job(qtbot, export.job)
+    assert len(dialogs) == 3 and "not a GGUF file this app exported" in dialogs[2].text()
+    assert theirs.read_bytes() == b"GGUF" + bytes(64)
+    export.export_gguf(tmp_path / "tiny.gguf")
+    _wait_job(qtbot, export.job)
+    assert len(dialogs) == 3 and read_gguf_summary(tmp_path / "tiny.gguf")["architecture"] == "llama"

@@ -222,6 +222,27 @@ def test_run_end_to_end_with_live_plots(qtbot, window, dialogs, tiny_llama_dir, 
     assert sum(p.numel() for p in loaded.model.parameters()) == report["after"]["parameters"]
 
 
+def test_a_refused_output_is_the_same_sentence_in_a_dialog(qtbot, window, dialogs, tiny_llama_dir, text_file,
+                                                           tmp_path):
+    """Results put inside the model's own folder: the Run page says what the CLI says, and creates nothing."""
+    from core.output_rules import check_output_place
+    from core.runner import run_inputs
+    from tests.helpers import folder_digest
+
+    before = folder_digest(tiny_llama_dir)
+    _prepare_tiny_run(qtbot, window, tiny_llama_dir, text_file, tiny_llama_dir / "results")
+    assert window.run_pipeline() is None and len(dialogs) == 1
+    recipe = window.pipeline_panel.build_recipe()
+    with pytest.raises(Exception) as refused:  # the engine's sentence for the same place (the CLI prints it)
+        check_output_place(tiny_llama_dir / "results" / "x", run_inputs(recipe))
+    line = str(refused.value)
+    text = dialogs[0].text()
+    assert "would be inside the source model" in line
+    assert text.startswith("The output ") and text.split(" would be ")[1] == line.split(" would be ")[1]
+    assert dialogs[0].informativeText().startswith("What to do:") and window.isVisible()
+    assert folder_digest(tiny_llama_dir) == before and not (tiny_llama_dir / "results").exists()
+
+
 def test_cancel_mid_run_leaves_no_output(qtbot, window, dialogs, tiny_llama_dir, text_file, tmp_path, monkeypatch):
     import gui.jobs
 

@@ -147,9 +147,11 @@ class RunPanel(QWidget):
             return None
         try:
             recipe, output_dir, device = self.run_source()
-            from core.runner import check_runnable  # imports torch: the environment probe already did
+            from core.output_rules import check_output_place
+            from core.runner import check_runnable, run_inputs  # imports torch: the environment probe already did
 
             check_runnable(recipe, device)
+            check_output_place(output_dir, run_inputs(recipe))  # before its parent folder is created
             Path(output_dir).parent.mkdir(parents=True, exist_ok=True)
         except Exception as exc:
             show_error(exc, self.window(), "Starting the run")
