@@ -148,7 +148,10 @@ class RunPanel(QWidget):
         try:
             recipe, output_dir, device = self.run_source()
             from core.output_rules import check_output_place
-            from core.runner import check_runnable, run_inputs  # imports torch: the environment probe already did
+            from core.runner import (  # imports torch: the environment probe already did
+                check_runnable,
+                run_inputs,
+            )
 
             check_runnable(recipe, device)
             check_output_place(output_dir, run_inputs(recipe))  # before its parent folder is created
