@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from typing import Any
 
 from core.errors import StudioError
@@ -102,8 +103,8 @@ def _check_eval_bounds(args) -> None:
     from core.recipe import DataSpec, EvalSpec
 
     specs = {s.name: s for cls in (DataSpec, EvalSpec) for s in param_specs(cls)}
-    check_value(specs["sequence_length"], args.sequence_length, "--")
-    check_value(specs["max_windows"], args.max_windows, "--")
+    for name in ("sequence_length", "max_windows"):  # named as the flag is typed: --max-windows
+        check_value(replace(specs[name], name=name.replace("_", "-")), getattr(args, name), "--")
 
 
 def _cmd_eval(args) -> int:

@@ -491,7 +491,7 @@ def test_data_files_are_checked_before_the_model_loads(tmp_path, tiny_llama_dir,
                                         ("--sequence-length", "8"), ("--sequence-length", "9000")])
 def test_eval_has_the_same_bounds_as_recipes(tiny_llama_dir, capsys, monkeypatch, flag, value):
     _no_model_loading(monkeypatch)
-    _refused(capsys, ["eval", str(tiny_llama_dir), flag, value], f"{flag.lstrip('-').replace('-', '_')} = {value}",
+    _refused(capsys, ["eval", str(tiny_llama_dir), flag, value], f"{flag} = {value}",
              "is not allowed")
 
 
