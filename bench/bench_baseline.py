@@ -27,11 +27,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from core import paths
-    from core.data import load_texts, token_windows
-    from core.evaluate import perplexity
-    from core.model_info import inspect_model
-    from core.models import load_model
-    from core.speed import measure_speed
+    from core.data.texts import load_texts, token_windows
+    from core.eval.perplexity import perplexity
+    from core.eval.speed import measure_speed
+    from core.models.loading import load_model
+    from core.models.model_info import inspect_model
 
     row: dict = {"model": "SmolLM2-135M (bundled GGUF)"}
     with tempfile.TemporaryDirectory() as cold_cache:

@@ -4,7 +4,7 @@
 
 Every row is the bundled SmolLM2-135M (float32, CPU) after one step; all are held in memory at
 once and timed in turn (dense, row 1, row 2, …, dense, …), so a change in machine load hits every
-row alike.  Each figure is the median over ``--rounds`` rounds of ``core.speed.measure_speed``
+row alike.  Each figure is the median over ``--rounds`` rounds of ``core.eval.speed.measure_speed``
 (64-token prompt, 32 new greedy tokens with the KV cache, batch 1); speed-ups are against the dense
 row of the same run.  Only speed is measured: steps that need calibration text get 4 windows (the
 result's shapes, and so its speed, do not depend on the data).  Plain SVD stands for every low-rank
@@ -45,9 +45,9 @@ def main() -> None:
     if chosen[0] != "dense" or any(r not in ROWS for r in chosen):
         raise SystemExit(f"--rows must start with 'dense' and name rows from: {', '.join(ROWS)}")
 
-    from core.model_info import inspect_model
-    from core.models import load_model
-    from core.speed import measure_speed
+    from core.eval.speed import measure_speed
+    from core.models.loading import load_model
+    from core.models.model_info import inspect_model
 
     models = []
     for name in chosen:

@@ -34,7 +34,7 @@ from bench.common import print_table, write_results  # noqa: E402
 
 
 def _ctx(recipe, tokenizer, root):
-    from core.runner import RunContext
+    from core.engine.runner import RunContext
 
     return RunContext(recipe, tokenizer, "cpu", checkpoint_root=Path(root))
 
@@ -104,10 +104,10 @@ def _speed(model, tokenizer, texts, max_length=64) -> float:
 
 
 def part_a(args) -> list[dict]:
+    from core.engine.params import config_from_dict
+    from core.engine.recipe import Recipe, recipe_from_text
     from core.events import drain
-    from core.models import load_model
-    from core.params import config_from_dict
-    from core.recipe import Recipe, recipe_from_text
+    from core.models.loading import load_model
     from core.techniques.distill.classify import (
         DistillClassifierConfig,
         TrainClassifierConfig,
@@ -169,12 +169,12 @@ def part_a(args) -> list[dict]:
 
 
 def part_b(args) -> list[dict]:
-    from core.data import load_texts, token_windows
-    from core.evaluate import perplexity
+    from core.data.texts import load_texts, token_windows
+    from core.engine.params import config_from_dict
+    from core.engine.recipe import DataSpec, Recipe
+    from core.eval.perplexity import perplexity
     from core.events import drain
-    from core.models import load_model
-    from core.params import config_from_dict
-    from core.recipe import DataSpec, Recipe
+    from core.models.loading import load_model
     from core.techniques.distill.causal import DistillCausalLMConfig, apply_distill_causal_lm
     from core.techniques.prune.layer_drop import drop_blocks, measure_block_influence
     from core.techniques.prune.slicing import parameter_count

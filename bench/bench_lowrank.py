@@ -15,7 +15,7 @@ included), to compare with the dense model's bytes in memory.  ``anon`` columns 
 memory the process allocated itself (RssAnon), not the pages of the memory-mapped weight files.  ``RSS runtime`` is the process
 after importing Python, torch and transformers, before the model; ``during − runtime`` is what the
 model and the method hold at the step's peak (issue 3's target: under 2× the model in memory).  Size on disk is the saved folder's
-weight files in the ``factorized`` format.  Decode tokens/s: ``core.speed.measure_speed``.
+weight files in the ``factorized`` format.  Decode tokens/s: ``core.eval.speed.measure_speed``.
 """
 
 from __future__ import annotations
@@ -78,17 +78,17 @@ def run_one(method: str, target: float, args: argparse.Namespace) -> dict:
     """Load the model, factorize with one method at one target, measure; return the row."""
     import transformers.models.llama.modeling_llama  # noqa: F401  (the runtime, before the model)
 
-    from core.data import load_texts, token_windows
-    from core.evaluate import perplexity
+    from core.data.texts import load_texts, token_windows
+    from core.engine.params import config_from_dict
+    from core.engine.recipe import DataSpec, Recipe
+    from core.engine.registry import get_technique
+    from core.engine.runner import RunContext
+    from core.eval.perplexity import perplexity
+    from core.eval.speed import measure_speed
     from core.events import drain
-    from core.model_info import bytes_in_memory, folder_weight_bytes, inspect_model
-    from core.models import load_model
-    from core.params import config_from_dict
-    from core.recipe import DataSpec, Recipe
-    from core.registry import get_technique
-    from core.runner import RunContext
-    from core.saving import save_model
-    from core.speed import measure_speed
+    from core.io.saving import save_model
+    from core.models.loading import load_model
+    from core.models.model_info import bytes_in_memory, folder_weight_bytes, inspect_model
 
     runtime_mb, runtime_anon_mb = current_rss_mb(), current_anon_mb()
     loaded = load_model("bundled:smollm2-135m")
@@ -152,7 +152,7 @@ def main() -> None:
         Path(args.json_out).write_text(json.dumps(run_one(method, float(target), args)))
         return
 
-    from core.models import load_model
+    from core.models.loading import load_model
 
     load_model("bundled:smollm2-135m")  # convert the GGUF into the cache once, outside the timings
     jobs = [(row.split(":")[0].strip(), float(row.split(":")[1])) for row in args.rows.split(",")]

@@ -37,10 +37,10 @@ METHODS = {  # row name -> (technique, params)
 
 def run_one(method: str, args: argparse.Namespace) -> dict:
     """Load the model, apply one method, measure it; return its row."""
-    from core.data import load_texts, token_windows
-    from core.evaluate import perplexity
-    from core.model_info import inspect_model
-    from core.models import load_model
+    from core.data.texts import load_texts, token_windows
+    from core.eval.perplexity import perplexity
+    from core.models.loading import load_model
+    from core.models.model_info import inspect_model
 
     technique, params = METHODS[method]
     loaded = load_model("bundled:smollm2-135m")
@@ -78,7 +78,7 @@ def main() -> None:
         Path(args.json_out).write_text(json.dumps(run_one(args.only, args)))
         return
 
-    from core.models import load_model
+    from core.models.loading import load_model
 
     load_model("bundled:smollm2-135m")  # convert the GGUF into the cache once, outside the timings
     rows = []

@@ -3,10 +3,10 @@
     bash bench/setup_prune_peers.sh            # once: .venv-prune-peers with llmcompressor + torchao
     .venv/bin/python bench/bench_prune_peers.py [--rows "Wanda 50%,SparseGPT 2:4"]
 
-The bundled SmolLM2-135M is exported to a plain folder (core.saving.save_model) that the peers
+The bundled SmolLM2-135M is exported to a plain folder (core.io.saving.save_model) that the peers
 read; every method gets the same calibration token windows (32 × 512 of bundled:wiki-calibration,
 tokenized once here and handed to the peers as ids) and the same evaluation (40 × 512 of
-bundled:wiki-evaluation through core.evaluate.perplexity, on the peers' saved folders).  Each
+bundled:wiki-evaluation through core.eval.perplexity.perplexity, on the peers' saved folders).  Each
 method runs in its own child process; the peers run under .venv-prune-peers/bin/python, so this
 file imports nothing outside the standard library at module level.  A peer's result is checked
 for zeros before it is compared.  Wall time is the pruning call alone (calibration included).
@@ -107,8 +107,8 @@ def linear_sparsity(model) -> float:
 
 
 def _perplexity(model, tokenizer, args) -> tuple[float, float]:
-    from core.data import load_texts, token_windows
-    from core.evaluate import perplexity
+    from core.data.texts import load_texts, token_windows
+    from core.eval.perplexity import perplexity
 
     windows = token_windows(load_texts("bundled:wiki-evaluation"), tokenizer, args.sequence_length, args.windows)
     started = time.perf_counter()
@@ -120,14 +120,14 @@ def run_ours(method: str, args) -> dict:
     """Our technique on the bundled model; 50% rows also saved dense and sparse-bitmask."""
     import torch
 
+    from core.engine.params import config_from_dict
+    from core.engine.recipe import DataSpec, Recipe
+    from core.engine.registry import get_technique
+    from core.engine.runner import RunContext
     from core.events import drain
-    from core.model_info import folder_weight_bytes
-    from core.models import load_model
-    from core.params import config_from_dict
-    from core.recipe import DataSpec, Recipe
-    from core.registry import get_technique
-    from core.runner import RunContext
-    from core.saving import save_model
+    from core.io.saving import save_model
+    from core.models.loading import load_model
+    from core.models.model_info import folder_weight_bytes
     from core.techniques.prune.sparse_format import mark_sparse, sparse_bytes_estimate
 
     technique, params = OURS[method]
@@ -155,7 +155,7 @@ def run_ours(method: str, args) -> dict:
 
 
 def evaluate_folder(folder: str, args) -> dict:
-    from core.models import load_model
+    from core.models.loading import load_model
 
     loaded = load_model(folder)
     row = {"sparsity": linear_sparsity(loaded.model)}
@@ -187,9 +187,9 @@ def prepare(args) -> tuple[str, str]:
     """Export the bundled model to a plain folder and the calibration windows to a token-id file."""
     import torch
 
-    from core.data import load_texts, token_windows
-    from core.models import load_model
-    from core.saving import save_model
+    from core.data.texts import load_texts, token_windows
+    from core.io.saving import save_model
+    from core.models.loading import load_model
 
     loaded = load_model("bundled:smollm2-135m")
     folder = Path(args.workdir) / "smollm2-135m-plain"

@@ -7,7 +7,7 @@ Columns: method, bits, group, size on disk (MB, weight files of the saved folder
 (MB, every parameter and buffer once; "loaded" right after the reload, "in use" after the
 evaluation, when 4-bit layers also hold the CPU int4 kernel's copy of their codes), effective bits per weight (of the quantized layers, scales
 and zero points included, and of the whole model), perplexity, quantization wall time, peak RSS
-of the row's process, decode tokens/s (``core.speed.measure_speed``: 64-token prompt, 32 new
+of the row's process, decode tokens/s (``core.eval.speed.measure_speed``: 64-token prompt, 32 new
 tokens, median of 3), and the largest logit difference between the in-memory and the reloaded
 model.
 
@@ -98,11 +98,11 @@ def run_one(method: str, args: argparse.Namespace) -> dict:
     """Load the model, quantize it, save, reload and measure it; return its row."""
     import torch
 
-    from core.data import load_texts, token_windows
-    from core.evaluate import perplexity
-    from core.model_info import bytes_in_memory, folder_weight_bytes, inspect_model
-    from core.models import load_model
-    from core.saving import save_model
+    from core.data.texts import load_texts, token_windows
+    from core.eval.perplexity import perplexity
+    from core.io.saving import save_model
+    from core.models.loading import load_model
+    from core.models.model_info import bytes_in_memory, folder_weight_bytes, inspect_model
 
     technique, params = METHODS[method]
     loaded = load_model("bundled:smollm2-135m")
@@ -143,7 +143,7 @@ def run_one(method: str, args: argparse.Namespace) -> dict:
 
         row["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 1e6
     if args.speed:
-        from core.speed import measure_speed
+        from core.eval.speed import measure_speed
 
         row["decode_tok_s"] = measure_speed(model, tokenizer, prompt_tokens=64, new_tokens=32).decode_tokens_per_s
     return row
@@ -171,7 +171,7 @@ def main() -> None:
         Path(args.json_out).write_text(json.dumps(run_one(args.only, args)))
         return
 
-    from core.models import load_model
+    from core.models.loading import load_model
 
     load_model("bundled:smollm2-135m")  # convert the GGUF into the cache once, outside the timings
     methods = [m.strip() for m in args.methods.split(",")]

@@ -4,12 +4,12 @@
     .venv-peers/bin/python bench/bench_quant_peers.py [--windows 40] [--sequence-length 512] [--rows ...]
 
 Every row runs in its own child process on a freshly loaded SmolLM2-135M (float32, CPU), so a peer
-that crashes only loses its own row.  Perplexity: ``core.evaluate.perplexity`` on the same windows of
+that crashes only loses its own row.  Perplexity: ``core.eval.perplexity.perplexity`` on the same windows of
 bundled:wiki-evaluation for every row.  Wall time: the quantization alone.  In-memory MB, after the
 evaluation (so layers that repack their weights at the first call have done so): the storage
 of every tensor the model holds (parameters, buffers, the parts of tensor subclasses as
 ``__tensor_flatten__`` lists them, bitsandbytes quant states and hqq's meta tensors), each once.
-Decode tokens/s (``core.speed.measure_speed``, 64-token prompt, 32 new tokens, median of 3) is
+Decode tokens/s (``core.eval.speed.measure_speed``, 64-token prompt, 32 new tokens, median of 3) is
 measured for the unquantized model, our dynamic int8 and torchao's int8 rows.  "torchao int8 dyn" is
 torchao's W8A8 (int8 per token and per output channel, dynamic), our dynamic int8's scheme without
 SmoothQuant, on the same layers (down_proj and lm_head stay float in both).  Ratio rows: ours / peer perplexity.
@@ -107,9 +107,9 @@ def quantize(row: str, model, tokenizer):
     if row.startswith("ours"):
         from types import SimpleNamespace
 
+        from core.engine.params import config_from_dict
+        from core.engine.registry import get_technique
         from core.events import drain
-        from core.params import config_from_dict
-        from core.registry import get_technique
 
         name, params = {"ours bnb int8": ("bnb_quantize", {"mode": "int8"}),
                         "ours bnb nf4": ("bnb_quantize", {"mode": "nf4"})}[row]
@@ -168,9 +168,9 @@ def run_one(row: str, args: argparse.Namespace) -> dict:
     """Load the model, quantize it one way, measure it; return the row."""
     import torch
 
-    from core.data import load_texts, token_windows
-    from core.evaluate import perplexity
-    from core.models import load_model
+    from core.data.texts import load_texts, token_windows
+    from core.eval.perplexity import perplexity
+    from core.models.loading import load_model
 
     torch.manual_seed(0)
     if row.startswith("quanto"):
@@ -190,7 +190,7 @@ def run_one(row: str, args: argparse.Namespace) -> dict:
         result["eval_s"] = time.perf_counter() - started
         result["memory_mb"] = memory_mb(model)  # after use: layers that repack at their first call have done so
         if row in SPEED_ROWS:
-            from core.speed import measure_speed
+            from core.eval.speed import measure_speed
 
             result["decode_tok_s"] = measure_speed(model, tokenizer, prompt_tokens=64, new_tokens=32).decode_tokens_per_s
     except Exception as exc:  # a peer that does not run here: the row says why

@@ -5,7 +5,7 @@
 
 Each row loads a fresh SmolLM2-135M in this process, applies one structured step (calibration on
 bundled:wiki-calibration), then measures parameters and perplexity on bundled:wiki-evaluation (held
-out).  Decode speed (greedy, KV cache, ``core.speed.measure_speed`` defaults) is measured last, with
+out).  Decode speed (greedy, KV cache, ``core.eval.speed.measure_speed`` defaults) is measured last, with
 all three models in memory and interleaved round by round (dense, MLP, drop, dense, ...), each
 row's figure the median over ``--speed-rounds`` rounds, so a change in machine load hits every row
 alike.  Speed-ups are relative to the dense row of the same run.
@@ -58,8 +58,8 @@ def values_read_per_token(model, context_tokens: int) -> dict:
 
 def run_one(method: str, args: argparse.Namespace, eval_windows):
     """Load the model, apply one method, measure its size and perplexity; return (row, model, tokenizer)."""
-    from core.evaluate import perplexity
-    from core.models import load_model
+    from core.eval.perplexity import perplexity
+    from core.models.loading import load_model
     from core.techniques.prune.structured import parameter_count
 
     technique, params = METHODS[method]
@@ -93,9 +93,9 @@ def main() -> None:
     if chosen[0] != "dense" or any(m not in METHODS for m in chosen):
         raise SystemExit(f"--methods must start with 'dense' and name rows from: {', '.join(METHODS)}")
 
-    from core.data import load_texts, token_windows
-    from core.models import load_model
-    from core.speed import measure_speed
+    from core.data.texts import load_texts, token_windows
+    from core.eval.speed import measure_speed
+    from core.models.loading import load_model
 
     tokenizer = load_model("bundled:smollm2-135m").tokenizer  # converts the GGUF once, outside the timings
     eval_windows = token_windows(load_texts("bundled:wiki-evaluation"), tokenizer, args.sequence_length,
@@ -144,7 +144,7 @@ def main() -> None:
     settings = dict(vars(args))
     settings["model"] = "bundled:smollm2-135m"
     settings["calibration"], settings["evaluation"] = "bundled:wiki-calibration", "bundled:wiki-evaluation"
-    settings["speed"] = ("core.speed.measure_speed defaults (128 prompt tokens, 32 new tokens, median of 3), "
+    settings["speed"] = ("core.eval.speed.measure_speed defaults (128 prompt tokens, 32 new tokens, median of 3), "
                          "interleaved across models; median over speed rounds")
     settings["load_average_1_5_15"] = list(os.getloadavg())
     path = write_results("structured" if chosen == list(METHODS) else "structured_selection", rows, settings)

@@ -133,8 +133,8 @@ def main() -> int:
     print(f"start-up job: {setup}", file=sys.stderr, flush=True)
 
     # Phase 2: a real pipeline on the bundled model, started the way the Run button starts it.
-    from core.recipe import DataSpec, EvalSpec, ModelSpec, Recipe, Step
-    from core.registry import get_technique
+    from core.engine.recipe import DataSpec, EvalSpec, ModelSpec, Recipe, Step
+    from core.engine.registry import get_technique
 
     info = get_technique(args.technique)
     config = info.config_cls()

@@ -79,11 +79,11 @@ def write_results(name: str, rows: list[dict[str, Any]], settings: dict[str, Any
 def apply_step(model: Any, tokenizer: Any, technique: str, params: dict[str, Any], *, sequence_length: int,
                calibration_windows: int, device: str = "cpu") -> tuple[Any, float]:
     """Apply one registered technique to ``model`` outside the runner; return (StepReport, seconds)."""
+    from core.engine.params import config_from_dict
+    from core.engine.recipe import DataSpec, Recipe
+    from core.engine.registry import get_technique
+    from core.engine.runner import RunContext
     from core.events import drain
-    from core.params import config_from_dict
-    from core.recipe import DataSpec, Recipe
-    from core.registry import get_technique
-    from core.runner import RunContext
 
     info = get_technique(technique)
     config = config_from_dict(info.config_cls, params)

@@ -13,21 +13,21 @@ from typing import Any
 
 @dataclass
 class LoadResult:
-    loaded: Any  # core.models.LoadedModel
-    summary: Any  # core.model_info.ModelSummary
+    loaded: Any  # core.models.loading.LoadedModel
+    summary: Any  # core.models.model_info.ModelSummary
 
 
 @dataclass
 class Environment:
-    devices: list[Any]  # core.devices.Device
-    techniques: dict[str, Any]  # name -> core.registry.TechniqueInfo
+    devices: list[Any]  # core.models.devices.Device
+    techniques: dict[str, Any]  # name -> core.engine.registry.TechniqueInfo
 
 
 def load_and_inspect(source: str, task: str, device: str) -> Generator[Any, None, LoadResult]:
     """Load a model (yielding the engine's events), then measure it."""
     from core.events import Log
-    from core.model_info import inspect_model
-    from core.models import iter_load_model, stock_spare_tokenizer
+    from core.models.loading import iter_load_model, stock_spare_tokenizer
+    from core.models.model_info import inspect_model
 
     loaded = yield from iter_load_model(source, task, trust_remote_code=False, device=device)
     yield Log("Counting parameters and measuring sizes…")
@@ -42,16 +42,16 @@ def probe_environment(source: str | None = None) -> Generator[Any, None, Environ
 
     With the preselected model's ``source``, also parse a spare tokenizer for its first run when
     that model is already on disk (a run that has to parse one holds up the window; see
-    core.tokenizer_pool).
+    core.models.tokenizer_pool).
     """
     from core.events import Log
-    from core.leftovers import sweep_leftovers
+    from core.partials import sweep_leftovers
 
     for note in sweep_leftovers():  # what a killed earlier process left half-written (a GGUF conversion…)
         yield Log(f"Cleaned up after an earlier process that was stopped: {note}")
     yield Log("Looking for compute devices…")
-    from core.devices import available_devices
-    from core.registry import techniques
+    from core.engine.registry import techniques
+    from core.models.devices import available_devices
 
     devices = available_devices()
     found = techniques()
@@ -59,7 +59,7 @@ def probe_environment(source: str | None = None) -> Generator[Any, None, Environ
     _preimport_run_modules()
     _freeze_startup_objects()
     if source:
-        from core.models import stock_spare_tokenizer_for
+        from core.models.loading import stock_spare_tokenizer_for
 
         yield Log("Preparing the tokenizer…")
         stock_spare_tokenizer_for(source)
@@ -94,8 +94,8 @@ def _preimport_run_modules() -> None:
         import transformers.models.llama.modeling_llama  # noqa: F401  (the bundled model's code)
         from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer  # noqa: F401
 
-        import core.evaluate  # noqa: F401
-        import core.runner  # noqa: F401
+        import core.engine.runner  # noqa: F401
+        import core.eval.perplexity  # noqa: F401
     except Exception:  # pragma: no cover - an optional speed-up
         pass
 
@@ -106,6 +106,6 @@ def run_pipeline(recipe: Any, output_dir: str, device: str, resume: bool = False
     ``resume``: training steps continue from the checkpoints a cancelled run of the same recipe into
     the same ``output_dir`` left.
     """
-    from core.history import recorded_run
+    from core.history.store import recorded_run
 
     return (yield from recorded_run(recipe, output_dir, device=device, origin="app", resume=resume))

@@ -15,16 +15,16 @@ from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QPalette
 from PySide6.QtWidgets import QHBoxLayout, QListWidget, QListWidgetItem, QMainWindow, QStackedWidget, QWidget
 
 from gui.errors import show_error
-from gui.panels.compare_panel import ComparePanel
-from gui.panels.export_panel import ExportPanel
-from gui.panels.history_panel import HistoryPanel
-from gui.panels.model_panel import ModelPanel
-from gui.panels.pipeline_panel import ModelContext, PipelinePanel
-from gui.panels.placeholder import PLANNED, PlaceholderPage
-from gui.panels.run_panel import RunPanel
-from gui.panels.source_picker import is_model_path
+from gui.screens.compare.panel import ComparePanel
+from gui.screens.export.panel import ExportPanel
+from gui.screens.history.panel import HistoryPanel
+from gui.screens.model.panel import ModelPanel
+from gui.screens.model.source_picker import is_model_path
+from gui.screens.pipeline.panel import ModelContext, PipelinePanel
+from gui.screens.run.panel import RunPanel
 from gui.settings import app_settings
 from gui.shortcuts import install_shortcuts
+from gui.widgets.placeholder import PLANNED, PlaceholderPage
 from gui.worker import JobHandle, start_job
 
 STEPS = ("Model", "Pipeline", "Run", "Compare", "History", "Export")

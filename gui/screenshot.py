@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app([sys.argv[0]])
     if args.color_scheme != "system":
         use_color_scheme(app, args.color_scheme)
-    import gui.panels.model_panel as model_panel
-    from core.bundled import DEFAULT_MODEL
+    import gui.screens.model.panel as model_panel
+    from core.models.bundled import DEFAULT_MODEL
     from gui.main_window import STEPS, MainWindow
 
     exit_code = {"value": 1}
@@ -94,11 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         app.quit()
 
     import gui.main_window as main_window
-    import gui.panels.compare_panel as compare_panel
-    import gui.panels.compare_playground as compare_playground
-    import gui.panels.export_panel as export_panel
-    import gui.panels.pipeline_panel as pipeline_panel
-    import gui.panels.run_panel as run_panel
+    import gui.screens.compare.panel as compare_panel
+    import gui.screens.compare.playground as compare_playground
+    import gui.screens.export.panel as export_panel
+    import gui.screens.pipeline.panel as pipeline_panel
+    import gui.screens.run.panel as run_panel
 
     for module in (model_panel, pipeline_panel, run_panel, compare_panel, compare_playground, export_panel,
                    main_window):
@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     scratch = tempfile.TemporaryDirectory(prefix="compression-studio-shot-")
     settings = QSettings(str(Path(scratch.name) / "settings.ini"), QSettings.Format.IniFormat)
     if args.step.lower() == "history":  # a few real runs to show, unless the history already has some
-        from core.history import History
-        from gui.panels.history_samples import record_sample_runs
+        from core.history.store import History
+        from gui.screens.history.samples import record_sample_runs
 
         if not History().runs():
             record_sample_runs(Path(tempfile.gettempdir()) / "compression-studio-shots" / "history",
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         window.nav.setCurrentRow(STEPS.index(step))
         window.run_panel.plots.redraw()
         if step == "History":
-            from gui.panels.history_samples import show_two_best
+            from gui.screens.history.samples import show_two_best
 
             show_two_best(window.history_panel)
         app.processEvents()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 if __name__ == "__main__":
     if Path(sys.executable).name.startswith("compression-studio-cli"):
-        from core.cli import main
+        from core.cli.commands import main
     else:
         from gui.app import main
     sys.exit(main())

@@ -2,7 +2,7 @@
 
 import torch
 
-from core.calibration import HessianStats, InputNormStats, find_blocks, run_blockwise
+from core.engine.calibration import HessianStats, InputNormStats, find_blocks, run_blockwise
 from core.events import drain
 
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 from transformers import AutoModelForCausalLM
 
-from core.cli import main
+from core.cli.commands import main
 from tests.conftest import SAMPLE_TEXT
 from tests.helpers import folder_digest, write_recipe
 
@@ -91,7 +91,7 @@ def test_output_inside_source_refused(tmp_path, tiny_llama_dir, text_file, capsy
 
 def test_console_script_exit_code(tmp_path):
     """The installed entry point exits non-zero with one line on stderr."""
-    result = subprocess.run([sys.executable, "-m", "core.cli", "inspect", str(tmp_path / "missing")],
+    result = subprocess.run([sys.executable, "-m", "core.cli.commands", "inspect", str(tmp_path / "missing")],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: model not found")

@@ -6,16 +6,16 @@ import json
 
 import pytest
 
-from core.compare import (
+from core.engine.recipe import load_recipe
+from core.engine.runner import run_recipe
+from core.errors import StudioError
+from core.eval.compare import (
     NOT_MEASURED,
     OutputFolderError,
     compare_rows,
     read_output_folder,
     token_divergence,
 )
-from core.errors import StudioError
-from core.recipe import load_recipe
-from core.runner import run_recipe
 from tests.conftest import SAMPLE_TEXT
 from tests.helpers import collect, folder_digest, write_recipe
 
@@ -68,7 +68,7 @@ def test_unmeasured_numbers_say_how_to_measure_them():
 
 
 def test_a_result_larger_on_disk_than_its_source_is_explained():
-    from core.compare import size_note
+    from core.eval.compare import size_note
 
     report = {"before": {"bytes_on_disk": 98_360_000, "on_disk_is": "the source weights as stored (x.Q4_1.gguf)"},
               "after": {"bytes_on_disk": 269_100_000, "on_disk_is": "safetensors as bfloat16"}}
@@ -102,7 +102,7 @@ def test_token_divergence_marks_where_answers_part():
 
 # -- playground ----------------------------------------------------------------------------------------
 def test_playground_answers_both_models(run_output, tiny_llama_dir):
-    from core.playground import iter_compare_answers, iter_load_pair
+    from core.eval.playground import iter_compare_answers, iter_load_pair
 
     out, report = run_output
     _, pair = collect(iter_load_pair(report["source"], out))
@@ -124,7 +124,7 @@ def test_playground_answers_both_models(run_output, tiny_llama_dir):
 def test_describe_copy_and_recipe(run_output, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from core.export import describe_output, iter_copy_output, save_recipe
+    from core.io.export import describe_output, iter_copy_output, save_recipe
 
     out, _ = run_output
     info = describe_output(out)
@@ -142,7 +142,7 @@ def test_describe_copy_and_recipe(run_output, tmp_path):
 
 
 def test_cancelled_copy_leaves_nothing(run_output, tmp_path):
-    from core.export import iter_copy_output
+    from core.io.export import iter_copy_output
 
     out, _ = run_output
     job = iter_copy_output(out, tmp_path / "copy")
@@ -153,8 +153,8 @@ def test_cancelled_copy_leaves_nothing(run_output, tmp_path):
 
 
 def test_gguf_export_and_where_it_does_not_apply(run_output, tmp_path):
-    from core.export import gguf_problem, iter_export_gguf
-    from core.techniques.quantize.gguf_export import read_gguf_summary
+    from core.io.export import gguf_problem, iter_export_gguf
+    from core.io.gguf_export import read_gguf_summary
 
     out, _ = run_output
     with pytest.raises(StudioError, match="must end in .gguf"):  # the name is never changed silently
@@ -169,8 +169,8 @@ def test_gguf_export_and_where_it_does_not_apply(run_output, tmp_path):
 
 # -- HTML report and CLI ---------------------------------------------------------------------------------
 def test_html_report_and_cli(run_output, tmp_path, capsys):
-    from core.cli import main
-    from core.report_html import write_report
+    from core.cli.commands import main
+    from core.io.report_html import write_report
 
     out, report = run_output
     path = write_report(out, tmp_path / "report.html", images={"Live plots": b"\x89PNG fake"})

@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from core.data import LabelledData, load_labelled, load_texts, token_windows
+from core.data.samples import datasets_ready
+from core.data.texts import LabelledData, load_labelled, load_texts, token_windows
 from core.errors import DataError
-from core.sample_data import datasets_ready
 
 needs_data = pytest.mark.skipif(not datasets_ready(), reason="bundled datasets not installed; run `make data`")
 HAS_DATASETS = importlib.util.find_spec("datasets") is not None

@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from core.engine.params import config_from_dict
+from core.engine.recipe import DataSpec, Recipe
+from core.engine.runner import RunContext
 from core.errors import RecipeError
 from core.events import Metric, drain
-from core.params import config_from_dict
-from core.recipe import DataSpec, Recipe
-from core.runner import RunContext
 from core.techniques.distill.causal import DistillCausalLMConfig, apply_distill_causal_lm
 from core.techniques.distill.losses import causal_lm_loss, distillation_loss
 from core.techniques.distill.students import evenly_spaced

@@ -9,11 +9,11 @@ import pytest
 import torch
 import yaml
 
+from core.engine.recipe import recipe_from_text
+from core.engine.runner import run_recipe
 from core.errors import DataError
 from core.events import Metric, drain
-from core.models import load_model
-from core.recipe import recipe_from_text
-from core.runner import run_recipe
+from core.models.loading import load_model
 from tests.helpers import collect
 
 GOOD = ["quick", "brown", "fox", "jumps", "language", "model"]
@@ -81,8 +81,8 @@ def test_train_teacher_then_distil_into_fewer_layers_and_heads(tiny_bert_dir, la
 
 
 def test_no_label_column_gets_a_clear_message(tiny_bert, tiny_tokenizer, tiny_bert_dir, labelled_csv, tmp_path):
-    from core.params import config_from_dict
-    from core.runner import RunContext
+    from core.engine.params import config_from_dict
+    from core.engine.runner import RunContext
     from core.techniques.distill.classify import DistillClassifierConfig, apply_distill_classifier
 
     recipe = _recipe(tiny_bert_dir, labelled_csv, [DISTILL], label_column="stars")

@@ -7,11 +7,11 @@ import json
 import pytest
 import yaml
 
-from core.cli import main
+from core.cli.commands import main
+from core.engine.recipe import load_recipe, recipe_from_text
+from core.engine.runner import checkpoint_root, run_recipe
 from core.errors import RecipeError
 from core.events import Metric, StepDone, drain
-from core.recipe import load_recipe, recipe_from_text
-from core.runner import checkpoint_root, run_recipe
 from tests.conftest import SAMPLE_TEXT
 from tests.helpers import collect
 

@@ -1,4 +1,4 @@
-"""The pre-flight estimate (gui/estimate.py is plain arithmetic: no Qt needed to test it)."""
+"""The pre-flight estimate (gui/screens/pipeline/estimate.py is plain arithmetic: no Qt needed to test it)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from core.recipe import Recipe, Step
-from core.registry import get_technique
-from gui.estimate import estimate
+from core.engine.recipe import Recipe, Step
+from core.engine.registry import get_technique
+from gui.screens.pipeline.estimate import estimate
 
 SUMMARY = SimpleNamespace(parameters=100_000_000, bytes_in_memory=400_000_000, hidden_size=576, num_layers=30)
 

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import DataError, StudioError
-from core.evaluate import iter_perplexity, kl_to_teacher, perplexity
+from core.eval.metrics import classification_metrics, predict_labels
+from core.eval.perplexity import iter_perplexity, kl_to_teacher, perplexity
+from core.eval.speed import generate_samples, measure_speed, speed_prompt_ids
 from core.events import Progress
-from core.metrics import classification_metrics, predict_labels
-from core.speed import generate_samples, measure_speed, speed_prompt_ids
 
 # Text the tiny tokenizer was trained on (a part of conftest's SAMPLE_TEXT), repeated.
 SAMPLE_TEXT = (
@@ -229,7 +229,7 @@ def test_generate_samples_with_a_chat_template(tiny_llama, tiny_tokenizer):
 
 
 def test_predictions_are_aligned_by_label_name():
-    from core.metrics import align_predictions
+    from core.eval.metrics import align_predictions
 
     # model: 0 = rotten, 1 = fresh; dataset (sorted): 0 = fresh, 1 = rotten
     assert align_predictions([0, 1, 1], {0: "rotten", 1: "fresh"}, ["fresh", "rotten"]) == [1, 0, 0]

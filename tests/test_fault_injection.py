@@ -24,9 +24,9 @@ import torch
 import yaml
 
 from core import paths
-from core.cli import main
-from core.leftovers import PARTIAL_MARK, sweep_leftovers
-from core.runner import checkpoint_root
+from core.cli.commands import main
+from core.engine.runner import checkpoint_root
+from core.partials import PARTIAL_MARK, sweep_leftovers
 from tests.conftest import SAMPLE_TEXT
 from tests.helpers import folder_digest, write_recipe
 
@@ -62,8 +62,8 @@ def _no_model_loading(monkeypatch):
     def loading(*_args, **_kwargs):
         raise AssertionError("the model was loaded before the input was checked")
 
-    monkeypatch.setattr("core.runner.iter_load_model", loading)
-    monkeypatch.setattr("core.models.iter_load_model", loading)
+    monkeypatch.setattr("core.engine.runner.iter_load_model", loading)
+    monkeypatch.setattr("core.models.loading.iter_load_model", loading)
 
 
 # -- an output only ever replaces what this app wrote -------------------------------------------------
@@ -164,7 +164,7 @@ def test_export_gguf_never_renames_never_writes_inside_and_replaces_only_its_own
     out = run_output
     before = folder_digest(out)
     with monkeypatch.context() as patched:  # each refusal comes before the model is loaded
-        patched.setattr("core.models.iter_load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError()))
+        patched.setattr("core.models.loading.iter_load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError()))
         _refused(capsys, ["export-gguf", str(out), "-o", str(tmp_path / "model")], "must end in .gguf")
         assert not list(tmp_path.glob("model*"))
         _refused(capsys, ["export-gguf", str(out), "-o", str(out / "inside.gguf")], "inside the result folder")
@@ -206,9 +206,9 @@ def full_disk(tmp_path, monkeypatch):
         def no_space(*_args, **_kwargs):
             raise full
 
-        monkeypatch.setattr("core.runner.write_model_files", no_space)
-        monkeypatch.setattr("core.techniques.quantize.gguf_export._write_file", no_space)
-        monkeypatch.setattr("core.models.ordinary_permissions", no_space)
+        monkeypatch.setattr("core.engine.runner.write_model_files", no_space)
+        monkeypatch.setattr("core.io.gguf_export._write_file", no_space)
+        monkeypatch.setattr("core.models.loading.ordinary_permissions", no_space)
     yield folder, mounted
     if mounted:
         subprocess.run(["umount", str(folder)], check=False)
@@ -233,7 +233,7 @@ def test_disk_full_while_exporting_gguf(run_output, capsys, full_disk):
 @pytest.fixture
 def tiny_gguf(tmp_path, tiny_llama, tiny_tokenizer):
     """The tiny Llama as a GGUF file (our exporter), so loading it converts it into the cache."""
-    from core.techniques.quantize.gguf_export import export_gguf
+    from core.io.gguf_export import export_gguf
 
     folder = tmp_path / "gguf-source"
     folder.mkdir()
@@ -260,7 +260,7 @@ _PAUSED_CHILD = textwrap.dedent("""
         time.sleep(120)
 
     target.ordinary_permissions = pause  # called on the partial, just before it is renamed into place
-    from core.cli import main
+    from core.cli.commands import main
     sys.exit(main({argv!r}))
 """)
 
@@ -289,7 +289,7 @@ def test_kill_9_during_gguf_cache_conversion_is_cleaned_at_the_next_command(tiny
                                                                              monkeypatch):
     monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path / "cache"))
     cache = tmp_path / "cache" / "gguf"
-    child = _start_paused("core.models", ["-q", "inspect", str(tiny_gguf), "--no-layers"])
+    child = _start_paused("core.models.loading", ["-q", "inspect", str(tiny_gguf), "--no-layers"])
     try:
         assert len(_partials(cache)) == 1
         assert sweep_leftovers() == [] and len(_partials(cache)) == 1  # a live process's partial is left alone
@@ -304,7 +304,7 @@ def test_kill_9_during_gguf_cache_conversion_is_cleaned_at_the_next_command(tiny
 def test_kill_9_during_export_gguf_is_cleaned_at_the_next_command(run_output, tmp_path, capsys):
     target = tmp_path / "exports"
     target.mkdir()
-    child = _start_paused("core.techniques.quantize.gguf_export",
+    child = _start_paused("core.io.gguf_export",
                           ["-q", "export-gguf", str(run_output), "-o", str(target / "model.gguf")])
     _kill_9(child)
     assert len(_partials(target)) == 1 and not (target / "model.gguf").exists()
@@ -317,7 +317,7 @@ def test_kill_9_while_saving_a_run_is_cleaned_at_the_next_command(tmp_path, tiny
     recipe = write_recipe(tmp_path / "recipe.yaml", tiny_llama_dir, text_file)
     results = tmp_path / "results"
     results.mkdir()
-    child = _start_paused("core.saving", ["-q", "run", str(recipe), "-o", str(results / "out")])
+    child = _start_paused("core.io.saving", ["-q", "run", str(recipe), "-o", str(results / "out")])
     _kill_9(child)
     assert len(_partials(results)) == 1
     assert main(["techniques"]) == 0
@@ -355,10 +355,10 @@ def test_every_recipe_field_rejects_every_wrong_type_with_a_recipe_error():
     value of the declared type, never another exception (which would surface after the model loaded)."""
     import typing
 
+    from core.engine.params import param_specs
+    from core.engine.recipe import DataSpec, EvalSpec, ModelSpec, OutputSpec, Recipe
+    from core.engine.registry import techniques
     from core.errors import RecipeError
-    from core.params import param_specs
-    from core.recipe import DataSpec, EvalSpec, ModelSpec, OutputSpec, Recipe
-    from core.registry import techniques
 
     wrong = [None, [], {}, "text", 1.5, -1, True, [1], {"a": 1}, [[1]], "", 10**12, float("nan"), [None]]
 
@@ -410,7 +410,7 @@ def test_a_bad_checkpoint_on_resume_is_one_line_and_never_advises_unpickling(tmp
     recipe_path = write_recipe(tmp_path / "recipe.yaml", tiny_llama_dir, text_file, steps=[
         {"technique": "distill_causal_lm", "params": {"student": "current", "max_steps": 4, "eval_every": 2,
                                                       "batch_size": 2, "train_windows": 8, "validation_windows": 2}}])
-    from core.recipe import load_recipe
+    from core.engine.recipe import load_recipe
 
     out = tmp_path / "out"
     latest = checkpoint_root(load_recipe(recipe_path), out) / "step-0-distill" / "latest"
@@ -518,7 +518,7 @@ def test_a_damaged_history_file_is_said_once_even_when_quiet(tmp_path, tiny_llam
 
 def test_recipe_yaml_of_a_run_round_trips_through_yaml():
     """The typed list fields still read from and write to plain YAML lists."""
-    from core.recipe import recipe_from_text
+    from core.engine.recipe import recipe_from_text
 
     recipe = recipe_from_text(yaml.safe_dump({"evaluation": {"prompts": ["Hello", "Bonjour"]}, "steps": [
         {"technique": "magnitude_prune", "params": {"sparsity": 0.5, "targets": ["*proj"]}}]}))

@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from core import formats
 from core.errors import ModelLoadError
-from core.models import load_model
-from core.saving import save_model
+from core.io.saving import save_model
+from core.models import formats
+from core.models.loading import load_model
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ def test_self_describing_modules_are_counted_once(tiny_llama):
     """A module that reports compression_info() stands for its children in the layer table."""
     from torch import nn
 
-    from core.model_info import inspect_model
+    from core.models.model_info import inspect_model
 
     class Wrapped(nn.Module):
         def __init__(self, inner):

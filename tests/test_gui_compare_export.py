@@ -11,10 +11,10 @@ import json  # noqa: E402
 import pytest  # noqa: E402
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
-from core.compare import read_output_folder  # noqa: E402
-from gui.panels.compare_panel import ComparePanel  # noqa: E402
-from gui.panels.compare_playground import tokens_html  # noqa: E402
-from gui.panels.export_panel import ExportPanel  # noqa: E402
+from core.eval.compare import read_output_folder  # noqa: E402
+from gui.screens.compare.panel import ComparePanel  # noqa: E402
+from gui.screens.compare.playground import tokens_html  # noqa: E402
+from gui.screens.export.panel import ExportPanel  # noqa: E402
 
 REPORT = {"recipe": "half", "source": "bundled:smollm2-135m", "task": "causal-lm",
           "before": {"parameters": 1000, "nonzero_parameters": 1000, "bytes_on_disk": 4_000_000,

@@ -69,8 +69,8 @@ def test_choose_run_cancel_run_compare_export(qtbot, window, dialogs, save_as, t
     from transformers import AutoModelForCausalLM
 
     import gui.jobs
-    from core.models import load_model
-    from core.techniques.quantize.gguf_export import read_gguf_summary
+    from core.io.gguf_export import read_gguf_summary
+    from core.models.loading import load_model
 
     text = tmp_path / "text.txt"
     text.write_text(SAMPLE_TEXT, encoding="utf-8")

@@ -12,15 +12,15 @@ import sys  # noqa: E402
 import pytest  # noqa: E402
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
-import gui.panels.history_panel as history_panel  # noqa: E402
-from core.history import History  # noqa: E402
-from core.recipe import Recipe, Step  # noqa: E402
-from gui.panels.history_panel import HistoryPanel  # noqa: E402
-from gui.panels.history_table import COLUMNS  # noqa: E402
+import gui.screens.history.panel as history_panel  # noqa: E402
+from core.engine.recipe import Recipe, Step  # noqa: E402
+from core.history.store import History  # noqa: E402
+from gui.screens.history.panel import HistoryPanel  # noqa: E402
+from gui.screens.history.table import COLUMNS  # noqa: E402
 
 
 def _recipe(name: str, sparsity: float = 0.5, source: str = "bundled:smollm2-135m") -> Recipe:
-    from core.registry import get_technique
+    from core.engine.registry import get_technique
 
     config = get_technique("magnitude_prune").config_cls(sparsity=sparsity)
     recipe = Recipe(name=name, steps=[Step("magnitude_prune", config)])

@@ -7,7 +7,7 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from gui.main_window import LIVE_STEPS, STEPS  # noqa: E402
-from gui.panels.history_table import COLUMNS  # noqa: E402
+from gui.screens.history.table import COLUMNS  # noqa: E402
 from tests.conftest import SAMPLE_TEXT  # noqa: E402
 from tests.helpers import choose_model, small_data  # noqa: E402
 

@@ -15,12 +15,12 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl  # noqa: E402
 from PySide6.QtGui import QDropEvent  # noqa: E402
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
-from core.bundled import DEFAULT_MODEL  # noqa: E402
 from core.errors import ModelLoadError  # noqa: E402
 from core.events import Log, Metric, Progress  # noqa: E402
+from core.models.bundled import DEFAULT_MODEL  # noqa: E402
 from gui.errors import build_error_box  # noqa: E402
 from gui.main_window import STEPS, MainWindow  # noqa: E402
-from gui.panels.source_picker import SOURCE_LABELS  # noqa: E402
+from gui.screens.model.source_picker import SOURCE_LABELS  # noqa: E402
 from gui.settings import app_settings  # noqa: E402
 from gui.worker import JobWorker, start_job  # noqa: E402
 
@@ -81,7 +81,7 @@ def test_window_opens_with_bundled_default(qtbot, window, dialogs):
 
 def test_planned_steps_are_greyed_but_clickable(qtbot, window):
     from gui.main_window import LIVE_STEPS
-    from gui.panels.placeholder import PLANNED
+    from gui.widgets.placeholder import PLANNED
 
     planned = [name for name in STEPS if name not in LIVE_STEPS]
     if not planned:
@@ -101,7 +101,7 @@ def test_gui_modules_do_not_import_torch():
 
 
 def test_load_tiny_model_fills_summary_and_table(qtbot, window, dialogs, tiny_llama_dir, tiny_llama):
-    from core.model_info import inspect_model
+    from core.models.model_info import inspect_model
 
     expected = inspect_model(tiny_llama)
     result = _load(qtbot, window, tiny_llama_dir)

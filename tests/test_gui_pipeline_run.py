@@ -90,8 +90,8 @@ def test_add_edit_reorder_remove_steps(qtbot, window, dialogs):
 
 def test_every_registered_technique_gets_a_valid_form(qtbot):
     """Techniques added under core/techniques/ appear with no app code: each builds a form."""
-    from core.registry import techniques
-    from gui.panels.param_form import ParamForm
+    from core.engine.registry import techniques
+    from gui.screens.pipeline.param_form import ParamForm
 
     for name, info in techniques().items():
         form = ParamForm(info.config_cls())
@@ -101,7 +101,7 @@ def test_every_registered_technique_gets_a_valid_form(qtbot):
 
 
 def test_unavailable_technique_is_greyed_with_reason(qtbot, window):
-    from core.registry import Needs
+    from core.engine.registry import Needs
     from gui.jobs import Environment
 
     gpu_only = replace(window.environment.techniques["magnitude_prune"], name="gpu_only", title="GPU thing",
@@ -114,7 +114,7 @@ def test_unavailable_technique_is_greyed_with_reason(qtbot, window):
 
 
 def test_presets_load_and_yaml_round_trip(qtbot, window, dialogs, tmp_path):
-    from core.recipe import load_recipe
+    from core.engine.recipe import load_recipe
 
     panel = window.pipeline_panel
     bar = panel.recipe_bar
@@ -162,7 +162,7 @@ def test_output_folder_never_reuses_an_existing_one(window, tmp_path):
 
 
 def test_estimate_warns_when_memory_will_not_fit(qtbot, window, tiny_llama_dir):
-    from core.devices import Device
+    from core.models.devices import Device
     from gui.jobs import Environment
 
     model = window.model_panel
@@ -180,7 +180,7 @@ def test_estimate_warns_when_memory_will_not_fit(qtbot, window, tiny_llama_dir):
 
 
 def test_run_end_to_end_with_live_plots(qtbot, window, dialogs, tiny_llama_dir, text_file, tmp_path):
-    from core.models import load_model
+    from core.models.loading import load_model
 
     _prepare_tiny_run(qtbot, window, tiny_llama_dir, text_file, tmp_path / "out")
     run = window.run_panel
@@ -225,8 +225,8 @@ def test_run_end_to_end_with_live_plots(qtbot, window, dialogs, tiny_llama_dir, 
 def test_a_refused_output_is_the_same_sentence_in_a_dialog(qtbot, window, dialogs, tiny_llama_dir, text_file,
                                                            tmp_path):
     """Results put inside the model's own folder: the Run page says what the CLI says, and creates nothing."""
-    from core.output_rules import check_output_place
-    from core.runner import run_inputs
+    from core.engine.runner import run_inputs
+    from core.io.output_rules import check_output_place
     from tests.helpers import folder_digest
 
     before = folder_digest(tiny_llama_dir)

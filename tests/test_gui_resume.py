@@ -11,9 +11,9 @@ import time  # noqa: E402
 import pytest  # noqa: E402
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
-from core.recipe import recipe_from_text  # noqa: E402
-from core.runner import checkpoint_root, has_resumable_checkpoint  # noqa: E402
-from gui.panels.run_panel import RunPanel  # noqa: E402
+from core.engine.recipe import recipe_from_text  # noqa: E402
+from core.engine.runner import checkpoint_root, has_resumable_checkpoint  # noqa: E402
+from gui.screens.run.panel import RunPanel  # noqa: E402
 from tests.conftest import SAMPLE_TEXT  # noqa: E402
 
 TIMEOUT_MS = 300_000

@@ -9,12 +9,13 @@ import threading
 
 import pytest
 
-from core import registry
+from core.engine import registry
+from core.engine.recipe import load_recipe
+from core.eval.pareto import dominates, pareto_front
 from core.events import LayerStat, Log
-from core.history import SCHEMA_VERSION, History, HistoryError, recorded_run, summarize_report
-from core.history_recovery import delete_output, folder_size, process_start_time
-from core.pareto import dominates, pareto_front
-from core.recipe import load_recipe
+from core.history.recovery import delete_output, folder_size, process_start_time
+from core.history.store import SCHEMA_VERSION, History, HistoryError, recorded_run
+from core.history.summary import summarize_report
 from tests.conftest import SAMPLE_TEXT
 from tests.helpers import collect, write_recipe
 
@@ -83,21 +84,21 @@ def test_a_run_still_happens_when_the_history_cannot_be_written(tmp_path, recipe
 
 KILLED_RUN = """
 import sys, time
-import core.runner
+import core.engine.runner
 from core.events import LayerStat
-from core.history import recorded_run
-from core.recipe import load_recipe
+from core.history.store import recorded_run
+from core.engine.recipe import load_recipe
 
 recipe_path, output, where = sys.argv[1:4]
 if where == "save":
-    write = core.runner.write_run_files
+    write = core.engine.runner.write_run_files
 
     def write_then_hang(folder, *args, **kwargs):
         write(folder, *args, **kwargs)
         print("SAVING", folder, flush=True)
         time.sleep(120)
 
-    core.runner.write_run_files = write_then_hang
+    core.engine.runner.write_run_files = write_then_hang
 for event in recorded_run(load_recipe(recipe_path), output, origin="killed"):
     if where == "steps" and isinstance(event, LayerStat):
         print("STEP", flush=True)
@@ -262,7 +263,7 @@ def test_pareto_front_higher_is_better_and_edge_cases():
 
 
 def test_cli_runs_are_recorded_and_listed(tmp_path, capsys, tiny_llama_dir, text_file):
-    from core.cli import main
+    from core.cli.commands import main
 
     recipe_path = write_recipe(tmp_path / "recipe.yaml", tiny_llama_dir, text_file)
     assert main(["-q", "run", str(recipe_path), "-o", str(tmp_path / "out")]) == 0

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from core.errors import ModelLoadError, RecipeError
-from core.hub_search import HubModel, search_hub
+from core.models.hub_search import HubModel, search_hub
 
 LISTING = [
     SimpleNamespace(id="HuggingFaceTB/SmolLM2-135M", downloads=900, likes=40, pipeline_tag="text-generation",
@@ -62,8 +62,8 @@ def test_search_failures_say_what_to_do(hub, monkeypatch):
 def test_search_dialog_shows_results_and_picks_only_loadable_models(qtbot, monkeypatch):
     from PySide6.QtWidgets import QDialogButtonBox
 
-    import gui.panels.hub_search as dialog_module
-    from gui.panels.source_picker import SourcePicker
+    import gui.screens.model.hub_search as dialog_module
+    from gui.screens.model.source_picker import SourcePicker
 
     results = [HubModel("a/ok", 900, 4, "text-generation", "transformers", 134_515_008, False),
                HubModel("b/gguf-only", 5, 0, "text-generation", "gguf", None, False)]
@@ -99,8 +99,8 @@ def test_search_dialog_shows_results_and_picks_only_loadable_models(qtbot, monke
 
 
 def test_the_model_chosen_in_the_search_becomes_the_source(qtbot, monkeypatch):
-    import gui.panels.hub_search as dialog_module
-    from gui.panels.source_picker import SourcePicker
+    import gui.screens.model.hub_search as dialog_module
+    from gui.screens.model.source_picker import SourcePicker
 
     monkeypatch.setattr(dialog_module.HubSearchDialog, "exec", lambda self: 1)
     monkeypatch.setattr(dialog_module.HubSearchDialog, "chosen_id", lambda self: "HuggingFaceTB/SmolLM2-360M")

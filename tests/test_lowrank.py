@@ -4,12 +4,12 @@ import pytest
 import torch
 from torch import nn
 
+from core.engine.params import config_from_dict
+from core.engine.recipe import load_recipe
+from core.engine.runner import run_recipe
 from core.errors import RecipeError
 from core.events import LayerStat
-from core.models import load_model
-from core.params import config_from_dict
-from core.recipe import load_recipe
-from core.runner import run_recipe
+from core.models.loading import load_model
 from core.techniques.lowrank.allocate import allocate_ranks, layer_params
 from core.techniques.lowrank.factorized import (
     FactorizedLinear,

@@ -5,15 +5,15 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM
 
-from core.cli import main
+from core.cli.commands import main
+from core.engine.params import config_from_dict
+from core.engine.recipe import DataSpec, Recipe
+from core.engine.runner import RunContext
 from core.events import drain
-from core.formats import model_format
-from core.model_info import inspect_model
-from core.models import load_model
-from core.params import config_from_dict
-from core.recipe import DataSpec, Recipe
-from core.runner import RunContext
-from core.saving import save_model
+from core.io.saving import save_model
+from core.models.formats import model_format
+from core.models.loading import load_model
+from core.models.model_info import inspect_model
 from core.techniques.lowrank.factorized import FactorizedLinear
 from core.techniques.lowrank.svd import SVDLowRankConfig, apply_svd_lowrank
 from tests.conftest import SAMPLE_TEXT

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
+from core.engine.recipe import Recipe
+from core.engine.runner import RunContext
 from core.events import LayerStat, drain
-from core.recipe import Recipe
-from core.runner import RunContext
 from core.techniques.prune.magnitude import (
     MagnitudePruneConfig,
     apply_magnitude_prune,

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from core.errors import ModelLoadError
-from core.model_info import human_bytes, inspect_model
-from core.models import load_model, resolve_source
+from core.models.loading import load_model, resolve_source
+from core.models.model_info import human_bytes, inspect_model
 
 
 def test_local_folder_loads_with_same_logits(tiny_llama, tiny_llama_dir, tiny_tokenizer):
@@ -177,7 +177,7 @@ def test_hub_errors_are_translated(error_name, expected):
     """What a person sees when online and the id is wrong or gated (the hub cannot be reached here)."""
     import huggingface_hub.errors as hub_errors
 
-    from core.hub import _explain
+    from core.models.hub import _explain
 
     error_cls = getattr(hub_errors, error_name)
     exc = error_cls.__new__(error_cls)
@@ -186,7 +186,7 @@ def test_hub_errors_are_translated(error_name, expected):
 
 
 def test_hub_unreachable_is_translated():
-    from core.hub import _explain
+    from core.models.hub import _explain
 
     message = str(_explain("owner/name", OSError("[Errno -2] Name or service not known")))
     assert "cannot reach the Hugging Face hub" in message

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from core.memory import release_file_pages, tensor_is_file_backed
-from core.module_swap import replace_module
+from core.models.memory import release_file_pages, tensor_is_file_backed
+from core.models.module_swap import replace_module
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise and /proc/self are Linux's")
 

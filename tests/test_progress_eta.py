@@ -2,10 +2,10 @@
 
 import pytest
 
-from core.eta import EtaTracker, estimate_remaining, eta_text
+from core.engine.eta import EtaTracker, estimate_remaining, eta_text
+from core.engine.recipe import load_recipe
+from core.engine.runner import run_recipe
 from core.events import Progress, StageStarted, event_to_dict
-from core.recipe import load_recipe
-from core.runner import run_recipe
 from tests.conftest import SAMPLE_TEXT
 from tests.helpers import collect, write_recipe
 
@@ -58,8 +58,8 @@ def test_runner_announces_every_stage_in_order(tmp_path, tiny_llama_dir):
 
 
 def test_run_progress_widget_overall_and_stage(qtbot, monkeypatch):
-    from gui.panels import run_progress
-    from gui.panels.run_progress import RunProgress
+    from gui.screens.run import progress as run_progress
+    from gui.screens.run.progress import RunProgress
 
     clock = [100.0]
     monkeypatch.setattr(run_progress.time, "monotonic", lambda: clock[0])

@@ -4,12 +4,12 @@ applied in this process, per-layer figures are emitted, and nonsense is one clea
 import pytest
 import torch
 
-from core.cli import main
+from core.cli.commands import main
+from core.engine.recipe import load_recipe
+from core.engine.registry import get_technique
+from core.engine.runner import RunContext, run_recipe
 from core.events import LayerStat, drain
-from core.models import load_model
-from core.recipe import load_recipe
-from core.registry import get_technique
-from core.runner import RunContext, run_recipe
+from core.models.loading import load_model
 from tests.conftest import SAMPLE_TEXT
 from tests.helpers import collect, write_recipe
 
@@ -99,9 +99,9 @@ def test_cli_rejects_nonsense_with_one_line_and_no_output(tmp_path, tiny_llama_d
                                                ("wanda_prune", {"pattern": "2:4", "targets": ["*nothing*"]})])
 def test_model_checks_run_before_any_calibration(tiny_llama, tiny_tokenizer, technique, params):
     """Settings that cannot fit this model fail in the handler's first line, before data is read."""
+    from core.engine.params import config_from_dict
+    from core.engine.recipe import DataSpec, Recipe
     from core.errors import RecipeError
-    from core.params import config_from_dict
-    from core.recipe import DataSpec, Recipe
 
     info = get_technique(technique)
     config = config_from_dict(info.config_cls, params)

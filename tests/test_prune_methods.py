@@ -4,11 +4,11 @@ import pytest
 import torch
 from torch import nn
 
+from core.engine.params import config_from_dict
+from core.engine.recipe import load_recipe
+from core.engine.runner import run_recipe
 from core.errors import DataError, RecipeError
 from core.events import LayerStat
-from core.params import config_from_dict
-from core.recipe import load_recipe
-from core.runner import run_recipe
 from core.techniques.prune.magnitude import magnitude_mask
 from core.techniques.prune.masks import nm_mask, parse_pattern, row_topk_mask
 from core.techniques.prune.sparsegpt import SparseGPTConfig, sparsegpt_prune

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
+from core.engine.params import config_from_dict
+from core.engine.recipe import DataSpec, Recipe, load_recipe
+from core.engine.runner import RunContext, run_recipe
 from core.errors import RecipeError
 from core.events import LayerStat, drain
-from core.params import config_from_dict
-from core.recipe import DataSpec, Recipe, load_recipe
-from core.runner import RunContext, run_recipe
 from core.techniques.prune.data_aware import block_outlier_ratios, block_sparsities
 from core.techniques.prune.sparsegpt import SparseGPTConfig, apply_sparsegpt_prune
 from core.techniques.prune.wanda import WandaConfig, apply_wanda_prune

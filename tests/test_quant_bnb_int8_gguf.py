@@ -16,11 +16,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from core.engine.params import config_from_dict
+from core.engine.registry import get_technique
 from core.errors import RecipeError, StudioError
 from core.events import drain
-from core.params import config_from_dict
-from core.registry import get_technique
-from core.saving import save_model
+from core.io.saving import save_model
 
 HAS_BNB = importlib.util.find_spec("bitsandbytes") is not None
 needs_bnb = pytest.mark.skipif(not HAS_BNB, reason="bitsandbytes is not installed (pip install 'bitsandbytes>=0.48')")
@@ -59,7 +59,7 @@ def _no_cpu_repacking(model):
 def test_bnb_quantizes_and_reloads_in_plain_transformers(tmp_path, tiny_llama, tiny_tokenizer, params, tolerance):
     from transformers import AutoModelForCausalLM
 
-    from core.models import load_model
+    from core.models.loading import load_model
 
     reference = _logits(tiny_llama, tiny_tokenizer)
     reference_params = [p.detach().clone() for p in tiny_llama.parameters()]
@@ -85,7 +85,7 @@ def test_bnb_quantizes_and_reloads_in_plain_transformers(tmp_path, tiny_llama, t
     assert torch.equal(_logits(ours, tiny_tokenizer), quantized)  # our loader keeps the saved layout
     # the layer table of the reloaded model shows the real stored bits (bnb layers are described by
     # bnb_layer_info through model_info, with no per-instance attribute set by the step)
-    from core.model_info import inspect_model
+    from core.models.model_info import inspect_model
 
     for model in (plain, ours):
         rows = {r.name: r for r in inspect_model(model).layers}
@@ -114,9 +114,9 @@ def test_bnb_rejects_meaningless_or_unsupported_settings(tiny_llama, tiny_tokeni
 def test_dynamic_int8_runs_close_to_float_and_reloads_exactly(tmp_path, tiny_llama, tiny_tokenizer):
     from transformers import AutoModelForCausalLM
 
-    from core.formats import read_manifest
-    from core.model_info import inspect_model
-    from core.models import load_model
+    from core.models.formats import read_manifest
+    from core.models.loading import load_model
+    from core.models.model_info import inspect_model
 
     reference = _logits(tiny_llama, tiny_tokenizer)
     params_before = inspect_model(tiny_llama, with_layers=False).parameters
@@ -146,7 +146,7 @@ def test_dynamic_int8_is_cpu_only(tiny_llama, tiny_tokenizer):
 def test_gguf_export_reads_back_with_gguf_and_transformers(tmp_path, tiny_llama, tiny_tokenizer, quant, tolerance):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from core.techniques.quantize.gguf_export import export_gguf, read_gguf_summary
+    from core.io.gguf_export import export_gguf, read_gguf_summary
 
     written = export_gguf(tiny_llama, tiny_tokenizer, tmp_path / f"tiny-{quant}.gguf", quant)
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"tiny-{quant}.gguf"]  # no partial file left
@@ -176,7 +176,7 @@ def test_gguf_export_runs_in_llama_cpp_with_the_same_tokens_and_logits(tmp_path,
     """llama.cpp itself loads the file (its pre-tokenizer name included) and scores text like the source model."""
     from llama_cpp import Llama
 
-    from core.techniques.quantize.gguf_export import export_gguf
+    from core.io.gguf_export import export_gguf
 
     written = export_gguf(tiny_llama, tiny_tokenizer, tmp_path / f"tiny-{quant}.gguf", quant)
     llm = Llama(model_path=str(written["path"]), n_ctx=64, logits_all=True, verbose=False, n_threads=1)
@@ -189,7 +189,7 @@ def test_gguf_export_runs_in_llama_cpp_with_the_same_tokens_and_logits(tmp_path,
 
 
 def test_gguf_export_rejects_what_it_cannot_write(tmp_path, tiny_llama, tiny_bert, tiny_tokenizer):
-    from core.techniques.quantize.gguf_export import export_gguf
+    from core.io.gguf_export import export_gguf
 
     with pytest.raises(StudioError, match="choose one of F16, Q8_0, Q4_0"):
         export_gguf(tiny_llama, tiny_tokenizer, tmp_path / "x.gguf", "Q5_K")
@@ -204,7 +204,7 @@ def test_gguf_export_rejects_what_it_cannot_write(tmp_path, tiny_llama, tiny_ber
 
 
 def test_dynamic_int8_is_greyed_out_off_the_cpu():
-    from core.registry import get_technique
+    from core.engine.registry import get_technique
 
     info = get_technique("dynamic_int8")
     assert info.unavailable_reason(device="cpu") is None

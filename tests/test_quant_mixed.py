@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch import nn
 
+from core.engine.params import config_from_dict
+from core.engine.recipe import load_recipe
+from core.engine.runner import run_recipe
 from core.errors import RecipeError
 from core.events import LayerStat
-from core.models import load_model
-from core.params import config_from_dict
-from core.recipe import load_recipe
-from core.runner import run_recipe
+from core.models.loading import load_model
 from core.techniques.quantize.allocate import BitOption, allocate_bits, average_bits
 from core.techniques.quantize.gptq import gptq_quantize_weight
 from core.techniques.quantize.grid import dequantize, group_params, mse_group_params, quantize, round_to_grid
@@ -212,12 +212,12 @@ def test_mixed_unreachable_target_fails_before_any_work(tmp_path, tiny_llama_dir
 @pytest.mark.slow
 def test_mixed_4_8_beats_uniform_4_bit_on_the_real_model():
     """SmolLM2-135M, RTN g64: mixed 4/8 bits at ≤ 5 stored bits per weight vs uniform 4-bit (4.5 stored)."""
-    from core.data import load_texts, token_windows
-    from core.evaluate import perplexity
+    from core.data.texts import load_texts, token_windows
+    from core.engine.recipe import DataSpec, Recipe
+    from core.engine.registry import get_technique
+    from core.engine.runner import RunContext
+    from core.eval.perplexity import perplexity
     from core.events import drain
-    from core.recipe import DataSpec, Recipe
-    from core.registry import get_technique
-    from core.runner import RunContext
 
     def quantized_perplexity(technique, params):
         loaded = load_model("bundled:smollm2-135m")

@@ -12,13 +12,13 @@ import pytest
 import torch
 from torch import nn
 
+from core.engine.params import config_from_dict
+from core.engine.recipe import load_recipe
+from core.engine.runner import run_recipe
 from core.errors import RecipeError
 from core.events import LayerStat
-from core.model_info import inspect_model
-from core.models import load_model
-from core.params import config_from_dict
-from core.recipe import load_recipe
-from core.runner import run_recipe
+from core.models.loading import load_model
+from core.models.model_info import inspect_model
 from core.techniques.quantize.gptq import GPTQConfig, gptq_quantize_weight
 from core.techniques.quantize.grid import (
     check_group_size,
@@ -239,7 +239,7 @@ def test_bits_1_rejected_in_a_recipe(tmp_path, tiny_llama_dir, text_file):
 
 
 def test_true_sequential_stages_follow_the_block_and_quantize_everything(tmp_path, tiny_llama_dir, text_file):
-    from core.calibration import _stages, capture_block_inputs, find_blocks
+    from core.engine.calibration import _stages, capture_block_inputs, find_blocks
 
     model = load_model(str(tiny_llama_dir)).model
     _, blocks = find_blocks(model)

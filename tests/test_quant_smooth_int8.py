@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from core.engine.targets import DEFAULT_IGNORE, DEFAULT_TARGETS
 from core.events import drain
-from core.targets import DEFAULT_IGNORE, DEFAULT_TARGETS
 from core.techniques.quantize.int8_linear import Int8DynamicLinear, quantize_rows
 from core.techniques.quantize.smooth import (
     norm_scales_output,

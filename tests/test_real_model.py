@@ -6,15 +6,15 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from core.cli import main
-from core.data import load_texts, token_windows
-from core.evaluate import perplexity
+from core.cli.commands import main
+from core.data.samples import datasets_ready
+from core.data.texts import load_texts, token_windows
+from core.engine.recipe import recipe_from_text
+from core.engine.runner import run_recipe
+from core.eval.perplexity import perplexity
 from core.events import LayerStat
-from core.models import gguf_cache_folder, load_model
-from core.recipe import recipe_from_text
-from core.runner import run_recipe
-from core.sample_data import datasets_ready
-from core.saving import save_model
+from core.io.saving import save_model
+from core.models.loading import gguf_cache_folder, load_model
 from tests.helpers import collect
 
 pytestmark = [pytest.mark.slow,

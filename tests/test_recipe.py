@@ -2,9 +2,9 @@
 
 import pytest
 
+from core.engine.recipe import Recipe, load_recipe, recipe_from_text
+from core.engine.registry import get_technique, techniques
 from core.errors import RecipeError
-from core.recipe import Recipe, load_recipe, recipe_from_text
-from core.registry import get_technique, techniques
 
 GOOD = """
 version: 1
@@ -85,7 +85,7 @@ def test_discovery_is_complete_after_a_direct_import():
     import sys
 
     code = ("import core.techniques.prune.magnitude\n"
-            "from core.registry import techniques\n"
+            "from core.engine.registry import techniques\n"
             "names = techniques()\n"
             "assert 'wanda_prune' in names and 'gptq_quantize' in names, sorted(names)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

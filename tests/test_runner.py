@@ -6,13 +6,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from core import registry
-from core.data import load_texts, token_windows
+from core.data.texts import load_texts, token_windows
+from core.engine import registry
+from core.engine.recipe import load_recipe
+from core.engine.runner import run_recipe
 from core.errors import RecipeError
-from core.evaluate import perplexity
+from core.eval.perplexity import perplexity
 from core.events import LayerStat, Log, Metric, Progress, RunDone, StepDone
-from core.recipe import load_recipe
-from core.runner import run_recipe
 from tests.conftest import SAMPLE_TEXT
 from tests.helpers import collect, folder_digest, write_recipe
 

@@ -12,10 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from core import sample_data
-from core.errors import DataError
-from core.events import Log, Progress
-from core.sample_data import (
+from core.data import samples as sample_data
+from core.data.samples import (
     BUNDLED_DATASETS,
     bundled_dataset_path,
     clean_rotten_tomatoes,
@@ -25,6 +23,8 @@ from core.sample_data import (
     split_articles,
     strip_wiki_markup,
 )
+from core.errors import DataError
+from core.events import Log, Progress
 
 needs_data = pytest.mark.skipif(not datasets_ready(), reason="bundled datasets not installed; run `make data`")
 

@@ -8,10 +8,10 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 
+from core.engine.recipe import Recipe, load_recipe
+from core.engine.runner import run_recipe
 from core.errors import RecipeError
-from core.recipe import Recipe, load_recipe
-from core.runner import run_recipe
-from core.save_dtype import cast_floating_weights, gguf_file_type, resolve_save_dtype
+from core.io.save_dtype import cast_floating_weights, gguf_file_type, resolve_save_dtype
 from tests.conftest import SAMPLE_TEXT
 from tests.helpers import collect, write_recipe
 
@@ -138,7 +138,7 @@ def test_packed_quantized_tensors_keep_their_format(tmp_path, tiny_llama_dir, te
     assert dtypes["model.layers.0.mlp.up_proj.weight_packed"] == "I32"
     assert dtypes["model.layers.0.mlp.up_proj.weight_scale"] == "F32"  # scales of packed layers untouched
     assert dtypes["model.embed_tokens.weight"] == "BF16"
-    from core.models import load_model
+    from core.models.loading import load_model
 
     loaded = load_model(str(folder))  # our loader rebuilds the packed layers
     assert report["output"]["dtype"] == "bfloat16"
@@ -150,9 +150,9 @@ def test_pipeline_form_offers_the_save_dtype_and_the_estimate_follows_it(qtbot):
 
     from PySide6.QtWidgets import QComboBox
 
-    from core.recipe import OutputSpec, Step
-    from gui.estimate import estimate
-    from gui.panels.data_box import DataBox
+    from core.engine.recipe import OutputSpec, Step
+    from gui.screens.pipeline.data_box import DataBox
+    from gui.screens.pipeline.estimate import estimate
 
     box = DataBox()
     qtbot.addWidget(box)
@@ -162,7 +162,7 @@ def test_pipeline_form_offers_the_save_dtype_and_the_estimate_follows_it(qtbot):
     editor.setCurrentIndex(editor.findData("float32"))
     assert box.output.dtype == "float32"
 
-    from core.registry import get_technique
+    from core.engine.registry import get_technique
 
     summary = SimpleNamespace(parameters=1_000_000, bytes_in_memory=4_000_000, hidden_size=64, num_layers=2)
     info = get_technique("magnitude_prune")

@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from core.output_rules import OutputError, check_output_dir
-from core.saving import atomic_folder, save_model
+from core.io.output_rules import OutputError, check_output_dir
+from core.io.saving import atomic_folder, save_model
 
 
 def test_saved_folder_loads_in_plain_transformers(tmp_path, tiny_llama, tiny_tokenizer):

@@ -3,14 +3,14 @@
 import pytest
 import torch
 
+from core.engine.params import config_from_dict
+from core.engine.recipe import DataSpec, Recipe, load_recipe
+from core.engine.runner import RunContext, run_recipe
 from core.errors import RecipeError
 from core.events import drain
-from core.model_info import folder_weight_bytes, inspect_model
-from core.models import load_model
-from core.params import config_from_dict
-from core.recipe import DataSpec, Recipe, load_recipe
-from core.runner import RunContext, run_recipe
-from core.saving import save_model
+from core.io.saving import save_model
+from core.models.loading import load_model
+from core.models.model_info import folder_weight_bytes, inspect_model
 from core.techniques.share.shared import CorrectedSharedLinear, check_pairs, choose_pairs, share_block
 from core.techniques.share.technique import ShareLayersConfig, apply_share_layers
 from tests.conftest import SAMPLE_TEXT

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from core.formats import MANIFEST, model_format
-from core.model_info import folder_weight_bytes
-from core.models import load_model
-from core.saving import save_model
+from core.io.saving import save_model
+from core.models.formats import MANIFEST, model_format
+from core.models.loading import load_model
+from core.models.model_info import folder_weight_bytes
 from core.techniques.prune.magnitude import magnitude_mask
 from core.techniques.prune.owl import outlier_ratio, owl_layer_sparsities, schedule_for_blocks
 from core.techniques.prune.sparse_format import (
@@ -149,9 +149,9 @@ def test_outlier_ratio_counts_scores_above_m_times_mean():
 
 def test_pruning_step_saves_sparse_when_asked(tmp_path, tiny_llama_dir):
     """save_format: sparse makes the run's output folder really smaller, and it reloads identically."""
-    from core.models import load_model
-    from core.recipe import load_recipe
-    from core.runner import run_recipe
+    from core.engine.recipe import load_recipe
+    from core.engine.runner import run_recipe
+    from core.models.loading import load_model
     from tests.conftest import SAMPLE_TEXT
     from tests.helpers import collect, write_recipe
 

@@ -4,10 +4,11 @@ import os
 
 import pytest
 
-from core import models, tokenizer_pool
+from core.engine.recipe import load_recipe
+from core.engine.runner import run_recipe
 from core.events import StageStarted
-from core.recipe import load_recipe
-from core.runner import run_recipe
+from core.models import tokenizer_pool
+from core.models import loading as models
 from tests.conftest import SAMPLE_TEXT
 from tests.helpers import collect, write_recipe
 

@@ -1,7 +1,7 @@
 """Sequence classification: fine-tune a teacher ("train_classifier"), then distil it into a student
 ("distill_classifier") with the same soft/hard loss on labelled data.
 
-Data come from ``recipe.data.labelled`` through :func:`core.data.load_labelled`: seeded train /
+Data come from ``recipe.data.labelled`` through :func:`core.data.texts.load_labelled`: seeded train /
 validation / test splits that never share an example.  Accuracy, precision, recall and F1 (macro)
 are measured on validation after every epoch (the best epoch's weights are kept) and on the
 untouched test split once at the end.  Texts are tokenized once, truncated to ``max_length``.
@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
+from core.engine.params import param
+from core.engine.registry import Needs, StepReport, register
 from core.errors import DataError, RecipeError
 from core.events import Log, Metric, ProgressMeter
-from core.params import param
-from core.registry import Needs, StepReport, register
 from core.techniques.distill.losses import distillation_loss
 from core.techniques.distill.options import LossOptions, TrainingOptions, settings_for, shuffled_batch
 from core.techniques.distill.session import checkpoint_store, prepare_pair
@@ -37,7 +37,7 @@ class ClassifierDataOptions:
 
 def load_splits(ctx):
     """The recipe's labelled data, or a clear message when it has no usable label column."""
-    from core.data import load_labelled
+    from core.data.texts import load_labelled
 
     data = ctx.recipe.data
     try:
@@ -79,7 +79,7 @@ def _collate(ids: list[list[int]], pad_id: int, device) -> dict[str, torch.Tenso
 def iter_scores(model, ids: list[list[int]], labels: list[int], to_model: list[int], names: list[str], pad_id: int,
                 stage: str, batch_size: int = 64):
     """Job: accuracy, macro precision/recall/F1 of ``model`` on pre-tokenized examples."""
-    from core.metrics import classification_metrics
+    from core.eval.metrics import classification_metrics
 
     device = next(model.parameters()).device
     back = {m: d for d, m in enumerate(to_model)}

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from core.errors import RecipeError
-from core.formats import SavedFormat, mark_format, read_manifest, register_format
+from core.models.formats import SavedFormat, mark_format, read_manifest, register_format
 from core.techniques.prune.slicing import keep_columns, keep_rows, neuron_scores, top_neurons
 
 FORMAT = "pruned-heads"

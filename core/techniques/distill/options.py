@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from core.engine.params import param
 from core.errors import RecipeError
-from core.params import param
 from core.techniques.distill.losses import check_loss_settings
 from core.techniques.distill.trainer import SCHEDULES, TrainSettings
 

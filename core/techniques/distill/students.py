@@ -13,10 +13,10 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
-from core.calibration import find_blocks
+from core.engine.calibration import find_blocks
+from core.engine.params import param
 from core.errors import RecipeError
 from core.events import Log
-from core.params import param
 from core.techniques.prune.slicing import parameter_count
 
 STUDENTS = ("shrink", "current", "model")
@@ -151,7 +151,7 @@ def check_tokenizers(student_tokenizer, teacher_tokenizer, name: str) -> None:
 
 def load_named_student(source: str, task: str, teacher, teacher_tokenizer, device: str):
     """Load the student the user named; refuse a different tokenizer or a student larger than the teacher."""
-    from core.models import iter_load_model
+    from core.models.loading import iter_load_model
 
     loaded = yield from iter_load_model(source, task, False, device)
     check_tokenizers(loaded.tokenizer, teacher_tokenizer, source)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from core.errors import ModelLoadError
-from core.formats import (
+from core.models.formats import (
     _FORMAT_ATTRIBUTE,
     SavedFormat,
     mark_format,
@@ -25,7 +25,7 @@ from core.formats import (
     read_manifest,
     register_format,
 )
-from core.module_swap import replace_module
+from core.models.module_swap import replace_module
 from core.techniques.lowrank.factorized import FactorizedLinear
 
 FORMAT = "factorized"

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 
 import torch
 
-from core.calibration import HessianStats, run_blockwise
+from core.engine.calibration import HessianStats, run_blockwise
+from core.engine.params import param
+from core.engine.registry import Needs, StepReport, register
+from core.engine.targets import DEFAULT_IGNORE, DEFAULT_TARGETS, select_linears
 from core.errors import RecipeError
 from core.events import LayerStat, ProgressMeter
-from core.module_swap import replace_module
-from core.params import param
-from core.registry import Needs, StepReport, register
-from core.targets import DEFAULT_IGNORE, DEFAULT_TARGETS, select_linears
+from core.models.module_swap import replace_module
 from core.techniques.lowrank.allocate import ALLOCATIONS, allocate_ranks, layer_params
 from core.techniques.lowrank.factorized import (
     FactorizedLinear,

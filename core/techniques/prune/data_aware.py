@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import torch
 
-from core.calibration import InputNormStats, run_blockwise
+from core.engine.calibration import InputNormStats, run_blockwise
+from core.engine.params import param
+from core.engine.targets import DEFAULT_IGNORE, DEFAULT_TARGETS, check_targets, select_linears
 from core.errors import RecipeError
 from core.events import LayerStat
-from core.params import param
-from core.targets import DEFAULT_IGNORE, DEFAULT_TARGETS, check_targets, select_linears
 from core.techniques.prune.masks import PATTERN_HELP, PATTERNS, check_nm_width, parse_pattern, zero_share
 from core.techniques.prune.owl import DEFAULT_LAMBDA, DEFAULT_M, outlier_ratio, owl_layer_sparsities
 from core.techniques.prune.sparse_format import SAVE_FORMAT_HELP, SAVE_FORMATS
@@ -115,7 +115,7 @@ def prune_blockwise(model, ctx, *, config: DataPruneConfig, make_stats, prune_li
     """Run ``prune_linear(name, linear, stats, sparsity) -> dict`` on every target Linear, block by block.
 
     A generator (the handlers' shared body): checks N:M widths before any calibration work, works
-    out each block's sparsity (:func:`block_sparsities`), runs :func:`core.calibration.run_blockwise`
+    out each block's sparsity (:func:`block_sparsities`), runs :func:`core.engine.calibration.run_blockwise`
     on the recipe's calibration windows, yields a ``LayerStat(layer, "sparsity")`` per Linear plus
     any figures ``prune_linear`` returns, and returns ``(rows, achieved_sparsity, schedule)`` where
     ``schedule`` is None (uniform) or ``{"sparsity": {block: s}, "outlier_ratio": {block: r}}``.

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from core.calibration import InputNormStats, find_blocks, run_blockwise
+from core.engine.calibration import InputNormStats, find_blocks, run_blockwise
+from core.engine.params import param
+from core.engine.registry import Needs, StepReport, register
 from core.errors import RecipeError
 from core.events import LayerStat
-from core.params import param
-from core.registry import Needs, StepReport, register
 from core.techniques.prune.slicing import (
     STRUCTURED_NOTES,
     check_per_layer,

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from core.calibration import capture_block_inputs, find_blocks
+from core.engine.calibration import capture_block_inputs, find_blocks
+from core.engine.params import param
+from core.engine.registry import Needs, StepReport, register
 from core.errors import RecipeError
 from core.events import LayerStat, ProgressMeter
-from core.params import param
-from core.registry import Needs, StepReport, register
 from core.techniques.prune.slicing import STRUCTURED_NOTES, parameter_count
 
 

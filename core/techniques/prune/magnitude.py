@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
+from core.engine.params import param
+from core.engine.registry import StepReport, register
+from core.engine.targets import DEFAULT_IGNORE, DEFAULT_TARGETS, select_linears
 from core.events import LayerStat, ProgressMeter
-from core.params import param
-from core.registry import StepReport, register
-from core.targets import DEFAULT_IGNORE, DEFAULT_TARGETS, select_linears
 from core.techniques.prune.sparse_format import SAVE_FORMAT_HELP, SAVE_FORMATS, apply_save_format
 
 

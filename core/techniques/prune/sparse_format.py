@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from core.errors import ModelLoadError
-from core.formats import SavedFormat, mark_format, register_format
+from core.models.formats import SavedFormat, mark_format, register_format
 
 FORMAT = "sparse-bitmask"
 WEIGHTS_FILE = "model.sparse-bitmask.safetensors"  # not model.safetensors: see the docstring
@@ -116,7 +116,7 @@ def sparse_bytes_estimate(model: nn.Module) -> dict[str, int]:
 
 
 def mark_sparse(model: nn.Module) -> None:
-    """Have the next save write ``model`` in the sparse-bitmask format (see core.formats)."""
+    """Have the next save write ``model`` in the sparse-bitmask format (see core.models.formats)."""
     mark_format(model, FORMAT, sparsity_config=_sparsity_config(model))
 
 
@@ -178,7 +178,7 @@ def load_sparse_bitmask(folder: Path, task: str) -> nn.Module:
     """Rebuild the dense model from a sparse-bitmask folder and mark it to save the same way."""
     from transformers import AutoConfig
 
-    from core.models import _auto_class
+    from core.models.loading import _auto_class
 
     folder = Path(folder)
     config = AutoConfig.from_pretrained(folder)

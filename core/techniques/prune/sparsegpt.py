@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
-from core.calibration import HessianStats, inverse_hessian_cholesky
+from core.engine.calibration import HessianStats, inverse_hessian_cholesky
+from core.engine.params import param
+from core.engine.registry import Needs, StepReport, register
 from core.errors import RecipeError
-from core.params import param
-from core.registry import Needs, StepReport, register
 from core.techniques.prune.data_aware import PRUNE_NOTES, DataPruneConfig, prune_blockwise, schedule_report
 from core.techniques.prune.masks import check_nm_width, nm_mask, parse_pattern
 from core.techniques.prune.sparse_format import apply_save_format

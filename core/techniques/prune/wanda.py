@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from core.calibration import InputNormStats
-from core.registry import Needs, StepReport, register
+from core.engine.calibration import InputNormStats
+from core.engine.registry import Needs, StepReport, register
 from core.techniques.prune.data_aware import PRUNE_NOTES, DataPruneConfig, prune_blockwise, schedule_report
 from core.techniques.prune.masks import nm_mask, parse_pattern, row_topk_mask
 from core.techniques.prune.sparse_format import apply_save_format

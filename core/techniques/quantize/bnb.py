@@ -24,11 +24,11 @@ from dataclasses import dataclass
 
 import torch
 
+from core.engine.params import param
+from core.engine.registry import Needs, StepReport, register
 from core.errors import RecipeError
 from core.events import LayerStat, Log
-from core.formats import model_format
-from core.params import param
-from core.registry import Needs, StepReport, register
+from core.models.formats import model_format, register_load_fix
 
 MODES = ("int8", "nf4", "fp4")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
@@ -136,6 +136,9 @@ def keep_exact_cpu_layout(model) -> None:
     for module in model.modules():
         if isinstance(module, bnb.nn.Linear4bit):
             module.support_avx512bf16_for_cpu = False
+
+
+register_load_fix("bitsandbytes", keep_exact_cpu_layout)  # our loader calls it on every reloaded bnb folder
 
 
 def _transplant(model, quantized) -> None:

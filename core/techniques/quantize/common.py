@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from core.engine.params import param
+from core.engine.targets import DEFAULT_IGNORE, DEFAULT_TARGETS, check_targets, select_linears
 from core.errors import RecipeError
-from core.params import param
-from core.targets import DEFAULT_IGNORE, DEFAULT_TARGETS, check_targets, select_linears
 from core.techniques.quantize.grid import check_group_size
 
 BITS_HELP = "Bits per weight, 2 to 8. 4 is the usual choice; 8 is nearly lossless; 3 and 2 lose quality fast."
@@ -69,22 +69,6 @@ def check_widths(model: nn.Module, targets: list, ignore: list, group_size: int)
     for name, linear in chosen:
         check_group_size(linear.in_features, group_size, name)
     return chosen
-
-
-def format_name(model: nn.Module) -> str:
-    """The saved format for a model's packed layers: the asymmetric variant if any has zero points."""
-    from core.techniques.quantize.packed_linear import PackedLinear
-
-    asymmetric = any(isinstance(m, PackedLinear) and not m.symmetric for m in model.modules())
-    return ASYMMETRIC_FORMAT_NAME if asymmetric else FORMAT_NAME
-
-
-def mark_quantized(model: nn.Module) -> None:
-    """Mark the model to be saved in the packed compressed-tensors format."""
-    from core.formats import mark_format
-    from core.techniques.quantize import packed_format  # noqa: F401  (registers the format)
-
-    mark_format(model, format_name(model))
 
 
 def size_metrics(rows: list[dict]) -> dict:

@@ -38,20 +38,20 @@ from dataclasses import dataclass
 
 import torch
 
-from core.calibration import HessianStats, inverse_hessian_cholesky, run_blockwise
+from core.engine.calibration import HessianStats, inverse_hessian_cholesky, run_blockwise
+from core.engine.params import param
+from core.engine.registry import Needs, StepReport, register
 from core.events import LayerStat
-from core.memory import release_file_pages
-from core.module_swap import replace_module
-from core.params import param
-from core.registry import Needs, StepReport, register
+from core.models.memory import release_file_pages
+from core.models.module_swap import replace_module
 from core.techniques.quantize.common import (
     QUANT_NOTES,
     WeightQuantConfig,
     check_widths,
-    mark_quantized,
     size_metrics,
 )
 from core.techniques.quantize.grid import check_group_size, code_range, dequantize, fit_group_params
+from core.techniques.quantize.packed_format import mark_quantized
 from core.techniques.quantize.packed_linear import PackedLinear
 
 

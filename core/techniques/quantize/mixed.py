@@ -15,19 +15,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.engine.params import param
+from core.engine.registry import Needs, StepReport, register
 from core.errors import RecipeError
 from core.events import LayerStat, Log
-from core.params import param
-from core.registry import Needs, StepReport, register
 from core.techniques.quantize.allocate import BitOption, allocate_bits, average_bits
 from core.techniques.quantize.common import (
     QUANT_NOTES,
     check_bits,
     check_widths,
-    mark_quantized,
     size_metrics,
 )
 from core.techniques.quantize.gptq import GPTQ_NOTE, GPTQConfig, gptq_quantize_model
+from core.techniques.quantize.packed_format import mark_quantized
 from core.techniques.quantize.packed_linear import packed_storage_bytes
 from core.techniques.quantize.rtn import rtn_quantize_layers
 from core.techniques.quantize.sensitivity import MEASURES, measure_sensitivities

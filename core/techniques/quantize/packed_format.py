@@ -23,11 +23,21 @@ import torch
 from torch import nn
 
 from core.errors import ModelLoadError
-from core.formats import SavedFormat, mark_format, register_format
-from core.module_swap import replace_module
-from core.techniques.quantize.common import ASYMMETRIC_FORMAT_NAME, FORMAT_NAME, format_name
+from core.models.formats import SavedFormat, mark_format, register_format
+from core.models.module_swap import replace_module
+from core.techniques.quantize.common import ASYMMETRIC_FORMAT_NAME, FORMAT_NAME
 from core.techniques.quantize.packed_linear import PackedLinear
 
+
+def format_name(model: nn.Module) -> str:
+    """The saved format for a model's packed layers: the asymmetric variant if any has zero points."""
+    asymmetric = any(isinstance(m, PackedLinear) and not m.symmetric for m in model.modules())
+    return ASYMMETRIC_FORMAT_NAME if asymmetric else FORMAT_NAME
+
+
+def mark_quantized(model: nn.Module) -> None:
+    """Mark the model to be saved in the packed compressed-tensors format."""
+    mark_format(model, format_name(model))
 
 def quantization_config(model: nn.Module) -> dict:
     """The compressed-tensors ``quantization_config`` describing the model's PackedLinear layers."""
@@ -76,7 +86,7 @@ def load_packed(folder: Path, task: str):
     """Rebuild the model with PackedLinear layers from a pack-quantized folder (our loader's path)."""
     from transformers import AutoConfig
 
-    from core.models import _auto_class
+    from core.models.loading import _auto_class
 
     folder = Path(folder)
     raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))

@@ -15,17 +15,17 @@ from dataclasses import dataclass
 
 import torch
 
+from core.engine.registry import StepReport, register
 from core.events import LayerStat, ProgressMeter
-from core.module_swap import replace_module
-from core.registry import StepReport, register
+from core.models.module_swap import replace_module
 from core.techniques.quantize.common import (
     QUANT_NOTES,
     WeightQuantConfig,
     check_widths,
-    mark_quantized,
     size_metrics,
 )
 from core.techniques.quantize.grid import round_to_grid
+from core.techniques.quantize.packed_format import mark_quantized
 from core.techniques.quantize.packed_linear import PackedLinear
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.calibration import Block, run_blockwise
+from core.engine.calibration import Block, run_blockwise
 from core.events import Log
 
 SCALE_FLOOR = 1e-5  # keeps a dead channel (max |X| or max |W| = 0) from dividing by zero

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import torch
 
-from core.calibration import HessianStats, capture_block_inputs, find_blocks, run_blockwise
+from core.engine.calibration import HessianStats, capture_block_inputs, find_blocks, run_blockwise
+from core.engine.params import param
+from core.engine.registry import Needs, StepReport, register
 from core.errors import ModelLoadError, RecipeError
 from core.events import LayerStat, ProgressMeter
-from core.formats import SavedFormat, mark_format, read_manifest, register_format
-from core.model_info import inspect_model
-from core.params import param
-from core.registry import Needs, StepReport, register
+from core.models.formats import SavedFormat, mark_format, read_manifest, register_format
+from core.models.model_info import inspect_model
 from core.techniques.lowrank.format import rebuild_model, save_factorized
 from core.techniques.share.shared import (
     block_linears,

@@ -1,0 +1,328 @@
+"""Datasets for the engine: texts for calibration and evaluation, labelled rows for classifiers.
+
+A *source* is one string a person can type or pick in the GUI:
+
+* ``bundled:<name>``: a bundled sample dataset (see ``core.data.samples.BUNDLED_DATASETS``);
+* a ``.txt`` file (documents separated by blank lines), a ``.jsonl`` or a ``.csv`` file;
+* a folder written by Hugging Face ``datasets``' ``save_to_disk`` (needs ``pip install datasets``);
+* ``hub:owner/name[:split]``: a dataset on the Hugging Face Hub (needs ``datasets`` and internet).
+
+Every problem with a source is a one-line ``DataError`` that says what to do.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from core.errors import DataError
+
+_KINDS = ".txt, .jsonl or .csv file, a saved Hugging Face dataset folder, bundled:NAME or hub:OWNER/NAME"
+
+
+@dataclass
+class _Table:
+    """Rows of one source, column by column; ``origin`` names the source in messages."""
+
+    columns: dict[str, list]
+    origin: str
+
+    def column(self, name: str) -> list:
+        if name not in self.columns:
+            have = ", ".join(self.columns) or "none"
+            raise DataError(f"{self.origin} has no column '{name}'; its columns are: {have}.")
+        return self.columns[name]
+
+
+@dataclass
+class LabelledSplit:
+    """One part of a labelled dataset: texts with their label ids (indexes into ``label_names``)."""
+
+    texts: list[str]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass
+class LabelledData:
+    """A labelled dataset split three ways; the splits never share an example."""
+
+    train: LabelledSplit
+    validation: LabelledSplit
+    test: LabelledSplit
+    label_names: list[str]
+
+
+def load_texts(source: str, text_column: str = "text") -> list[str]:
+    """The non-empty documents of ``source`` (see the module docstring for what a source can be).
+
+    For ``.txt`` files a document is a run of lines ended by a blank line; for tables it is the
+    ``text_column`` value of each row.
+    """
+    path = local_path(source)
+    if path is not None and path.suffix.lower() == ".txt":
+        text = _read_text(path)
+        texts = [doc.strip() for doc in re.split(r"\n\s*\n", text.replace("\r\n", "\n")) if doc.strip()]
+        origin = str(path)
+    else:
+        table = _load_table(source)
+        texts = [str(v).strip() for v in table.column(text_column) if v is not None and str(v).strip()]
+        origin = table.origin
+    if not texts:
+        raise DataError(f"{origin} contains no text (column '{text_column}' is empty).")
+    return texts
+
+
+def token_windows(texts: list[str], tokenizer, sequence_length: int,
+                  max_windows: int | None = None) -> torch.LongTensor:
+    """Cut the texts into consecutive, non-overlapping windows of ``sequence_length`` token ids.
+
+    The documents are joined into one stream with the tokenizer's EOS token id between them (its
+    SEP id if it has no EOS, nothing if it has neither); no special tokens are added otherwise.
+    The incomplete tail is dropped.  Returns a LongTensor of shape ``[n, sequence_length]``, at
+    most ``max_windows`` rows; the same inputs always give the same windows.
+    """
+    if sequence_length < 1:
+        raise DataError(f"The sequence length must be a positive whole number, not {sequence_length}.")
+    if max_windows is not None and max_windows < 1:
+        raise DataError(f"The number of windows must be a positive whole number, not {max_windows}.")
+    separator = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    needed = None if max_windows is None else max_windows * sequence_length
+    stream: list[int] = []
+    texts = [t for t in texts if t]
+    batch = 64
+    for start in range(0, len(texts), batch):
+        # document by document (in batches): no giant string, no "longer than max length" warning
+        encoded = tokenizer(texts[start:start + batch], add_special_tokens=False, verbose=False)["input_ids"]
+        for ids in encoded:
+            if stream and separator is not None:
+                stream.append(separator)
+            stream.extend(ids)
+        if needed is not None and len(stream) >= needed:
+            break
+    count = len(stream) // sequence_length
+    if max_windows is not None:
+        count = min(count, max_windows)
+    if count == 0:
+        raise DataError(f"The text is too short: it has {len(stream)} tokens but one window needs "
+                        f"{sequence_length}; use more text or a shorter sequence length.")
+    return torch.tensor(stream[:count * sequence_length], dtype=torch.long).view(count, sequence_length)
+
+
+def load_labelled(source: str, text_column: str = "text", label_column: str = "label", seed: int = 0,
+                  fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> LabelledData:
+    """Load (text, label) rows and split them into train, validation and test.
+
+    The split is a seeded shuffle, stratified by label when every split can get its share of
+    each label, so the same ``seed`` always gives the same split.  Rows with an empty text or
+    label are skipped.  ``label_names`` are sorted (numerically when they are all whole numbers).
+    """
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6 or fractions[0] <= 0:
+        raise DataError(f"Split fractions must be three non-negative numbers summing to 1, not {fractions}.")
+    if local_path(source) is not None and local_path(source).suffix.lower() == ".txt":
+        raise DataError(f"{source} is plain text without labels; use a .csv or .jsonl file with "
+                        f"'{text_column}' and '{label_column}' columns.")
+    table = _load_table(source)
+    texts, labels = table.column(text_column), table.column(label_column)
+    rows = [(str(t).strip(), str(lb).strip()) for t, lb in zip(texts, labels, strict=True)
+            if t is not None and lb is not None and str(t).strip() and str(lb).strip()]
+    names = sorted({lb for _, lb in rows}, key=_label_key)
+    if len(names) < 2:
+        found = f"only '{names[0]}'" if names else "none"
+        raise DataError(f"{table.origin} needs at least two different labels in column '{label_column}'; "
+                        f"found {found}.")
+    wanted = sum(f > 0 for f in fractions)
+    if len(rows) < wanted:
+        raise DataError(f"{table.origin} has only {len(rows)} labelled rows; need at least {wanted} "
+                        "to make train, validation and test splits.")
+    index = {name: i for i, name in enumerate(names)}
+    rng = random.Random(seed)
+    parts = _stratified_split(rows, fractions, rng) or _plain_split(rows, fractions, rng)
+    splits = []
+    for part in parts:
+        rng.shuffle(part)
+        splits.append(LabelledSplit([t for t, _ in part], [index[lb] for _, lb in part]))
+    return LabelledData(*splits, label_names=names)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _label_key(label: str):
+    return (0, int(label), label) if re.fullmatch(r"-?\d+", label) else (1, 0, label)
+
+
+def _counts(n: int, fractions) -> tuple[int, int, int]:
+    validation, test = round(n * fractions[1]), round(n * fractions[2])
+    return n - validation - test, validation, test
+
+
+def _stratified_split(rows, fractions, rng) -> list[list] | None:
+    """Split each label's rows by the fractions; None when some wanted split would end up empty."""
+    groups: dict[str, list] = {}
+    for row in rows:
+        groups.setdefault(row[1], []).append(row)
+    parts: list[list] = [[], [], []]
+    for label in sorted(groups, key=_label_key):
+        group = groups[label]
+        rng.shuffle(group)
+        train, validation, _ = _counts(len(group), fractions)
+        if train < 1:
+            return None
+        parts[0] += group[:train]
+        parts[1] += group[train:train + validation]
+        parts[2] += group[train + validation:]
+    if any(f > 0 and not part for f, part in zip(fractions, parts, strict=True)):
+        return None
+    return parts
+
+
+def _plain_split(rows, fractions, rng) -> list[list]:
+    """Shuffle and cut, giving each wanted split at least one row."""
+    rows = list(rows)
+    rng.shuffle(rows)
+    _, validation, test = _counts(len(rows), fractions)
+    validation = max(validation, 1 if fractions[1] > 0 else 0)
+    test = max(test, 1 if fractions[2] > 0 else 0)
+    while len(rows) - validation - test < 1:  # keep at least one training row
+        if validation >= test and validation > 1:
+            validation -= 1
+        else:
+            test -= 1
+    train = len(rows) - validation - test
+    return [rows[:train], rows[train:train + validation], rows[train + validation:]]
+
+
+def local_path(source: str) -> Path | None:
+    """The file or folder a data source names on this machine, or None for a bundled or Hub dataset."""
+    if source.startswith(("bundled:", "hub:")):
+        return None
+    return Path(source).expanduser()
+
+
+def _load_table(source: str) -> _Table:
+    if source.startswith("bundled:"):
+        from core.data.samples import bundled_dataset_path
+
+        source = str(bundled_dataset_path(source.removeprefix("bundled:").strip()))
+    if source.startswith("hub:"):
+        return _load_hub(source.removeprefix("hub:").strip())
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DataError(f"File not found: {path}.")
+    if path.is_dir():
+        return _load_saved_dataset(path)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return _read_csv(path)
+    if suffix in (".jsonl", ".ndjson"):
+        return _read_jsonl(path)
+    raise DataError(f"{path.name} is not a supported dataset; use a {_KINDS}.")
+
+
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text; DataError when it is missing, empty, binary or not UTF-8."""
+    if not path.is_file():
+        raise DataError(f"File not found: {path}.")
+    data = path.read_bytes()
+    if not data.strip():
+        raise DataError(f"{path} is empty.")
+    if b"\x00" in data:
+        raise DataError(f"{path} looks like a binary file (it contains NUL bytes), not text; "
+                        "if it is text saved as UTF-16, re-save it as UTF-8.")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text (undecodable byte at position {exc.start}); "
+                        "re-save it as UTF-8.") from exc
+
+
+def _read_csv(path: Path) -> _Table:
+    text = _read_text(path)
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 28))
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+        rows = list(reader)
+    except csv.Error as exc:
+        raise DataError(f"{path} is not valid CSV near line {reader.line_num} ({exc}).") from exc
+    header = [h.strip() for h in header]
+    columns = {name: [row[i] if i < len(row) else None for row in rows] for i, name in enumerate(header) if name}
+    return _Table(columns, str(path))
+
+
+def _read_jsonl(path: Path) -> _Table:
+    columns: dict[str, list] = {}
+    count = 0
+    for number, line in enumerate(_read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path} line {number} is not valid JSON ({exc.msg}); each line must be "
+                            "one JSON object.") from exc
+        if not isinstance(record, dict):
+            raise DataError(f"{path} line {number} is not a JSON object ({{\"text\": ...}}).")
+        for key in record:
+            columns.setdefault(key, [None] * count)
+        for key, values in columns.items():
+            values.append(record.get(key))
+        count += 1
+    return _Table(columns, str(path))
+
+
+def _datasets_module(why: str):
+    try:
+        import datasets
+    except ImportError as exc:
+        raise DataError(f"{why} needs the 'datasets' package; install it with `pip install datasets`.") from exc
+    return datasets
+
+
+def _from_hf(dataset, origin: str) -> _Table:
+    """A Hugging Face Dataset (or the 'train'/first split of a DatasetDict) as a table."""
+    if isinstance(dataset, dict):  # a DatasetDict
+        splits = list(dataset.keys())
+        dataset = dataset["train" if "train" in splits else splits[0]]
+    columns = {}
+    for name in dataset.column_names:
+        values = dataset[name]
+        feature = dataset.features.get(name)
+        if hasattr(feature, "int2str"):  # ClassLabel: store the label names, not the ids
+            values = [feature.int2str(v) if isinstance(v, int) and v >= 0 else None for v in values]
+        columns[name] = list(values)
+    return _Table(columns, origin)
+
+
+def _load_saved_dataset(path: Path) -> _Table:
+    if not any((path / f).is_file() for f in ("dataset_info.json", "state.json", "dataset_dict.json")):
+        raise DataError(f"{path} is a folder but not a dataset saved with Hugging Face `save_to_disk`; "
+                        f"use a {_KINDS}.")
+    datasets = _datasets_module(f"Reading the saved dataset {path}")
+    try:
+        return _from_hf(datasets.load_from_disk(str(path)), str(path))
+    except Exception as exc:
+        raise DataError(f"Could not read the saved dataset {path} ({type(exc).__name__}: {exc}).") from exc
+
+
+def _load_hub(spec: str) -> _Table:
+    name, _, split = spec.partition(":")
+    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name):
+        raise DataError(f"'hub:{spec}' is not a Hub dataset name; write hub:owner/name or hub:owner/name:split.")
+    datasets = _datasets_module(f"Loading hub:{name}")
+    try:
+        dataset = datasets.load_dataset(name, split=split or "train")
+    except Exception as exc:  # offline, unknown name, unknown split...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"Could not load the Hub dataset '{name}' ({reason}); check the name, the split "
+                        "and your internet connection.") from exc
+    return _from_hf(dataset, f"hub:{spec}")

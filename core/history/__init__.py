@@ -1,0 +1,1 @@
+"""The run history: every run recorded in SQLite (``store``) and the runs a killed process left (``recovery``)."""

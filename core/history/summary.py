@@ -1,0 +1,33 @@
+"""The numbers worth keeping from a run's report, as one flat dict (the history's ``metrics`` column)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def summarize_report(report: dict[str, Any]) -> dict[str, Any]:
+    """The numbers worth keeping from a runner report: sizes, parameters, quality, KL, time."""
+    summary: dict[str, Any] = {}
+    for label in ("before", "after"):
+        part = report.get(label) or {}
+        for key in ("bytes_on_disk", "bytes_in_memory", "parameters", "nonzero_parameters"):
+            if isinstance(part.get(key), int | float):
+                summary[f"{key}_{label}"] = part[key]
+        ppl = (part.get("perplexity") or {}).get("perplexity")
+        if isinstance(ppl, int | float):
+            summary[f"perplexity_{label}"] = ppl
+        scores = part.get("classification") or {}
+        for key in ("accuracy", "macro_f1"):
+            if isinstance(scores.get(key), int | float):
+                summary[f"{key}_{label}"] = scores[key]
+        speed = (part.get("speed") or {}).get("decode_tokens_per_s")
+        if isinstance(speed, int | float):
+            summary[f"decode_tokens_per_s_{label}"] = speed
+    comparison = report.get("comparison") or {}
+    for key in ("kl_per_token", "top1_agreement"):
+        if isinstance(comparison.get(key), int | float):
+            summary["kl_to_teacher" if key == "kl_per_token" else key] = comparison[key]
+    if isinstance(report.get("seconds"), int | float):
+        summary["seconds"] = report["seconds"]
+    summary["steps"] = [step.get("technique", "?") for step in report.get("steps") or []]
+    return summary

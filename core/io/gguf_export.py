@@ -1,0 +1,223 @@
+"""GGUF export of Llama-architecture models, for llama.cpp, Ollama and LM Studio.
+
+:func:`export_gguf` writes one ``.gguf`` file with the ``gguf`` package: llama.* architecture
+metadata, a GPT-2-style byte-level BPE tokenizer (tokens, token types, merges, special ids, taken
+from the Hugging Face tokenizer's ``tokenizer.json``) and the weights under llama.cpp's tensor
+names.  Like llama.cpp's ``convert_hf_to_gguf.py``, the rows of ``attn_q`` / ``attn_k`` are
+permuted from Hugging Face's rotary layout (halves) back to the interleaved layout llama.cpp
+expects; transformers undoes the same permutation when it reads a GGUF.
+
+Types: norms stay F32; every 2-D weight (embeddings and output head included) is written as the
+chosen type, F16, Q8_0 or Q4_0 (``gguf.quants``); a tensor whose rows are not a multiple of the
+32-value block falls back to F16.  The file is written to a temporary name and renamed when
+complete.  :func:`read_gguf_summary` reads a file back with ``gguf.GGUFReader``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.errors import StudioError, is_disk_full, write_error
+from core.io.output_rules import GGUF_MARK_KEY
+from core.partials import journaled, ordinary_permissions, partial_path
+
+QUANTS = ("F16", "Q8_0", "Q4_0")
+LAYER_TENSORS = {  # Hugging Face name inside model.layers.N -> llama.cpp name inside blk.N
+    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+}
+
+
+def permute_rotary(weight: np.ndarray, heads: int) -> np.ndarray:
+    """Reorder q/k projection rows from Hugging Face's rotary halves to llama.cpp's interleaved pairs."""
+    return (weight.reshape(heads, 2, weight.shape[0] // heads // 2, *weight.shape[1:])
+            .swapaxes(1, 2).reshape(weight.shape))
+
+
+def _check_model(model: Any) -> Any:
+    config = model.config
+    if getattr(config, "model_type", None) != "llama":
+        raise StudioError(f"GGUF export supports Llama-architecture models; this one is "
+                          f"{getattr(config, 'model_type', 'unknown')!r}. Save it as a transformers folder instead.")
+    if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
+        raise StudioError("GGUF export does not write bias tensors; this Llama model has attention or MLP biases")
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    if rope.get("rope_type", rope.get("type", "default")) not in ("default", None):
+        raise StudioError(f"GGUF export supports plain rotary embeddings; this model uses {rope.get('rope_type')!r}")
+    for name, module in model.named_modules():
+        if name.endswith(("proj", "lm_head")) and not isinstance(module, torch.nn.Linear):
+            raise StudioError(f"{name} is a {type(module).__name__}, not a float Linear: export to GGUF from the "
+                              "float (or pruned) model; GGUF applies its own quantization")
+    return config
+
+
+def _rope_theta(config: Any) -> float:
+    rope = getattr(config, "rope_parameters", None) or {}
+    return float(rope.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
+
+
+def _write_tokenizer(writer: Any, tokenizer: Any, vocab_rows: int, pre: str) -> None:
+    import gguf
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise StudioError("GGUF export needs a fast (tokenizer.json) tokenizer")
+    data = json.loads(backend.to_str())
+    model = data.get("model", {})
+    if model.get("type") != "BPE":
+        raise StudioError(f"GGUF export writes byte-level BPE tokenizers; this one is {model.get('type')!r}")
+    vocab = dict(model.get("vocab", {}))
+    special = {t["id"] for t in data.get("added_tokens", []) if t.get("special")}
+    for token in data.get("added_tokens", []):
+        vocab[token["content"]] = token["id"]
+    by_id = {index: token for token, index in vocab.items()}
+    if by_id and max(by_id) >= vocab_rows:
+        raise StudioError(f"the tokenizer has ids up to {max(by_id)} but the model only {vocab_rows} embeddings")
+    tokens, types = [], []
+    for index in range(vocab_rows):
+        if index in by_id:
+            tokens.append(by_id[index])
+            types.append(gguf.TokenType.CONTROL if index in special else gguf.TokenType.NORMAL)
+        else:  # embedding rows beyond the tokenizer (padding), as convert_hf_to_gguf.py writes them
+            tokens.append(f"[PAD{index}]")
+            types.append(gguf.TokenType.UNUSED)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(merges)
+    for key, add in (("bos_token_id", writer.add_bos_token_id), ("eos_token_id", writer.add_eos_token_id),
+                     ("pad_token_id", writer.add_pad_token_id), ("unk_token_id", writer.add_unk_token_id)):
+        value = getattr(tokenizer, key, None)
+        if isinstance(value, int):
+            add(value)
+    writer.add_add_bos_token(bool(getattr(tokenizer, "add_bos_token", False)))
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, str):
+        writer.add_chat_template(template)
+
+
+def _tensors(model: Any, config: Any) -> list[tuple[str, np.ndarray, bool]]:
+    """(llama.cpp name, float32 array, is a 2-D weight to quantize) in llama.cpp's order."""
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads or config.num_attention_heads
+    state = {k: v.detach().to(torch.float32).cpu().numpy() for k, v in model.state_dict().items()}
+    out = [("token_embd.weight", state["model.embed_tokens.weight"], True)]
+    for n in range(config.num_hidden_layers):
+        for hf_name, gguf_name in LAYER_TENSORS.items():
+            array = state[f"model.layers.{n}.{hf_name}.weight"]
+            if gguf_name == "attn_q":
+                array = permute_rotary(array, heads)
+            elif gguf_name == "attn_k":
+                array = permute_rotary(array, kv_heads)
+            out.append((f"blk.{n}.{gguf_name}.weight", array, array.ndim == 2))
+    out.append(("output_norm.weight", state["model.norm.weight"], False))
+    head = model.get_output_embeddings()
+    if head is not None and head.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr():
+        out.append(("output.weight", state["lm_head.weight"], True))
+    return out
+
+
+def export_gguf(model: Any, tokenizer: Any, path: str | Path, quant: str = "Q8_0", *, pre: str = "gpt-2",
+                name: str | None = None) -> dict[str, Any]:
+    """Write ``model`` + ``tokenizer`` as a GGUF file at ``path`` with 2-D weights in ``quant``.
+
+    ``pre`` is llama.cpp's pre-tokenizer name (``tokenizer.ggml.pre``): "gpt-2" for plain
+    byte-level BPE, "smollm" for SmolLM2, "llama-bpe" for Llama 3.  Returns what was written:
+    path, bytes, tensor count and tensor types.
+    """
+    import gguf
+
+    if quant not in QUANTS:
+        raise StudioError(f"unknown GGUF type {quant!r}; choose one of {', '.join(QUANTS)}")
+    config = _check_model(model)
+    path = Path(path)
+    if path.suffix.lower() != ".gguf":
+        raise StudioError(f"{path.name}: a GGUF file name must end in .gguf")
+    if not path.parent.is_dir():
+        raise StudioError(f"the folder {path.parent} does not exist; create it or choose another place")
+    qtype = getattr(gguf.GGMLQuantizationType, quant)
+    file_type = {"F16": gguf.LlamaFileType.MOSTLY_F16, "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+                 "Q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}[quant]
+    block = gguf.GGML_QUANT_SIZES[qtype][0]
+    with journaled(partial_path(path)) as partial:
+        try:
+            writer = gguf.GGUFWriter(str(partial), "llama")
+            types = _write_file(writer, model, tokenizer, config, quant, pre, name, file_type, qtype, block)
+            ordinary_permissions(partial)
+            os.replace(partial, path)
+        except Exception as exc:  # a full disk reaches us as OSError or as numpy's own error
+            if isinstance(exc, OSError) or is_disk_full(exc):
+                raise write_error(exc, path, "writing the GGUF file") from exc
+            raise
+        finally:
+            partial.unlink(missing_ok=True)
+    return {"path": str(path), "bytes": path.stat().st_size, "tensors": len(types), "quant": quant,
+            "types": types}
+
+
+def _write_file(writer: Any, model: Any, tokenizer: Any, config: Any, quant: str, pre: str, name: str | None,
+                file_type: Any, qtype: Any, block: int) -> dict[str, str]:
+    """Write the header, metadata, tokenizer and tensors; return each tensor's type."""
+    import gguf
+
+    try:
+        writer.add_string(GGUF_MARK_KEY, "1")  # lets a later export replace this file, and only such files
+        heads = config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        writer.add_name(name or getattr(config, "_name_or_path", "") or "model")
+        writer.add_context_length(config.max_position_embeddings)
+        writer.add_embedding_length(config.hidden_size)
+        writer.add_block_count(config.num_hidden_layers)
+        writer.add_feed_forward_length(config.intermediate_size)
+        writer.add_head_count(heads)
+        writer.add_head_count_kv(config.num_key_value_heads or heads)
+        writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
+        writer.add_rope_freq_base(_rope_theta(config))
+        writer.add_rope_dimension_count(head_dim)
+        if head_dim != config.hidden_size // heads:
+            writer.add_key_length(head_dim)
+            writer.add_value_length(head_dim)
+        vocab_rows = model.get_input_embeddings().weight.shape[0]
+        writer.add_vocab_size(vocab_rows)
+        writer.add_file_type(file_type)
+        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        _write_tokenizer(writer, tokenizer, vocab_rows, pre)
+        types: dict[str, str] = {}
+        for tensor_name, array, is_weight in _tensors(model, config):
+            if not is_weight:
+                writer.add_tensor(tensor_name, array.astype(np.float32))
+                types[tensor_name] = "F32"
+            elif quant == "F16" or array.shape[-1] % block:
+                writer.add_tensor(tensor_name, array.astype(np.float16))
+                types[tensor_name] = "F16"
+            else:
+                writer.add_tensor(tensor_name, gguf.quants.quantize(array, qtype), raw_dtype=qtype)
+                types[tensor_name] = quant
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+    finally:
+        writer.close()
+    return types
+
+
+def read_gguf_summary(path: str | Path) -> dict[str, Any]:
+    """Read a GGUF file back with ``gguf.GGUFReader``: architecture, tensor names, shapes (in
+    PyTorch order, rows first) and types, and the tokenizer's token count."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    field = reader.get_field("general.architecture")
+    tokens = reader.get_field("tokenizer.ggml.tokens")
+    return {"architecture": field.contents() if field else None,
+            "tokens": len(tokens.data) if tokens else 0,
+            "tensors": {t.name: {"shape": [int(s) for s in reversed(t.shape)], "type": t.tensor_type.name}
+                        for t in reader.tensors}}

@@ -1,0 +1,1 @@
+"""The six screens of the main window, one sub-package each, in the order a person uses them."""

@@ -1,0 +1,1 @@
+"""The Compare screen: teacher and student side by side, and the playground."""

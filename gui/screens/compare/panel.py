@@ -1,0 +1,98 @@
+"""The Compare page: the run's source model (teacher) against its result (student).
+
+The table and charts come from the run's ``report.json``: every number was measured by the run,
+and a number it did not measure says how to get it.  Below them the generation playground asks
+both models the same prompt.  Works for the run just finished, or any saved output folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QSplitter, QVBoxLayout, QWidget
+
+from core.eval.compare import compare_rows, read_output_folder, size_note
+from gui.errors import show_error
+from gui.screens.compare.playground import Playground
+from gui.screens.compare.table import CompareCharts, CompareTable
+from gui.widgets.heading import heading
+from gui.widgets.result_folder import OPEN_SHORTCUT, ask_result_folder, open_result_button
+
+
+class ComparePanel(QWidget):
+    run_opened = Signal(object)  # core.eval.compare.SavedRun, when the user opens a folder here
+
+    def __init__(self, device: Callable[[], str] | None = None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.run: Any = None
+        self.open_button = open_result_button(self.open_folder)
+        self.open_button.setShortcut(OPEN_SHORTCUT)
+        self.title = QLabel("No result yet: run a pipeline, or open the output folder of an earlier run.")
+        self.title.setWordWrap(True)
+        self.title.setTextFormat(Qt.TextFormat.RichText)
+        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.table = CompareTable()
+        self.charts = CompareCharts()
+        self.playground = Playground(device)
+
+        top = QHBoxLayout()
+        top.addWidget(self.title, 1)
+        top.addWidget(self.open_button, 0, Qt.AlignmentFlag.AlignTop)
+        upper = QSplitter(Qt.Orientation.Horizontal)
+        upper.addWidget(self.table)
+        upper.addWidget(self.charts)
+        upper.setSizes([620, 480])
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.addWidget(upper)
+        self.splitter.addWidget(self.playground)
+        self.splitter.setSizes([330, 300])
+        self.splitter.setChildrenCollapsible(False)
+        layout = QVBoxLayout(self)
+        layout.addWidget(heading("Compare"))
+        layout.addLayout(top)
+        layout.addWidget(self.splitter, 1)
+        self.set_run(None)
+
+    def set_run(self, run: Any) -> None:
+        """Show ``run`` (a :class:`core.eval.compare.SavedRun`, or None for nothing yet)."""
+        self.run = run
+        rows = compare_rows(run.report) if run is not None else []
+        self.table.show_rows(rows)
+        self.charts.show_rows(rows)
+        self.playground.set_run(run)
+        if run is None:
+            self.title.setText("No result yet: run a pipeline, or open the output folder of an earlier run.")
+            return
+        report = run.report
+        note = size_note(report)
+        self.title.setText(f"<b>{escape(str(report.get('recipe', run.folder.name)))}</b> — teacher: "
+                           f"{escape(run.teacher_source)}; student: {escape(str(run.folder))}<br>"
+                           "Every number below was measured by the run; none is estimated."
+                           + (f"<br><span style='color:#b35900'>{escape(note)}</span>" if note else ""))
+
+    def show_folder(self, folder: str | Path) -> Any:
+        """Read a run's output folder and show it; returns the SavedRun (raises StudioError if it is not one)."""
+        run = read_output_folder(folder)
+        self.set_run(run)
+        return run
+
+    def open_folder(self, folder: str | Path | None = None) -> Any:
+        """Ask for (or take) an output folder, show it and tell the window; a bad folder becomes a dialog."""
+        if folder is None or isinstance(folder, bool):  # clicked(bool) passes a bool
+            folder = ask_result_folder(self, self.run.folder.parent if self.run else None)
+            if folder is None:
+                return None
+        try:
+            run = self.show_folder(folder)
+        except Exception as exc:
+            show_error(exc, self.window(), "Opening the result")
+            return None
+        self.run_opened.emit(run)
+        return run
+
+    def jobs(self) -> list[Any]:
+        return [self.playground.job]

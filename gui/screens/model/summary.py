@@ -1,0 +1,80 @@
+"""The summary form of a loaded model: what it is and how big it is, each number explained."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFormLayout, QGroupBox, QLabel, QWidget
+
+from gui.widgets.formatting import format_count, short_count
+
+# key, label, tooltip
+FIELDS = (
+    ("architecture", "Architecture", "The model class transformers built, and its family (model_type)."),
+    ("parameters", "Parameters", "How many weights the model has (shared weights counted once). "
+                                 "More weights usually means better answers but a bigger, slower model."),
+    ("nonzero", "Non-zero", "How many weights are not exactly zero, and the share that is zero. "
+                            "Pruning raises the zero share; a dense file does not shrink from that alone."),
+    ("disk", "Size on disk", "Bytes of the weight files this model was read from, as the file manager "
+                             "counts them (1 GB = 1000³ bytes)."),
+    ("memory", "Size in memory", "Bytes the weights take in RAM or GPU memory once loaded, and the "
+                                 "number format they are stored in."),
+    ("bits", "Bits per weight", "Size in memory × 8 ÷ parameters: 32 for float32, 16 for bfloat16, "
+                                "about 4 for a 4-bit quantized model."),
+    ("layers", "Layers", "Number of transformer blocks stacked in the model."),
+    ("hidden", "Hidden size", "Length of the vector that represents each token inside the model."),
+    ("vocab", "Vocabulary", "Number of distinct tokens (word pieces) the model knows."),
+)
+EMPTY = "—"
+
+
+def summary_texts(summary: Any, source_kind: str | None = None) -> dict[str, str]:
+    """The text of every field for a ``core.models.model_info.ModelSummary``."""
+    from core.models.model_info import human_bytes  # torch is loaded by now: a model was loaded
+
+    disk_note = {"bundled": "bundled .gguf", "gguf": ".gguf file", "folder": "weight files",
+                 "hub": "downloaded weights"}.get(source_kind or "")
+    return {
+        "architecture": f"{summary.architecture} ({summary.model_type})",
+        "parameters": format_count(summary.parameters),
+        "nonzero": f"{format_count(summary.nonzero_parameters)} ({summary.sparsity:.1%} zero)",
+        "disk": human_bytes(summary.bytes_on_disk) + (f" ({disk_note})" if disk_note else ""),
+        "memory": f"{human_bytes(summary.bytes_in_memory)} as {summary.dtype}",
+        "bits": f"{summary.bits_per_weight:.2f}",
+        "layers": format_count(summary.num_layers),
+        "hidden": format_count(summary.hidden_size),
+        "vocab": f"{format_count(summary.vocab_size)} tokens" if summary.vocab_size else EMPTY,
+    }
+
+
+class ModelSummaryBox(QGroupBox):
+    """A form of labelled values; ``values[key]`` is the QLabel showing that field."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("Summary", parent)
+        self.setToolTip("What the loaded model is and how big it is, measured after loading.")
+        form = QFormLayout(self)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.setLabelAlignment(Qt.AlignmentFlag.AlignLeft)
+        form.setHorizontalSpacing(16)
+        self.values: dict[str, QLabel] = {}
+        for key, label, tooltip in FIELDS:
+            name = QLabel(label + ":")
+            value = QLabel(EMPTY)
+            value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            for widget in (name, value):
+                widget.setToolTip(tooltip)
+            form.addRow(name, value)
+            self.values[key] = value
+        sample = "Size in memory:" + " " * 6 + "1,234,567,890 (100.0% zero)"
+        self.setMinimumWidth(self.fontMetrics().horizontalAdvance(sample) + 48)
+
+    def show_summary(self, summary: Any, source_kind: str | None = None) -> None:
+        for key, text in summary_texts(summary, source_kind).items():
+            self.values[key].setText(text)
+        self.values["parameters"].setToolTip(f"{short_count(summary.parameters)} weights. " + FIELDS[1][2])
+
+    def clear(self) -> None:
+        for value in self.values.values():
+            value.setText(EMPTY)

@@ -1,0 +1,81 @@
+"""The Pipeline page's data and evaluation settings: which texts, how much of them, what to measure."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QFormLayout, QGroupBox, QLabel, QVBoxLayout, QWidget
+
+from core.engine.recipe import DataSpec, EvalSpec, OutputSpec
+from gui.screens.pipeline.data_choice import DataChoice
+from gui.screens.pipeline.param_form import ParamForm
+
+DATA_FIELDS = ("sequence_length", "calibration_windows", "text_column", "label_column")
+EVAL_FIELDS = ("perplexity", "max_windows", "kl_to_teacher", "speed")
+EVAL_LABELS = {"perplexity": "Measure perplexity", "max_windows": "Evaluation windows",
+               "kl_to_teacher": "Measure KL to original", "speed": "Measure speed"}
+OUTPUT_LABELS = {"dtype": "Save weights as"}
+
+
+class DataBox(QGroupBox):
+    """Edits a DataSpec, an EvalSpec and an OutputSpec in place; ``changed`` after any edit."""
+
+    changed = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("Data and measurements", parent)
+        self.setToolTip("The text the techniques learn from, the text the result is measured on, and "
+                        "what is measured before and after.")
+        self.calibration = DataChoice("text", "Calibration text: data-aware techniques (Wanda, SparseGPT, …) "
+                                      "measure the model's activations on it. Use text like what the model will see.")
+        self.evaluation_text = DataChoice("text", "Evaluation text: held-out text on which perplexity is measured "
+                                          "before and after. Never the same as the calibration text.")
+        self.labelled = DataChoice("labelled", "Labelled examples (text + label) used to measure accuracy of "
+                                   "classification models and to train classifiers.")
+        for choice in (self.calibration, self.evaluation_text, self.labelled):
+            choice.changed.connect(self._sources_changed)
+        self.sources = QFormLayout()
+        self.sources.addRow(self._label("Calibration:", self.calibration), self.calibration)
+        self.sources.addRow(self._label("Evaluation:", self.evaluation_text), self.evaluation_text)
+        self.sources.addRow(self._label("Labelled:", self.labelled), self.labelled)
+        self.layout_ = QVBoxLayout(self)
+        self.layout_.addLayout(self.sources)
+        self.data_form: ParamForm | None = None
+        self.eval_form: ParamForm | None = None
+        self.output_form: ParamForm | None = None
+        self.set_specs(DataSpec(), EvalSpec())
+
+    @staticmethod
+    def _label(text: str, choice: DataChoice) -> QLabel:
+        label = QLabel(text)
+        label.setToolTip(choice.box.toolTip())
+        return label
+
+    def set_specs(self, data: DataSpec, evaluation: EvalSpec, output: OutputSpec | None = None) -> None:
+        self.data, self.evaluation = data, evaluation
+        self.output = output if output is not None else OutputSpec()
+        for choice, value in ((self.calibration, data.calibration), (self.evaluation_text, data.evaluation),
+                              (self.labelled, data.labelled)):
+            choice.blockSignals(True)
+            choice.set_value(value)
+            choice.blockSignals(False)
+        for form in (self.data_form, self.eval_form, self.output_form):
+            if form is not None:
+                form.setParent(None)
+                form.deleteLater()
+        self.data_form = ParamForm(data, DATA_FIELDS, "data: ")
+        self.eval_form = ParamForm(evaluation, EVAL_FIELDS, "evaluation: ", EVAL_LABELS)
+        self.output_form = ParamForm(self.output, ("dtype",), "output: ", OUTPUT_LABELS)
+        for form in (self.data_form, self.eval_form, self.output_form):
+            form.layout().setContentsMargins(0, 0, 0, 0)
+            form.changed.connect(self.changed)
+            self.layout_.addWidget(form)
+        self.changed.emit()
+
+    def _sources_changed(self) -> None:
+        self.data.calibration = self.calibration.value()
+        self.data.evaluation = self.evaluation_text.value()
+        self.data.labelled = self.labelled.value()
+        self.changed.emit()
+
+    def errors(self) -> list[str]:
+        return [e for e in (self.data_form.check(), self.eval_form.check(), self.output_form.check()) if e]

@@ -1,0 +1,59 @@
+"""The pre-flight estimate shown under the pipeline: output size, peak memory, rough time."""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QGroupBox, QLabel, QVBoxLayout, QWidget
+
+from gui.screens.pipeline.estimate import estimate
+from gui.widgets.formatting import format_bytes, format_duration, short_count
+
+RED = "#d32f2f"
+
+
+class EstimateBox(QGroupBox):
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("Pre-flight estimate", parent)
+        self.setToolTip("Worked out from the loaded model and the settings above before anything runs. "
+                        "Sizes are close; the time is a rough guess that depends on your machine.")
+        self.label = QLabel("Load a model on the Model page to see an estimate.")
+        self.label.setWordWrap(True)
+        self.label.setTextFormat(Qt.TextFormat.RichText)
+        self.label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        QVBoxLayout(self).addWidget(self.label)
+        self.last: Any = None
+        self.fits = True
+
+    def show_estimate(self, summary: Any, recipe: Any, device: str, available: int | None) -> None:
+        if summary is None:
+            self.last, self.fits = None, True
+            self.label.setText("Load a model on the Model page to see an estimate.")
+            return
+        if not recipe.enabled_steps():
+            self.last, self.fits = None, True
+            self.label.setText("Add a step from the techniques on the left to see an estimate.")
+            return
+        est = self.last = estimate(summary, recipe, device, available)
+        self.fits = est.fits
+        source = summary.bytes_on_disk
+        rows = [
+            ("Parameters", f"{short_count(est.parameters)} now, about {short_count(est.output_parameters)} after"
+                           + (" (zeros still count as parameters)" if est.output_parameters == est.parameters else "")),
+            ("Output size", f"about {format_bytes(est.output_bytes)} as safetensors ({escape(est.output_dtype or summary.dtype)})"
+                            + (f"; the source file is {format_bytes(source)}" if source else "")),
+            ("Peak memory", f"about {format_bytes(est.peak_bytes)}"
+                            + (f" of {format_bytes(available)} free on {escape(device)}" if available else "")),
+            ("Time", f"roughly {format_duration(est.seconds)} on {escape(device)}"),
+        ]
+        html = "".join(f"<p style='margin:1px 0'><b>{name}:</b> {value}</p>" for name, value in rows)
+        for note in dict.fromkeys(est.notes):
+            html += f"<p style='margin:4px 0 0 0'><i>{escape(note)}</i></p>"
+        if not est.fits:
+            html += (f"<p style='color:{RED}; margin:4px 0'><b>⚠ This run will probably not fit:</b> it needs "
+                     f"about {format_bytes(est.peak_bytes)} but only {format_bytes(available)} is free. Close "
+                     "other programs, use fewer calibration windows or a shorter sequence length, switch off "
+                     "'KL to teacher', or choose a device with more memory.</p>")
+        self.label.setText(html)

@@ -1,0 +1,304 @@
+"""The Pipeline page: the ordered compression steps, their settings, the data, and an estimate.
+
+Everything here edits one recipe; :meth:`PipelinePanel.build_recipe` hands the Run page an
+independent copy of it, so editing while a run goes on never changes the running recipe.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QScrollArea,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.engine.recipe import DataSpec, EvalSpec, ModelSpec, Recipe, Step
+from gui.errors import show_error
+from gui.screens.pipeline.data_box import DataBox
+from gui.screens.pipeline.estimate_box import RED, EstimateBox
+from gui.screens.pipeline.palette import StepPalette
+from gui.screens.pipeline.param_form import ParamForm
+from gui.screens.pipeline.recipe_bar import RecipeBar
+from gui.screens.pipeline.step_list import StepList
+from gui.widgets.heading import heading
+
+
+@dataclass
+class ModelContext:
+    """What the Model page says: the model to compress, its task, the device and what it measured."""
+
+    source: str
+    task: str = "causal-lm"
+    device: str = "cpu"
+    summary: Any = None  # core.models.model_info.ModelSummary of the loaded model, or None
+    available_bytes: int | None = None
+
+
+def _button(text: str, tooltip: str, slot: Callable[[], Any]) -> QPushButton:
+    button = QPushButton(text)
+    button.setToolTip(tooltip)
+    button.clicked.connect(slot)
+    return button
+
+
+def _scrolled(widget: QWidget) -> QScrollArea:
+    scroll = QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+    scroll.setWidget(widget)
+    return scroll
+
+
+def preset_names_model(path: Path) -> bool:
+    """Whether a preset file has a ``model:`` section (e.g. a classifier preset needs a classifier)."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(raw, dict) and bool(raw.get("model"))
+
+
+class PipelinePanel(QWidget):
+    run_requested = Signal()
+    recipe_loaded = Signal(object)  # core.engine.recipe.Recipe, from a file (its model source may differ)
+
+    def __init__(self, context: Callable[[], ModelContext], parent: QWidget | None = None):
+        super().__init__(parent)
+        self.context = context
+        self.techniques: dict[str, Any] = {}
+        self.form: ParamForm | None = None
+        self._estimate_timer = QTimer(self, singleShot=True, interval=150, timeout=self.update_estimate)
+
+        self.palette_view = StepPalette()
+        self.palette_view.chosen.connect(self.add_step)
+        self.step_list = StepList()
+        self.step_list.steps_changed.connect(self.schedule_estimate)
+        self.step_list.currentRowChanged.connect(self._show_form)
+        self.name = QLineEdit("untitled")
+        self.name.setToolTip("A name for this recipe; the output folder of each run starts with it.")
+        self.form_title = QLabel("Select a step to see its settings.")
+        self.form_title.setWordWrap(True)
+        self.form_holder = QVBoxLayout()
+        self.data_box = DataBox()
+        self.data_box.changed.connect(self.schedule_estimate)
+        self.recipe_bar = RecipeBar()
+        self.recipe_bar.preset_chosen.connect(self.apply_preset)
+        self.recipe_bar.load_requested.connect(self.load_file)
+        self.recipe_bar.save_requested.connect(self.save_file)
+        self.estimate_box = EstimateBox()
+        self.problems = QLabel()
+        self.problems.setWordWrap(True)
+        self.problems.setStyleSheet(f"color: {RED};")
+        self.run_button = _button("Run this pipeline  (Ctrl+R)", "Go to the Run page and start compressing "
+                                  "in the background. The window stays usable; you can cancel.",
+                                  self.run_requested.emit)
+        self._build_layout()
+
+    def _build_layout(self) -> None:
+        palette_group = QGroupBox("Techniques")
+        palette_layout = QVBoxLayout(palette_group)
+        palette_layout.addWidget(self.palette_view, 1)
+        palette_layout.addWidget(_button("Add step", "Append the selected technique to the pipeline.",
+                                         self._add_selected))
+
+        steps_group = QGroupBox("Steps (run top to bottom)")
+        buttons = QHBoxLayout()
+        buttons.addWidget(_button("Up", "Move the selected step one place earlier.",
+                                  lambda: self.step_list.move_current(-1)))
+        buttons.addWidget(_button("Down", "Move the selected step one place later.",
+                                  lambda: self.step_list.move_current(1)))
+        buttons.addStretch(1)
+        buttons.addWidget(_button("Remove", "Remove the selected step (or press Delete).",
+                                  self.step_list.remove_current))
+        steps_layout = QVBoxLayout(steps_group)
+        steps_layout.addWidget(self.step_list, 1)
+        steps_layout.addLayout(buttons)
+        form_group = QGroupBox("Settings of the selected step")
+        form_group.setToolTip("Hover over a setting to see what it does and which values are allowed.")
+        form_inner = QWidget()
+        form_layout = QVBoxLayout(form_inner)
+        form_layout.addWidget(self.form_title)
+        form_layout.addLayout(self.form_holder)
+        form_layout.addStretch(1)
+        QVBoxLayout(form_group).addWidget(_scrolled(form_inner))
+        middle = QSplitter(Qt.Orientation.Vertical)
+        middle.addWidget(steps_group)
+        middle.addWidget(form_group)
+        middle.setChildrenCollapsible(False)
+        middle.setSizes([220, 480])
+
+        right_inner = QWidget()
+        right = QVBoxLayout(right_inner)
+        right.setContentsMargins(0, 0, 0, 0)
+        name_row = QHBoxLayout()
+        name_row.addWidget(QLabel("Recipe name:"))
+        name_row.addWidget(self.name, 1)
+        right.addLayout(name_row)
+        for widget in (self.recipe_bar, self.data_box, self.estimate_box, self.problems, self.run_button):
+            right.addWidget(widget)
+        right.addStretch(1)
+
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(palette_group)
+        self.splitter.addWidget(middle)
+        right_scroll = _scrolled(right_inner)
+        right_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        right_inner.setMinimumWidth(380)
+        self.splitter.addWidget(right_scroll)
+        self.splitter.setChildrenCollapsible(False)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setStretchFactor(2, 1)
+        self.splitter.setSizes([250, 410, 500])
+        layout = QVBoxLayout(self)
+        layout.addWidget(heading("Pipeline"))
+        layout.addWidget(QLabel("Choose the compression steps, in order, set each one, and choose the data "
+                                "they learn from and are measured on."))
+        layout.addWidget(self.splitter, 1)
+
+    # -- techniques --------------------------------------------------------------------------
+    def set_environment(self, environment: Any) -> None:
+        self.techniques = dict(environment.techniques)
+        self.step_list.titles = {name: info.title for name, info in self.techniques.items()}
+        self.refresh_availability()
+
+    def refresh_availability(self) -> None:
+        ctx = self.context()
+        if self.techniques:
+            self.palette_view.show_techniques(self.techniques, ctx.device, ctx.task)
+        self.step_list.refresh_labels()
+        self.schedule_estimate()
+
+    def _add_selected(self) -> None:
+        name = self.palette_view.selected_technique()
+        if name:
+            self.add_step(name)
+
+    def add_step(self, name: str) -> Step:
+        info = self.techniques[name]
+        step = Step(name, info.config_cls())
+        self.step_list.add_step(step)
+        return step
+
+    # -- the selected step's form ------------------------------------------------------------
+    def _show_form(self, row: int) -> None:
+        if self.form is not None:
+            self.form.setParent(None)
+            self.form.deleteLater()
+            self.form = None
+        step = self.step_list.step_at(row)
+        if step is None:
+            self.form_title.setText("Select a step to see its settings.")
+            return
+        info = self.techniques.get(step.technique)
+        title = info.title if info else step.technique
+        self.form_title.setText(f"<b>{title}</b><br>{info.summary if info else ''}")
+        self.form = ParamForm(step.config, where=f"step {row + 1} ({step.technique}): ")
+        self.form.changed.connect(self.step_list.refresh_labels)
+        self.form.changed.connect(self.schedule_estimate)
+        self.form_holder.addWidget(self.form)
+
+    # -- the recipe ----------------------------------------------------------------------------
+    def build_recipe(self) -> Recipe:
+        """An independent copy of the recipe on screen (the Run page may use it in another thread)."""
+        ctx = self.context()
+        steps = [Step(s.technique, copy.deepcopy(s.config), s.enabled) for s in self.step_list.ordered_steps()]
+        return Recipe(name=self.name.text().strip() or "untitled", model=ModelSpec(source=ctx.source, task=ctx.task),
+                      data=copy.deepcopy(self.data_box.data), evaluation=copy.deepcopy(self.data_box.evaluation),
+                      steps=steps, output=copy.deepcopy(self.data_box.output))
+
+    def apply_recipe(self, recipe: Recipe) -> None:
+        self.name.setText(recipe.name)
+        self.step_list.set_steps([Step(s.technique, copy.deepcopy(s.config), s.enabled) for s in recipe.steps])
+        self.data_box.set_specs(copy.deepcopy(recipe.data), copy.deepcopy(recipe.evaluation),
+                                copy.deepcopy(recipe.output))
+        self.schedule_estimate()
+
+    def apply_preset(self, path: Path) -> None:
+        """Apply a preset to the current model; a preset that names a model of its own switches to it."""
+        self._load(path, "Applying the preset", announce=preset_names_model(path))
+
+    def load_file(self, path: Path) -> None:
+        self._load(path, "Loading the recipe", announce=True)
+
+    def _load(self, path: Path, action: str, announce: bool) -> None:
+        from core.engine.recipe import load_recipe
+
+        try:
+            recipe = load_recipe(path)
+        except Exception as exc:  # one error path: a dialog that says what to do
+            show_error(exc, self.window(), action)
+            return
+        self.apply_recipe(recipe)
+        if announce:
+            self.recipe_loaded.emit(recipe)
+
+    def save_file(self, path: Path) -> None:
+        try:
+            self.build_recipe().save(path)
+        except Exception as exc:
+            show_error(exc, self.window(), "Saving the recipe")
+
+    def output_dir(self, recipe: Recipe) -> Path:
+        """A new folder under the chosen root, named after the recipe and the time.
+
+        Two runs started within the same second (a quick re-run) get ``-2``, ``-3``… so the second
+        never collides with the first one's output.
+        """
+        import datetime as dt
+        import re
+
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", recipe.name).strip("-")[:60] or "run"
+        base = self.recipe_bar.output_root() / f"{slug}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+        candidate, number = base, 1
+        while candidate.exists():
+            number += 1
+            candidate = base.with_name(f"{base.name}-{number}")
+        return candidate
+
+    def new_recipe(self) -> None:
+        self.apply_recipe(Recipe(data=DataSpec(), evaluation=EvalSpec()))
+
+    # -- estimate and problems -------------------------------------------------------------------
+    def schedule_estimate(self) -> None:
+        self._estimate_timer.start()
+
+    def current_problems(self) -> list[str]:
+        ctx = self.context()
+        problems = list(self.data_box.errors())
+        for row, step in enumerate(self.step_list.ordered_steps()):
+            from core.engine.params import validate_config
+
+            try:
+                validate_config(step.config, f"Step {row + 1}: ")
+            except Exception as exc:
+                problems.append(str(exc))
+            info = self.techniques.get(step.technique)
+            reason = info.unavailable_reason(device=ctx.device, task=ctx.task) if info else None
+            if reason and step.enabled:
+                problems.append(f"Step {row + 1}: {reason}")
+        return problems
+
+    def update_estimate(self) -> None:
+        ctx = self.context()
+        recipe = self.build_recipe()
+        try:
+            self.estimate_box.show_estimate(ctx.summary, recipe, ctx.device, ctx.available_bytes)
+        except Exception as exc:  # an estimate must never break the page
+            self.estimate_box.label.setText(f"No estimate: {exc}")
+        problems = self.current_problems()
+        self.problems.setText("\n".join(f"⚠ {p}" for p in problems))
+        self.problems.setVisible(bool(problems))

@@ -1,0 +1,184 @@
+"""A form generated from a config dataclass's ``param_specs``: one control per field.
+
+Numbers get spin boxes limited to their valid range, choices a drop-down, switches a check box,
+lists a comma-separated text field.  Every control's tooltip is the field's help text plus what
+is allowed.  Edits are written straight back into the config object; the whole config is then
+checked with ``core.engine.params.validate_config`` and any problem is shown under the form.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Any
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QSpinBox,
+    QWidget,
+)
+
+from core.engine.params import ParamSpec, param_specs, validate_config
+from core.errors import RecipeError
+
+ERROR_STYLE = "color: #d32f2f;"
+BIG = 1e12
+INT_LIMIT = 2**31 - 1
+
+
+def base_type(spec: ParamSpec) -> tuple[Any, bool]:
+    """(the field's plain type, whether it may be None) for ``int``, ``float | None``, ``list`` …"""
+    args = typing.get_args(spec.type)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), spec.type) if optional else spec.type
+    return typing.get_origin(base) or base, optional
+
+
+def tooltip_for(spec: ParamSpec) -> str:
+    allowed = spec.range_text()
+    default = ", ".join(map(str, spec.default)) if isinstance(spec.default, list) else spec.default
+    parts = [spec.help, f"Allowed: {allowed}." if allowed != "any value" else "", f"Default: {default}."]
+    return "\n".join(p for p in parts if p)
+
+
+def _list_text(value: Any) -> str:
+    return ", ".join(str(v) for v in (value or []))
+
+
+def _parse_number(text: str, kind: type) -> Any:
+    text = text.strip()
+    return None if not text else kind(text)
+
+
+class ParamForm(QWidget):
+    """Edits ``config`` in place; ``changed`` fires after every edit, ``error`` is '' when valid."""
+
+    changed = Signal()
+
+    def __init__(self, config: Any, fields: typing.Iterable[str] | None = None, where: str = "",
+                 labels: dict[str, str] | None = None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.config = config
+        self.where = where
+        wanted = None if fields is None else list(fields)
+        self.specs = [s for s in param_specs(type(config)) if wanted is None or s.name in wanted]
+        if wanted is not None:
+            self.specs.sort(key=lambda s: wanted.index(s.name))
+        self.editors: dict[str, QWidget] = {}
+        self.error = ""
+        layout = QFormLayout(self)
+        layout.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        for spec in self.specs:
+            editor = self._make_editor(spec)
+            editor.setToolTip(tooltip_for(spec))
+            self.editors[spec.name] = editor
+            label = QLabel(f"{(labels or {}).get(spec.name, spec.label)}:")
+            label.setToolTip(editor.toolTip())
+            layout.addRow(label, editor)
+        self.error_label = QLabel()
+        self.error_label.setWordWrap(True)
+        self.error_label.setStyleSheet(ERROR_STYLE)
+        self.error_label.setToolTip("What is wrong with the values above. The run will not start until it is fixed.")
+        self.error_label.hide()
+        layout.addRow(self.error_label)
+        self.check()
+
+    # -- building ------------------------------------------------------------------------------
+    def _make_editor(self, spec: ParamSpec) -> QWidget:
+        kind, optional = base_type(spec)
+        value = getattr(self.config, spec.name)
+        name = spec.name
+        if spec.choices:
+            box = QComboBox()
+            for choice in spec.choices:
+                box.addItem(str(choice), choice)
+            box.setCurrentIndex(max(0, box.findData(value)))
+            box.currentIndexChanged.connect(lambda _i, b=box, n=name: self._set(n, b.currentData()))
+            return box
+        if kind is bool:
+            check = QCheckBox()
+            check.setChecked(bool(value))
+            check.toggled.connect(lambda on, n=name: self._set(n, on))
+            return check
+        if kind in (int, float) and not optional:
+            return self._make_spin(spec, kind, value)
+        line = QLineEdit(_list_text(value) if kind in (list, tuple) else ("" if value is None else str(value)))
+        if kind in (list, tuple):
+            line.setPlaceholderText("comma-separated")
+            line.editingFinished.connect(lambda n=name, e=line: self._set_text(n, e.text(), list))
+        else:
+            if optional:
+                line.setPlaceholderText("empty = automatic")
+            line.editingFinished.connect(lambda n=name, e=line, k=kind: self._set_text(n, e.text(), k))
+        return line
+
+    def _make_spin(self, spec: ParamSpec, kind: type, value: Any) -> QWidget:
+        if kind is int:
+            spin = QSpinBox()
+            spin.setRange(int(max(-INT_LIMIT, spec.minimum if spec.minimum is not None else -INT_LIMIT)),
+                          int(min(INT_LIMIT, spec.maximum if spec.maximum is not None else INT_LIMIT)))
+        else:
+            spin = QDoubleSpinBox()
+            spin.setDecimals(4)
+            low = spec.minimum if spec.minimum is not None else -BIG
+            high = spec.maximum if spec.maximum is not None else BIG
+            spin.setRange(low, high)
+            spin.setSingleStep(0.05 if high - low <= 1 else 0.1 if high - low <= 10 else 1.0)
+        spin.setKeyboardTracking(False)  # write back when the user finishes a number, not per key
+        spin.setValue(value)
+        spin.valueChanged.connect(lambda v, n=spec.name: self._set(n, v))
+        return spin
+
+    # -- writing back --------------------------------------------------------------------------
+    def _set(self, name: str, value: Any) -> None:
+        setattr(self.config, name, value)
+        self.check()
+        self.changed.emit()
+
+    def _set_text(self, name: str, text: str, kind: type) -> None:
+        try:
+            if kind is list:
+                value: Any = [v.strip() for v in text.split(",") if v.strip()]
+            elif kind in (int, float):
+                value = _parse_number(text, kind)
+            else:
+                value = text
+        except ValueError:
+            self._show_error(f"{name} must be a {'whole ' if kind is int else ''}number, got {text!r}")
+            return
+        if getattr(self.config, name) != value:
+            self._set(name, value)
+
+    def set_value(self, name: str, value: Any) -> None:
+        """Set a field as if the user had typed it (tests and presets use this)."""
+        editor = self.editors[name]
+        if isinstance(editor, QSpinBox | QDoubleSpinBox):
+            editor.setValue(value)
+        elif isinstance(editor, QCheckBox):
+            editor.setChecked(bool(value))
+        elif isinstance(editor, QComboBox):
+            editor.setCurrentIndex(editor.findData(value))
+        else:
+            editor.setText(_list_text(value) if isinstance(value, list) else str(value))
+            editor.editingFinished.emit()
+
+    # -- validation ------------------------------------------------------------------------------
+    def check(self) -> str:
+        """Validate the whole config; show and return the problem ('' when valid)."""
+        try:
+            validate_config(self.config, self.where)
+        except RecipeError as exc:
+            self._show_error(str(exc))
+        else:
+            self._show_error("")
+        return self.error
+
+    def _show_error(self, text: str) -> None:
+        self.error = text
+        self.error_label.setText(f"⚠ {text[0].upper()}{text[1:]}" if text else "")
+        self.error_label.setVisible(bool(text))

@@ -1,0 +1,1 @@
+"""The Run screen: the background run's progress, live plots, log and result table."""
