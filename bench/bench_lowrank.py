@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import current_anon_mb, current_rss_mb, peak_rss_mb, print_table, write_results  # noqa: E402
+from bench.common import (  # noqa: E402
+    current_anon_mb,
+    current_rss_mb,
+    peak_rss_mb,
+    print_table,
+    run_child_checked,
+    write_results,
+)
 
 DEFAULT_ROWS = ["dense:0"] + [f"{m}:{r}" for r in (0.2, 0.4, 0.1) for m in ("plain", "activation_aware", "rom")] \
     + [f"share:{n}" for n in (2, 4, 8)] + [f"share_c64:{n}" for n in (2, 4, 8)]
@@ -158,12 +164,10 @@ def main() -> None:
     jobs = [(row.split(":")[0].strip(), float(row.split(":")[1])) for row in args.rows.split(",")]
     rows = []
     for method, target in jobs:
-        with tempfile.NamedTemporaryFile(suffix=".json") as out:
-            subprocess.run([sys.executable, __file__, "--only", f"{method}:{target}", "--json-out", out.name,
-                            "--calibration-windows", str(args.calibration_windows), "--windows", str(args.windows),
-                            "--sequence-length", str(args.sequence_length), "--allocation", args.allocation],
-                           check=True)
-            rows.append(json.loads(Path(out.name).read_text()))
+        rows.append(run_child_checked(__file__, [
+            "--only", f"{method}:{target}", "--calibration-windows", str(args.calibration_windows),
+            "--windows", str(args.windows), "--sequence-length", str(args.sequence_length),
+            "--allocation", args.allocation]))
         print(json.dumps(rows[-1]), flush=True)
         settings = {k: v for k, v in vars(args).items() if k not in ("only", "json_out")}
         settings.update(model="bundled:smollm2-135m", calibration="bundled:wiki-calibration",

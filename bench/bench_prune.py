@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import apply_step, peak_rss_mb, print_table, write_results  # noqa: E402
+from bench.common import apply_step, peak_rss_mb, print_table, run_child_checked, write_results  # noqa: E402
 
 METHODS = {  # row name -> (technique, params)
     "dense": (None, {}),
@@ -85,11 +83,9 @@ def main() -> None:
     for method in [m.strip() for m in args.methods.split(",")]:
         if method not in METHODS:
             raise SystemExit(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-        with tempfile.NamedTemporaryFile(suffix=".json") as out:
-            subprocess.run([sys.executable, __file__, "--only", method, "--json-out", out.name,
-                            "--calibration-windows", str(args.calibration_windows), "--windows",
-                            str(args.windows), "--sequence-length", str(args.sequence_length)], check=True)
-            rows.append(json.loads(Path(out.name).read_text()))
+        rows.append(run_child_checked(__file__, [
+            "--only", method, "--calibration-windows", str(args.calibration_windows), "--windows", str(args.windows),
+            "--sequence-length", str(args.sequence_length)]))
         print(f"{method}: perplexity {rows[-1]['perplexity']:.3f}, {rows[-1]['prune_s']:.1f} s", flush=True)
     print()
     print_table(rows, [("method", "method", ""), ("pattern", "pattern", ""), ("schedule", "schedule", ""),

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +25,10 @@ import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # also in the peers' venv, which runs this file as its child
+
+from bench.common import run_child  # noqa: E402  (standard library only: the peers' venv imports it too)
+
 PEER_PYTHON = ROOT / ".venv-prune-peers" / "bin" / "python"
 OURS = {"Wanda 50%": ("wanda_prune", {"sparsity": 0.5}), "Wanda 2:4": ("wanda_prune", {"pattern": "2:4"}),
         "SparseGPT 50%": ("sparsegpt_prune", {"sparsity": 0.5}),
@@ -165,22 +168,10 @@ def evaluate_folder(folder: str, args) -> dict:
 
 # ------------------------------------------------------------------ orchestration
 def _child(python: Path, mode: list[str], args, timeout: float) -> dict:
-    """Run this file in a child process; return its JSON, or {"error": why}."""
-    with tempfile.NamedTemporaryFile(suffix=".json", dir=args.workdir, delete=False) as out:
-        result_path = Path(out.name)
-    command = [str(python), __file__, *mode, "--json-out", str(result_path), "--workdir", args.workdir,
-               "--calibration-windows", str(args.calibration_windows), "--windows", str(args.windows),
-               "--sequence-length", str(args.sequence_length)]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-        if done.returncode != 0 or not result_path.stat().st_size:
-            lines = [ln for ln in (done.stderr or done.stdout).strip().splitlines() if ln.strip()]
-            return {"error": " | ".join(lines[-3:])[-400:] or f"exit {done.returncode}"}
-        return json.loads(result_path.read_text())
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    finally:
-        result_path.unlink(missing_ok=True)
+    """Run this file in a child process (``python``: ours or a peer's venv); return its JSON, or {"error": why}."""
+    return run_child(__file__, [*mode, "--workdir", args.workdir, "--calibration-windows", str(args.calibration_windows),
+                                "--windows", str(args.windows), "--sequence-length", str(args.sequence_length)],
+                     python=python, timeout=timeout, workdir=args.workdir, quiet=True)
 
 
 def prepare(args) -> tuple[str, str]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import apply_step, peak_rss_mb, print_table, write_results  # noqa: E402
+from bench.common import apply_step, peak_rss_mb, print_table, run_child_checked, write_results  # noqa: E402
 
 MSE = {"clip": "mse"}
 METHODS = {  # row name -> (technique, params); bits and group are read from the params
@@ -180,13 +179,10 @@ def main() -> None:
         raise SystemExit(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
 
     def child(method: str) -> dict:
-        with tempfile.NamedTemporaryFile(suffix=".json") as out:
-            subprocess.run([sys.executable, __file__, "--only", method, "--json-out", out.name,
-                            "--calibration-windows", str(args.calibration_windows), "--windows",
-                            str(args.windows), "--sequence-length", str(args.sequence_length),
-                            "--threads", str(args.threads), "--device", args.device]
-                           + ([] if args.speed else ["--no-speed"]), check=True)
-            row = json.loads(Path(out.name).read_text())
+        row = run_child_checked(__file__, [
+            "--only", method, "--calibration-windows", str(args.calibration_windows), "--windows", str(args.windows),
+            "--sequence-length", str(args.sequence_length), "--threads", str(args.threads), "--device", args.device,
+            *([] if args.speed else ["--no-speed"])])
         print(f"{method}: perplexity {row['perplexity']:.3f}, {row['quant_s']:.1f} s", flush=True)
         print("ROW " + json.dumps(row), flush=True)  # a run stopped early still leaves its finished rows
         return row

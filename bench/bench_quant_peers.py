@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import print_table, write_results  # noqa: E402
+from bench.common import print_table, run_child, write_results  # noqa: E402
 
 ROWS = ["unquantized", "ours dynamic int8", "ours dynamic int8 no smoothing", "torchao int8 dyn", "ours bnb int8", "bnb int8", "ours bnb nf4", "bnb nf4",
         "hqq 8-bit", "hqq 4-bit g64", "quanto int8", "torchao int8 wo", "hqq 3-bit g64", "quanto int4",
@@ -219,11 +218,9 @@ def main() -> None:
     for row in [r.strip() for r in args.rows.split(",")]:
         if row not in ROWS:
             raise SystemExit(f"unknown row {row!r}; choose from {', '.join(ROWS)}")
-        with tempfile.NamedTemporaryFile(suffix=".json") as out:
-            subprocess.run([sys.executable, __file__, "--only", row, "--json-out", out.name, "--windows",
-                            str(args.windows), "--sequence-length", str(args.sequence_length)], check=False)
-            text = Path(out.name).read_text()
-        rows.append(json.loads(text) if text else {"method": row, "error": "the child process died"})
+        result = run_child(__file__, ["--only", row, "--windows", str(args.windows),
+                                      "--sequence-length", str(args.sequence_length)])
+        rows.append(result if "error" not in result else {"method": row, **result})
         print(f"{row}: {rows[-1].get('perplexity', rows[-1].get('error'))}", flush=True)
     by_name = {r["method"]: r for r in rows}
     base = by_name.get("unquantized", {}).get("decode_tok_s")

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import platform
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -91,3 +93,37 @@ def apply_step(model: Any, tokenizer: Any, technique: str, params: dict[str, Any
     started = time.perf_counter()
     report = drain(info.handler(model, config, RunContext(recipe, tokenizer, device)))
     return report, time.perf_counter() - started
+
+
+def run_child(script: str | Path, arguments: list[str], *, python: str | Path = sys.executable,
+              timeout: float | None = None, workdir: str | None = None, quiet: bool = False,
+              check: bool = False) -> dict[str, Any]:
+    """Run ``script`` in a fresh Python process with ``arguments`` plus ``--json-out FILE``; return that JSON.
+
+    Each measurement gets its own process so peak memory and timings of one method never leak into the
+    next.  A child that fails, writes nothing or runs past ``timeout`` gives ``{"error": why}`` (with
+    ``quiet``, its output is kept for that message instead of shown); with ``check`` it stops the benchmark.
+    """
+    with tempfile.NamedTemporaryFile(suffix=".json", dir=workdir, delete=False) as out:
+        result_path = Path(out.name)
+    command = [str(python), str(script), *arguments, "--json-out", str(result_path)]
+    try:
+        done = subprocess.run(command, capture_output=quiet, text=True, timeout=timeout)
+        text = result_path.read_text() if result_path.stat().st_size else ""
+        if done.returncode != 0 or not text:
+            lines = [ln for ln in ((done.stderr or done.stdout or "") if quiet else "").strip().splitlines()
+                     if ln.strip()]
+            return {"error": " | ".join(lines[-3:])[-400:] or f"the child process failed (exit {done.returncode})"}
+        return json.loads(text)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    finally:
+        result_path.unlink(missing_ok=True)
+
+
+def run_child_checked(script: str | Path, arguments: list[str], **options: Any) -> dict[str, Any]:
+    """:func:`run_child`, stopping the benchmark when the child fails."""
+    row = run_child(script, arguments, **options)
+    if set(row) == {"error"}:
+        raise SystemExit(f"{Path(script).name} {' '.join(arguments)}: {row['error']}")
+    return row

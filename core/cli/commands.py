@@ -15,6 +15,9 @@ from typing import Any
 
 from core.errors import StudioError
 
+# Each command imports the engine inside its function: importing the runner loads torch and transformers
+# (1.5 s measured here, against 0.06 s for this module), which `history`, `report`, `--help` and a mistyped
+# flag never need.
 EXIT_USAGE, EXIT_CANCELLED = 2, 130
 
 

@@ -6,6 +6,9 @@ import json
 from dataclasses import asdict
 from typing import Any
 
+from core.eval.pareto import pareto_front
+from core.history.store import History
+
 
 def _number(value: float | None, kind: str) -> str:
     if value is None:
@@ -19,8 +22,6 @@ def _number(value: float | None, kind: str) -> str:
 
 def history_lines(records: list[Any]) -> list[str]:
     """One line per run, newest first: id, start, status, size and quality after, recipe, output."""
-    from core.eval.pareto import pareto_front
-
     front = set(pareto_front([(r.metric("bytes_on_disk_after"), r.metric("perplexity_after")) for r in records
                               if r.status == "done"]))
     done = [r.id for r in records if r.status == "done"]
@@ -47,8 +48,6 @@ def history_lines(records: list[Any]) -> list[str]:
 
 def cmd_history(args) -> int:
     """List the recorded runs (marks interrupted ones first); ``--json`` for every stored field."""
-    from core.history.store import History
-
     history = History()
     if history.notice:
         print(f"warning: {history.notice}")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from core.data.samples import bundled_dataset_path
 from core.errors import DataError
 
 _KINDS = ".txt, .jsonl or .csv file, a saved Hugging Face dataset folder, bundled:NAME or hub:OWNER/NAME"
@@ -210,8 +211,6 @@ def local_path(source: str) -> Path | None:
 
 def _load_table(source: str) -> _Table:
     if source.startswith("bundled:"):
-        from core.data.samples import bundled_dataset_path
-
         source = str(bundled_dataset_path(source.removeprefix("bundled:").strip()))
     if source.startswith("hub:"):
         return _load_hub(source.removeprefix("hub:").strip())

@@ -20,15 +20,20 @@ from typing import Any
 
 import torch
 
+from core.data.texts import load_labelled, load_texts, local_path, token_windows
 from core.engine.recipe import Recipe
 from core.engine.registry import get_technique
 from core.errors import RecipeError
+from core.eval.metrics import align_predictions, classification_metrics, iter_predict_labels
+from core.eval.perplexity import iter_kl_to_teacher, iter_perplexity
+from core.eval.speed import iter_generate_samples, iter_measure_speed
 from core.events import Log, Metric, RunDone, StageStarted, StepDone
 from core.io.output_rules import Input, check_output_dir
 from core.io.save_dtype import cast_floating_weights, dtype_name, resolve_save_dtype
 from core.io.saving import atomic_folder, write_model_files, write_run_files
-from core.models.loading import LoadedModel, iter_load_model, return_tokenizer
+from core.models.loading import LoadedModel, iter_load_model, resolve_source, return_tokenizer
 from core.models.model_info import folder_weight_bytes, inspect_model
+from core.paths import cache_dir
 
 
 @dataclass
@@ -56,8 +61,6 @@ class RunContext:
     def calibration_windows(self) -> torch.Tensor:
         """Token windows [n, sequence_length] of the recipe's calibration text (loaded once)."""
         if self._calibration is None:
-            from core.data.texts import load_texts, token_windows
-
             data = self.recipe.data
             texts = load_texts(data.calibration, data.text_column)
             self._calibration = token_windows(texts, self.tokenizer, data.sequence_length, data.calibration_windows)
@@ -81,9 +84,6 @@ def run_inputs(recipe: Recipe, recipe_file: str | Path | None = None) -> list[In
     The output may never be, contain or lie inside any of them (see :mod:`core.io.output_rules`).  A hub
     model is not here yet; its downloaded folder is checked once it is loaded.
     """
-    from core.data.texts import local_path
-    from core.models.loading import resolve_source
-
     kind, where = resolve_source(recipe.model.source)
     found = [Input(Path(where), "the source model")] if kind != "hub" else []
     data = recipe.data
@@ -99,8 +99,6 @@ def run_inputs(recipe: Recipe, recipe_file: str | Path | None = None) -> list[In
 
 def check_data(recipe: Recipe) -> None:
     """Read every data file the run will use, before the model loads (a bad file costs no loading time)."""
-    from core.data.texts import load_labelled, load_texts
-
     data = recipe.data
     if any(get_technique(step.technique).needs.calibration_data for _, step in recipe.enabled_steps()):
         load_texts(data.calibration, data.text_column)
@@ -130,16 +128,11 @@ def _measure(model, tokenizer, recipe: Recipe, eval_windows, label: str, on_disk
     for name in ("parameters", "nonzero_parameters", "bytes_in_memory"):
         yield Metric(f"{name}/{label}", float(result[name]))
     if eval_windows is not None:
-        from core.eval.perplexity import iter_perplexity
-
         ppl = yield from iter_perplexity(model, eval_windows)
         result["perplexity"] = ppl.to_dict()
         yield Metric(f"perplexity/{label}", ppl.perplexity)
         yield Log(f"Perplexity {label}: {ppl.perplexity:.3f} over {ppl.tokens} tokens")
     if recipe.model.task == "sequence-classification":
-        from core.data.texts import load_labelled
-        from core.eval.metrics import align_predictions, classification_metrics, iter_predict_labels
-
         data = load_labelled(recipe.data.labelled, recipe.data.text_column, recipe.data.label_column, recipe.seed)
         predicted = yield from iter_predict_labels(model, tokenizer, data.test.texts)
         predicted = align_predictions(predicted, getattr(model.config, "id2label", None), data.label_names)
@@ -148,13 +141,9 @@ def _measure(model, tokenizer, recipe: Recipe, eval_windows, label: str, on_disk
         for key in ("accuracy", "macro_f1"):
             yield Metric(f"{key}/{label}", float(scores[key]))
     if recipe.evaluation.prompts and recipe.model.task == "causal-lm":
-        from core.eval.speed import iter_generate_samples
-
         samples = yield from iter_generate_samples(model, tokenizer, recipe.evaluation.prompts)
         result["samples"] = [sample.to_dict() for sample in samples]
     if recipe.evaluation.speed:
-        from core.eval.speed import iter_measure_speed
-
         speed = yield from iter_measure_speed(model, tokenizer)
         result["speed"] = speed.to_dict()
         yield Metric(f"decode_tokens_per_s/{label}", speed.decode_tokens_per_s, unit="tokens/s")
@@ -164,7 +153,6 @@ def _measure(model, tokenizer, recipe: Recipe, eval_windows, label: str, on_disk
 def _evaluation_windows(recipe: Recipe, tokenizer) -> torch.Tensor | None:
     if not (recipe.evaluation.perplexity and recipe.model.task == "causal-lm"):
         return None
-    from core.data.texts import load_texts, token_windows
 
     data = recipe.data
     texts = load_texts(data.evaluation, data.text_column)
@@ -202,8 +190,6 @@ def _check_first_step_fits(recipe: Recipe, model: Any) -> None:
 def checkpoint_root(recipe: Recipe, output_dir: str | Path) -> Path:
     """Where a run's training checkpoints live: the cache folder, keyed by the recipe and the output path."""
     import hashlib
-
-    from core.paths import cache_dir
 
     key = hashlib.sha256((recipe.to_yaml() + "\n" + str(Path(output_dir).resolve())).encode()).hexdigest()[:16]
     return cache_dir() / "checkpoints" / key
@@ -293,8 +279,6 @@ def _run_loaded(recipe: Recipe, loaded: LoadedModel, output: Path, *, overwrite:
     after = yield from _measure(model, tokenizer, recipe, eval_windows, "after", None)
     comparison: dict[str, Any] = {}
     if teacher is not None and compare_to_original:
-        from core.eval.perplexity import iter_kl_to_teacher
-
         kl = yield from iter_kl_to_teacher(model, teacher, eval_windows)
         comparison = kl.to_dict()
         yield Metric("kl_to_teacher", kl.kl_per_token, unit="nats/token")

@@ -19,7 +19,10 @@ import torch
 
 from core.errors import StudioError
 from core.eval.compare import Divergence, token_divergence
+from core.eval.perplexity import eval_mode, model_device
+from core.eval.speed import _check_context, _generation_config, _greedy_config, _sync
 from core.events import Log, Progress
+from core.models.loading import iter_load_model
 
 
 @dataclass
@@ -74,8 +77,6 @@ class _TimingStreamer:
 def iter_load_pair(teacher_source: str, student_folder: str | Path, task: str = "causal-lm",
                    device: str = "cpu") -> Generator[Any, None, ModelPair]:
     """Load teacher and student (yielding the loader's events); refuse models that cannot generate."""
-    from core.models.loading import iter_load_model
-
     if task != "causal-lm":
         raise StudioError("the playground needs causal language models (text generation); this run compressed a "
                           "classifier, whose answers are labels: compare its accuracy in the table instead")
@@ -88,9 +89,6 @@ def iter_load_pair(teacher_source: str, student_folder: str | Path, task: str = 
 
 def greedy_answer(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 32) -> Answer:
     """Complete ``prompt`` greedily (stops at EOS or ``max_new_tokens``) and time it."""
-    from core.eval.perplexity import eval_mode, model_device
-    from core.eval.speed import _check_context, _generation_config, _greedy_config, _sync
-
     if not prompt.strip():
         raise StudioError("the prompt is empty: type a few words for both models to continue")
     if max_new_tokens < 1:

@@ -26,9 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.engine.recipe import recipe_from_text
 from core.errors import RunCancelled, StudioError
 from core.events import Log
+from core.history.recovery import host_name, process_alive, process_start_time, recover_interrupted
 from core.history.summary import summarize_report
+from core.paths import data_dir
 
 SCHEMA_VERSION = 1
 STATUSES = ("running", "done", "failed", "cancelled", "interrupted")
@@ -63,8 +66,6 @@ class HistoryError(StudioError):
 
 def history_path() -> Path:
     """Where the history database lives (under the app's data folder)."""
-    from core.paths import data_dir
-
     return data_dir() / FILE_NAME
 
 
@@ -108,8 +109,6 @@ class RunRecord:
 
     def recipe(self):
         """The recipe this run used, parsed again (raises RecipeError if it no longer validates)."""
-        from core.engine.recipe import recipe_from_text
-
         return recipe_from_text(self.recipe_yaml)
 
 
@@ -131,8 +130,6 @@ class History:
                                "check its permissions or set COMPRESSION_STUDIO_HOME to a folder you own") from exc
         self._open_schema()
         if recover:
-            from core.history.recovery import recover_interrupted
-
             self.recovered = recover_interrupted(self)
 
     # -- connections and schema ----------------------------------------------------------------
@@ -195,8 +192,6 @@ class History:
     def start_run(self, recipe: Any, output: str | Path, device: str = "", origin: str = "",
                   pid: int | None = None) -> int:
         """Insert a ``running`` row for this process and return its id."""
-        from core.history.recovery import host_name, process_start_time
-
         pid = os.getpid() if pid is None else pid
         with self.connect(write=True) as conn:
             steps = json.dumps({"steps": [step.technique for _, step in recipe.enabled_steps()]})
@@ -240,8 +235,6 @@ class History:
         """Forget a run (its output folder, if any, is left alone; see ``core.history.recovery.delete_output``)."""
         record = self.get(run_id)
         if record is not None and record.status == "running":
-            from core.history.recovery import process_alive
-
             if process_alive(record):
                 raise HistoryError(f"run #{run_id} is still running; cancel it before deleting it")
         with self.connect(write=True) as conn:
@@ -262,6 +255,7 @@ def recorded_run(recipe: Any, output_dir: str | Path, *, overwrite: bool = False
     ``origin`` says who started it ("cli", "app"); other keyword ``options`` go to ``run_recipe``.
     If the history cannot be opened the run still happens, with a warning in the log.
     """
+    # lazy: the History screen reads the database without loading torch (the runner imports it)
     from core.engine.runner import check_run, run_recipe
 
     output = Path(output_dir).expanduser().resolve()

@@ -21,6 +21,8 @@ from core.eval.compare import read_output_folder
 from core.events import Log, Progress
 from core.io.output_rules import Input, OutputError, check_output_dir, check_output_file
 from core.io.saving import atomic_folder
+from core.models.formats import get_format, read_manifest
+from core.models.loading import iter_load_model, resolve_source
 from core.partials import journaled, partial_path
 
 GGUF_TYPES = {"F16": "16-bit floats: the largest file, no quality loss",
@@ -77,8 +79,6 @@ def gguf_problem(config: dict[str, Any], manifest: dict[str, Any] | None, replac
 
 def describe_output(folder: str | Path) -> OutputInfo:
     """Describe a run's output folder: its saved format, whether plain transformers loads it, GGUF."""
-    from core.models.formats import get_format, read_manifest
-
     folder = Path(folder).expanduser()
     read_output_folder(folder)  # refuses folders that are not a run's output
     manifest = read_manifest(folder)
@@ -151,8 +151,6 @@ DEFAULT_PRE_TOKENIZER = "gpt-2"  # llama.cpp's name for GPT-2's byte-level split
 def _pre_tokenizer(teacher_source: str) -> str:
     """llama.cpp's pre-tokenizer name: the teacher's own when it came from a GGUF file, else "gpt-2"."""
     try:
-        from core.models.loading import resolve_source
-
         kind, where = resolve_source(teacher_source)
         if kind in ("gguf", "bundled"):
             import gguf
@@ -172,8 +170,6 @@ def iter_export_gguf(folder: str | Path, destination: str | Path, quant: str = "
     ``destination`` must end in ``.gguf`` and lie outside ``folder``; an existing file is replaced
     only with ``overwrite`` and only if this app exported it (see :mod:`core.io.output_rules`).
     """
-    from core.models.loading import iter_load_model
-
     if quant not in GGUF_TYPES:
         raise StudioError(f"unknown GGUF type {quant!r}; choose one of {', '.join(GGUF_TYPES)}")
     info = describe_output(folder)
@@ -184,6 +180,7 @@ def iter_export_gguf(folder: str | Path, destination: str | Path, quant: str = "
     run = read_output_folder(folder)
     loaded = yield from iter_load_model(str(info.folder), run.task, trust_remote_code=False, device=device)
     yield Progress("writing GGUF", 0, 1)
+    # lazy: the Export screen imports this module at start; numpy and torch load only when a GGUF is written
     from core.io.gguf_export import export_gguf
 
     written = export_gguf(loaded.model.to("cpu"), loaded.tokenizer, destination, quant,

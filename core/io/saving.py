@@ -17,6 +17,7 @@ from typing import Any
 
 from core.errors import is_disk_full, write_error
 from core.io.output_rules import Input, OutputError, check_output_dir, check_replaceable_folder, resolved
+from core.models.formats import get_format, model_format, write_manifest
 from core.partials import aside_path, journaled, ordinary_permissions, partial_path
 
 
@@ -76,8 +77,6 @@ def save_model(model: Any, tokenizer: Any, output_dir: str | Path, *, recipe_yam
 
 def write_model_files(folder: Path, model: Any, tokenizer: Any) -> None:
     """Weights (safetensors), config, generation config and tokenizer; compressed formats write a manifest."""
-    from core.models.formats import get_format, model_format, write_manifest
-
     mark = model_format(model)
     if mark is None:
         model.save_pretrained(folder)

@@ -26,10 +26,11 @@ from typing import Any
 from core import paths
 from core.background import iter_blocking
 from core.errors import ModelLoadError, StudioError, is_disk_full, write_error
-from core.events import Log
+from core.events import Log, drain
 from core.models import tokenizer_pool
 from core.models.bundled import bundled_model_file
 from core.models.formats import apply_load_fixes, get_format, read_manifest
+from core.models.hub import iter_download
 from core.partials import journaled, ordinary_permissions, partial_path
 
 TASKS = ("causal-lm", "sequence-classification")
@@ -346,8 +347,6 @@ def iter_load_model(source: str, task: str = "causal-lm", trust_remote_code: boo
     """
     kind, where = resolve_source(source)
     if kind == "hub":
-        from core.models.hub import iter_download
-
         folder = yield from iter_download(str(where))
         model, tokenizer, size = _load_folder(folder, task, trust_remote_code, pooled_tokenizer)
         source_path = folder
@@ -373,6 +372,4 @@ def iter_load_model(source: str, task: str = "causal-lm", trust_remote_code: boo
 def load_model(source: str, task: str = "causal-lm", trust_remote_code: bool = False,
                device: str = "cpu") -> LoadedModel:
     """Load a model without watching its progress (see :func:`iter_load_model`)."""
-    from core.events import drain
-
     return drain(iter_load_model(source, task, trust_remote_code, device))

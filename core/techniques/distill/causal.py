@@ -14,9 +14,11 @@ from dataclasses import dataclass
 
 import torch
 
+from core.data.texts import load_texts, token_windows
 from core.engine.params import param
 from core.engine.registry import Needs, StepReport, register
 from core.errors import RecipeError
+from core.eval.perplexity import iter_kl_to_teacher, iter_perplexity
 from core.events import Log, Progress
 from core.techniques.distill.losses import causal_lm_loss
 from core.techniques.distill.options import LossOptions, TrainingOptions, settings_for, shuffled_batch
@@ -52,8 +54,6 @@ class DistillCausalLMConfig(StudentOptions, LossOptions, TrainingOptions):
 
 
 def _windows(ctx, config: DistillCausalLMConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    from core.data.texts import load_texts, token_windows
-
     data = ctx.recipe.data
     length = config.sequence_length or data.sequence_length
     texts = load_texts(data.calibration, data.text_column)
@@ -127,13 +127,9 @@ def apply_distill_causal_lm(model, config: DistillCausalLMConfig, ctx):
         return total, soft.detach(), hard.detach(), ids.numel()
 
     def evaluate(net):
-        from core.eval.perplexity import iter_kl_to_teacher, iter_perplexity
-
         ppl = yield from iter_perplexity(net, val_windows)
         kl = yield from iter_kl_to_teacher(net, teacher, val_windows)
         return {"perplexity": ppl.perplexity, "kl_to_teacher": kl.kl_per_token}
-
-    from core.eval.perplexity import iter_perplexity
 
     teacher_ppl = (yield from iter_perplexity(teacher, val_windows)).perplexity
     yield Log(f"Teacher validation perplexity {teacher_ppl:.3f}; training {settings.total_steps} steps on "

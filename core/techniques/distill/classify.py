@@ -14,9 +14,11 @@ from dataclasses import dataclass
 
 import torch
 
+from core.data.texts import load_labelled
 from core.engine.params import param
 from core.engine.registry import Needs, StepReport, register
 from core.errors import DataError, RecipeError
+from core.eval.metrics import classification_metrics
 from core.events import Log, Metric, ProgressMeter
 from core.techniques.distill.losses import distillation_loss
 from core.techniques.distill.options import LossOptions, TrainingOptions, settings_for, shuffled_batch
@@ -37,8 +39,6 @@ class ClassifierDataOptions:
 
 def load_splits(ctx):
     """The recipe's labelled data, or a clear message when it has no usable label column."""
-    from core.data.texts import load_labelled
-
     data = ctx.recipe.data
     try:
         return load_labelled(data.labelled, data.text_column, data.label_column, ctx.recipe.seed)
@@ -79,8 +79,6 @@ def _collate(ids: list[list[int]], pad_id: int, device) -> dict[str, torch.Tenso
 def iter_scores(model, ids: list[list[int]], labels: list[int], to_model: list[int], names: list[str], pad_id: int,
                 stage: str, batch_size: int = 64):
     """Job: accuracy, macro precision/recall/F1 of ``model`` on pre-tokenized examples."""
-    from core.eval.metrics import classification_metrics
-
     device = next(model.parameters()).device
     back = {m: d for d, m in enumerate(to_model)}
     predicted: list[int] = []

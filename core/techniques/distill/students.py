@@ -17,6 +17,11 @@ from core.engine.calibration import find_blocks
 from core.engine.params import param
 from core.errors import RecipeError
 from core.events import Log
+from core.models.loading import iter_load_model
+from core.techniques.distill.encoder_heads import prune_encoder_heads
+from core.techniques.prune.kv_groups import AttentionPruneConfig, apply_attention_prune, attention_shape
+from core.techniques.prune.layer_drop import drop_blocks, measure_block_influence
+from core.techniques.prune.mlp_neurons import MLPPruneConfig, apply_mlp_prune
 from core.techniques.prune.slicing import parameter_count
 
 STUDENTS = ("shrink", "current", "model")
@@ -98,21 +103,15 @@ def shrink_student(model, options: StudentOptions, ctx, task: str, texts: list[s
         if options.layer_selection == "evenly-spaced":
             keep = evenly_spaced(total, options.student_layers)
         else:
-            from core.techniques.prune.layer_drop import measure_block_influence
-
             influence = yield from measure_block_influence(model, ctx.calibration_windows(), ctx.step_index)
             order = sorted(range(total), key=lambda i: (-influence[i], i))
             keep = sorted(order[:options.student_layers])
     if keep is not None and len(keep) < total:
-        from core.techniques.prune.layer_drop import drop_blocks
-
         drop_blocks(model, [i for i in range(total) if i not in keep])
         notes.append(f"Student keeps layers {keep} of the teacher's {total}.")
     heads = _heads(model)
     if options.student_heads and options.student_heads < heads:
         if task == "sequence-classification":
-            from core.techniques.distill.encoder_heads import prune_encoder_heads
-
             prune_encoder_heads(model, options.student_heads, ctx.tokenizer, (texts or [])[:256])
         else:
             yield from _prune_decoder_heads(model, options.student_heads, ctx)
@@ -120,16 +119,12 @@ def shrink_student(model, options: StudentOptions, ctx, task: str, texts: list[s
     if options.mlp_reduction > 0:
         if task != "causal-lm":
             raise RecipeError("mlp_reduction is available for causal LMs only; set it to 0 for classifiers")
-        from core.techniques.prune.mlp_neurons import MLPPruneConfig, apply_mlp_prune
-
         report = yield from apply_mlp_prune(model, MLPPruneConfig(reduction=options.mlp_reduction), ctx)
         notes.append(report.summary)
     return notes
 
 
 def _prune_decoder_heads(model, keep_heads: int, ctx):
-    from core.techniques.prune.kv_groups import AttentionPruneConfig, apply_attention_prune, attention_shape
-
     heads, kv_heads, _ = attention_shape(model)
     group = heads // kv_heads
     if keep_heads % group:
@@ -151,8 +146,6 @@ def check_tokenizers(student_tokenizer, teacher_tokenizer, name: str) -> None:
 
 def load_named_student(source: str, task: str, teacher, teacher_tokenizer, device: str):
     """Load the student the user named; refuse a different tokenizer or a student larger than the teacher."""
-    from core.models.loading import iter_load_model
-
     loaded = yield from iter_load_model(source, task, False, device)
     check_tokenizers(loaded.tokenizer, teacher_tokenizer, source)
     s_params, t_params = parameter_count(loaded.model), parameter_count(teacher)

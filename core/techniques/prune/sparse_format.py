@@ -37,6 +37,7 @@ from torch import nn
 
 from core.errors import ModelLoadError
 from core.models.formats import SavedFormat, mark_format, register_format
+from core.models.loading import _auto_class
 
 FORMAT = "sparse-bitmask"
 WEIGHTS_FILE = "model.sparse-bitmask.safetensors"  # not model.safetensors: see the docstring
@@ -177,8 +178,6 @@ def read_state(folder: Path) -> dict[str, torch.Tensor]:
 def load_sparse_bitmask(folder: Path, task: str) -> nn.Module:
     """Rebuild the dense model from a sparse-bitmask folder and mark it to save the same way."""
     from transformers import AutoConfig
-
-    from core.models.loading import _auto_class
 
     folder = Path(folder)
     config = AutoConfig.from_pretrained(folder)

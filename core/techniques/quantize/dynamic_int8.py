@@ -25,8 +25,10 @@ from core.engine.params import param
 from core.engine.registry import Needs, StepReport, register
 from core.engine.targets import DEFAULT_IGNORE, DEFAULT_TARGETS, select_linears
 from core.errors import ModelLoadError, RecipeError
+from core.eval.speed import iter_measure_speed
 from core.events import LayerStat, Log
-from core.models.formats import SavedFormat, mark_format, model_format, register_format
+from core.models.formats import SavedFormat, mark_format, model_format, read_manifest, register_format
+from core.models.loading import _auto_class
 from core.models.module_swap import replace_module
 from core.techniques.quantize.int8_linear import Int8DynamicLinear, has_int8_matmul
 from core.techniques.quantize.smooth import smooth_model
@@ -97,9 +99,6 @@ def load_dynamic(folder: Path, task: str):
     """Load the float weights and round the named layers back to their exact int8 values and scales."""
     from safetensors.torch import load_file
 
-    from core.models.formats import read_manifest
-    from core.models.loading import _auto_class
-
     folder = Path(folder)
     manifest = read_manifest(folder) or {}
     if not (folder / SCALES_FILE).is_file():
@@ -142,8 +141,6 @@ def apply_dynamic_int8(model, config: DynamicInt8Config, ctx):
     names = [name for name, _ in select_linears(model, config.targets, config.ignore)]
     before = after = None
     if config.measure_speed:
-        from core.eval.speed import iter_measure_speed
-
         yield Log("Timing decoding before dynamic int8")
         before = yield from iter_measure_speed(model, ctx.tokenizer, prompt_tokens=64, new_tokens=32)
     dtype = next(model.parameters()).dtype
@@ -175,8 +172,6 @@ def apply_dynamic_int8(model, config: DynamicInt8Config, ctx):
         notes.append(f"The model was converted from {dtype} to float32, so the saved weights hold the int8 "
                      "values exactly.")
     if config.measure_speed:
-        from core.eval.speed import iter_measure_speed
-
         yield Log("Timing decoding after dynamic int8")
         after = yield from iter_measure_speed(model, ctx.tokenizer, prompt_tokens=64, new_tokens=32)
         metrics.update(decode_tokens_per_s_before=before.decode_tokens_per_s,

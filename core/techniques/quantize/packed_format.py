@@ -24,6 +24,7 @@ from torch import nn
 
 from core.errors import ModelLoadError
 from core.models.formats import SavedFormat, mark_format, register_format
+from core.models.loading import _auto_class
 from core.models.module_swap import replace_module
 from core.techniques.quantize.common import ASYMMETRIC_FORMAT_NAME, FORMAT_NAME
 from core.techniques.quantize.packed_linear import PackedLinear
@@ -85,8 +86,6 @@ def _read_tensors(folder: Path) -> dict[str, torch.Tensor]:
 def load_packed(folder: Path, task: str):
     """Rebuild the model with PackedLinear layers from a pack-quantized folder (our loader's path)."""
     from transformers import AutoConfig
-
-    from core.models.loading import _auto_class
 
     folder = Path(folder)
     raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
