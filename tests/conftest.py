@@ -85,6 +85,15 @@ def tiny_bert(tiny_tokenizer):
 
 
 @pytest.fixture
+def text_file(tmp_path):
+    """A small text file of two documents (the sample text, then the same in capitals) for calibration and
+    evaluation in 16-token windows."""
+    path = tmp_path / "text.txt"
+    path.write_text(SAMPLE_TEXT + "\n\n" + SAMPLE_TEXT.upper(), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
 def tiny_llama_dir(tmp_path, tiny_llama, tiny_tokenizer):
     """The tiny Llama saved as a plain transformers folder (safetensors + tokenizer)."""
     folder = tmp_path / "tiny-llama"

@@ -45,6 +45,18 @@ def write_recipe(path: Path, model_dir: Path, text_file: Path, **extra) -> Path:
     return path
 
 
+def run_step(tmp_path: Path, model_dir: Path, text_file: Path, technique: str, params: dict, *,
+             out: str = "out", **extra):
+    """Run one technique step on the tiny model through the runner (no KL measure); return (events, report)."""
+    from core.engine.recipe import load_recipe
+    from core.engine.runner import run_recipe
+
+    extra["evaluation"] = {"kl_to_teacher": False, **extra.get("evaluation", {})}
+    path = write_recipe(tmp_path / "recipe.yaml", model_dir, text_file,
+                        steps=[{"technique": technique, "params": params}], **extra)
+    return collect(run_recipe(load_recipe(path), tmp_path / out))
+
+
 def slowed(real, delay: float):
     """``real`` (a job generator function) with a pause of ``delay`` seconds before each event.
 

@@ -8,15 +8,7 @@ import pytest
 from transformers import AutoModelForCausalLM
 
 from core.cli.commands import main
-from tests.conftest import SAMPLE_TEXT
 from tests.helpers import folder_digest, write_recipe
-
-
-@pytest.fixture
-def text_file(tmp_path):
-    path = tmp_path / "text.txt"
-    path.write_text(SAMPLE_TEXT * 2)
-    return path
 
 
 def _error_line(capsys) -> str:

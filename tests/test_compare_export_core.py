@@ -16,15 +16,7 @@ from core.eval.compare import (
     read_output_folder,
     token_divergence,
 )
-from tests.conftest import SAMPLE_TEXT
 from tests.helpers import collect, folder_digest, write_recipe
-
-
-@pytest.fixture
-def text_file(tmp_path):
-    path = tmp_path / "text.txt"
-    path.write_text(SAMPLE_TEXT, encoding="utf-8")
-    return path
 
 
 @pytest.fixture

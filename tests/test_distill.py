@@ -57,14 +57,14 @@ def test_evenly_spaced_layers():
 
 
 @pytest.fixture
-def text_file(tmp_path):
+def training_text(tmp_path):
     path = tmp_path / "train.txt"
     path.write_text((SAMPLE_TEXT + "\n\n") * 3, encoding="utf-8")
     return path
 
 
-def _ctx(tokenizer, text_file, tmp_path, resume=False):
-    recipe = Recipe(data=DataSpec(calibration=str(text_file), evaluation=str(text_file), sequence_length=16,
+def _ctx(tokenizer, training_text, tmp_path, resume=False):
+    recipe = Recipe(data=DataSpec(calibration=str(training_text), evaluation=str(training_text), sequence_length=16,
                                   calibration_windows=8))
     return RunContext(recipe, tokenizer, "cpu", checkpoint_root=tmp_path / "ckpt", resume=resume)
 
@@ -76,8 +76,8 @@ def _config(**overrides):
     return config_from_dict(DistillCausalLMConfig, values)
 
 
-def test_short_run_loss_falls_and_emits_metrics(tiny_llama, tiny_tokenizer, text_file, tmp_path):
-    job = apply_distill_causal_lm(tiny_llama, _config(), _ctx(tiny_tokenizer, text_file, tmp_path))
+def test_short_run_loss_falls_and_emits_metrics(tiny_llama, tiny_tokenizer, training_text, tmp_path):
+    job = apply_distill_causal_lm(tiny_llama, _config(), _ctx(tiny_tokenizer, training_text, tmp_path))
     events, report = collect(job)
     metrics = [e for e in events if isinstance(e, Metric)]
     names = {m.name for m in metrics}
@@ -93,21 +93,21 @@ def test_short_run_loss_falls_and_emits_metrics(tiny_llama, tiny_tokenizer, text
     assert report.metrics["student_val_perplexity_best"] == pytest.approx(best.value)
 
 
-def test_cancel_and_resume_continue_like_an_uninterrupted_run(tiny_tokenizer, text_file, tmp_path, tiny_llama):
+def test_cancel_and_resume_continue_like_an_uninterrupted_run(tiny_tokenizer, training_text, tmp_path, tiny_llama):
     import copy
 
     fresh = copy.deepcopy(tiny_llama)
     again = copy.deepcopy(tiny_llama)
     config = _config(schedule="linear", max_steps=8, eval_every=3)
-    straight = drain(apply_distill_causal_lm(tiny_llama, config, _ctx(tiny_tokenizer, text_file, tmp_path / "a")))
+    straight = drain(apply_distill_causal_lm(tiny_llama, config, _ctx(tiny_tokenizer, training_text, tmp_path / "a")))
 
-    job = apply_distill_causal_lm(fresh, config, _ctx(tiny_tokenizer, text_file, tmp_path / "b"))
+    job = apply_distill_causal_lm(fresh, config, _ctx(tiny_tokenizer, training_text, tmp_path / "b"))
     for event in job:  # cancel right after the checkpoint at step 3 and one more training step
         if isinstance(event, Metric) and event.name == "loss/total" and event.step == 4:
             break
     job.close()
     assert (tmp_path / "b" / "ckpt").exists()
-    job = apply_distill_causal_lm(again, config, _ctx(tiny_tokenizer, text_file, tmp_path / "b", resume=True))
+    job = apply_distill_causal_lm(again, config, _ctx(tiny_tokenizer, training_text, tmp_path / "b", resume=True))
     events, resumed = collect(job)
     steps = [e.step for e in events if isinstance(e, Metric) and e.name == "loss/total"]
     assert steps == [4, 5, 6, 7, 8] and resumed.metrics["resumed_from_step"] == 3
@@ -125,7 +125,7 @@ def test_bad_settings_are_refused(values, message):
         config_from_dict(DistillCausalLMConfig, values)
 
 
-def test_student_larger_than_teacher_is_refused(tiny_llama, tiny_tokenizer, text_file, tmp_path):
+def test_student_larger_than_teacher_is_refused(tiny_llama, tiny_tokenizer, training_text, tmp_path):
     for values, message in (({"student_layers": 5}, "more layers"), ({"student_heads": 8}, "more attention heads")):
         with pytest.raises(RecipeError, match=message):
-            drain(apply_distill_causal_lm(tiny_llama, _config(**values), _ctx(tiny_tokenizer, text_file, tmp_path)))
+            drain(apply_distill_causal_lm(tiny_llama, _config(**values), _ctx(tiny_tokenizer, training_text, tmp_path)))

@@ -27,17 +27,10 @@ from core import paths
 from core.cli.commands import main
 from core.engine.runner import checkpoint_root
 from core.partials import PARTIAL_MARK, sweep_leftovers
-from tests.conftest import SAMPLE_TEXT
 from tests.helpers import folder_digest, write_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture
-def text_file(tmp_path):
-    path = tmp_path / "text.txt"
-    path.write_text(SAMPLE_TEXT * 2, encoding="utf-8")
-    return path
 
 
 def _only_error_line(capsys) -> str:

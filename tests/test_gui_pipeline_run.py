@@ -13,18 +13,11 @@ import pytest  # noqa: E402
 from PySide6.QtCore import QModelIndex, Qt, QTimer  # noqa: E402
 
 from gui.main_window import STEPS  # noqa: E402
-from tests.conftest import SAMPLE_TEXT  # noqa: E402
 from tests.helpers import choose_model, slowed, small_data  # noqa: E402
 
 pytest_plugins = ["tests.gui_fixtures"]  # the dialogs and window fixtures
 TIMEOUT_MS = 120_000
 
-
-@pytest.fixture
-def text_file(tmp_path):
-    path = tmp_path / "text.txt"
-    path.write_text(SAMPLE_TEXT, encoding="utf-8")
-    return path
 
 
 def _add_from_palette(qtbot, panel, name):

@@ -16,15 +16,7 @@ from core.events import LayerStat, Log
 from core.history.recovery import delete_output, folder_size, process_start_time
 from core.history.store import SCHEMA_VERSION, History, HistoryError, recorded_run
 from core.history.summary import summarize_report
-from tests.conftest import SAMPLE_TEXT
 from tests.helpers import collect, write_recipe
-
-
-@pytest.fixture
-def text_file(tmp_path):
-    path = tmp_path / "text.txt"
-    path.write_text(SAMPLE_TEXT, encoding="utf-8")
-    return path
 
 
 @pytest.fixture

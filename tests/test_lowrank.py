@@ -5,8 +5,6 @@ import torch
 from torch import nn
 
 from core.engine.params import config_from_dict
-from core.engine.recipe import load_recipe
-from core.engine.runner import run_recipe
 from core.errors import RecipeError
 from core.events import LayerStat
 from core.models.loading import load_model
@@ -21,8 +19,7 @@ from core.techniques.lowrank.factorized import (
 )
 from core.techniques.lowrank.format import merge_to_dense
 from core.techniques.lowrank.svd import SVDLowRankConfig
-from tests.conftest import SAMPLE_TEXT
-from tests.helpers import collect, write_recipe
+from tests.helpers import run_step
 
 
 def _correlated_inputs(features=16, tokens=400, seed=0):
@@ -102,19 +99,6 @@ def test_invalid_settings_are_rejected_up_front(params, match):
 
 
 # ------------------------------------------------------------------------------ end to end
-@pytest.fixture
-def text_file(tmp_path):
-    path = tmp_path / "text.txt"
-    path.write_text(SAMPLE_TEXT + "\n\n" + SAMPLE_TEXT.upper())
-    return path
-
-
-def _run(tmp_path, model_dir, text_file, params):
-    path = write_recipe(tmp_path / "recipe.yaml", model_dir, text_file,
-                        steps=[{"technique": "svd_lowrank", "params": params}], evaluation={"kl_to_teacher": False})
-    return collect(run_recipe(load_recipe(path), tmp_path / "out"))
-
-
 def _decoder_linear_params(model):
     return sum(m.weight.numel() for n, m in model.named_modules() if isinstance(m, nn.Linear) and "lm_head" not in n)
 
@@ -133,7 +117,7 @@ def _logits(model, ids):
 ])
 def test_svd_lowrank_end_to_end_and_reload(tmp_path, tiny_llama_dir, text_file, params):
     original = load_model(str(tiny_llama_dir)).model
-    events, report = _run(tmp_path, tiny_llama_dir, text_file, params)
+    events, report = run_step(tmp_path, tiny_llama_dir, text_file, "svd_lowrank", params)
     ranks = [e for e in events if isinstance(e, LayerStat) and e.name == "rank"]
     assert len(ranks) == 14 and not any("lm_head" in e.layer for e in ranks)
     step = report["steps"][0]

@@ -16,15 +16,7 @@ from core.models.loading import load_model
 from core.models.model_info import inspect_model
 from core.techniques.lowrank.factorized import FactorizedLinear
 from core.techniques.lowrank.svd import SVDLowRankConfig, apply_svd_lowrank
-from tests.conftest import SAMPLE_TEXT
 from tests.helpers import write_recipe
-
-
-@pytest.fixture
-def text_file(tmp_path):
-    path = tmp_path / "text.txt"
-    path.write_text(SAMPLE_TEXT + "\n\n" + SAMPLE_TEXT.upper())
-    return path
 
 
 @pytest.fixture

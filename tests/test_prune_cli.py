@@ -10,7 +10,6 @@ from core.engine.registry import get_technique
 from core.engine.runner import RunContext, run_recipe
 from core.events import LayerStat, drain
 from core.models.loading import load_model
-from tests.conftest import SAMPLE_TEXT
 from tests.helpers import collect, write_recipe
 
 METHODS = [  # (technique, params, per-layer figure each step emits, loads in plain transformers)
@@ -26,12 +25,6 @@ METHODS = [  # (technique, params, per-layer figure each step emits, loads in pl
     ("layer_drop", {"layers_to_drop": 1}, "block_influence", True),
 ]
 
-
-@pytest.fixture
-def text_file(tmp_path):
-    path = tmp_path / "text.txt"
-    path.write_text(SAMPLE_TEXT + "\n\n" + SAMPLE_TEXT.upper())
-    return path
 
 
 def _ids():

@@ -13,8 +13,7 @@ from core.techniques.prune.magnitude import magnitude_mask
 from core.techniques.prune.masks import nm_mask, parse_pattern, row_topk_mask
 from core.techniques.prune.sparsegpt import SparseGPTConfig, sparsegpt_prune
 from core.techniques.prune.wanda import WandaConfig, wanda_mask, wanda_scores
-from tests.conftest import SAMPLE_TEXT
-from tests.helpers import collect, write_recipe
+from tests.helpers import collect, run_step, write_recipe
 
 
 def _calibration(in_features, tokens=512, seed=0):
@@ -143,20 +142,6 @@ def test_sparsegpt_block_size_must_fit_pattern():
 
 
 # ------------------------------------------------------------------------------ end to end
-@pytest.fixture
-def text_file(tmp_path):
-    path = tmp_path / "text.txt"
-    path.write_text(SAMPLE_TEXT + "\n\n" + SAMPLE_TEXT.upper())
-    return path
-
-
-def _run(tmp_path, model_dir, text_file, technique, params, **extra):
-    path = write_recipe(tmp_path / "recipe.yaml", model_dir, text_file,
-                        steps=[{"technique": technique, "params": params}],
-                        evaluation={"kl_to_teacher": False}, **extra)
-    return collect(run_recipe(load_recipe(path), tmp_path / "out"))
-
-
 @pytest.mark.parametrize("technique,params,expected", [
     ("wanda_prune", {"sparsity": 0.5}, 0.5),
     ("wanda_prune", {"sparsity": 0.3, "targets": ["*mlp*"]}, 0.3),
@@ -165,7 +150,7 @@ def _run(tmp_path, model_dir, text_file, technique, params, **extra):
     ("sparsegpt_prune", {"pattern": "4:8", "block_size": 32}, 0.5),
 ])
 def test_handlers_end_to_end(tmp_path, tiny_llama_dir, text_file, technique, params, expected):
-    events, report = _run(tmp_path, tiny_llama_dir, text_file, technique, params)
+    events, report = run_step(tmp_path, tiny_llama_dir, text_file, technique, params)
     stats = [e for e in events if isinstance(e, LayerStat) and e.name == "sparsity"]
     targets = 6 if params.get("targets") else 14  # 2 blocks x (3 mlp | 7) Linears; never lm_head
     assert len(stats) == targets and len({s.layer for s in stats}) == targets

@@ -11,15 +11,7 @@ from core.events import LayerStat, drain
 from core.techniques.prune.data_aware import block_outlier_ratios, block_sparsities
 from core.techniques.prune.sparsegpt import SparseGPTConfig, apply_sparsegpt_prune
 from core.techniques.prune.wanda import WandaConfig, apply_wanda_prune
-from tests.conftest import SAMPLE_TEXT
 from tests.helpers import collect, write_recipe
-
-
-@pytest.fixture
-def text_file(tmp_path):
-    path = tmp_path / "text.txt"
-    path.write_text(SAMPLE_TEXT + "\n\n" + SAMPLE_TEXT.upper())
-    return path
 
 
 @pytest.fixture

@@ -12,8 +12,6 @@ import torch
 from torch import nn
 
 from core.engine.params import config_from_dict
-from core.engine.recipe import load_recipe
-from core.engine.runner import run_recipe
 from core.errors import RecipeError
 from core.events import LayerStat
 from core.models.loading import load_model
@@ -23,8 +21,7 @@ from core.techniques.quantize.grid import dequantize, group_params, mse_group_pa
 from core.techniques.quantize.mixed import MixedPrecisionConfig
 from core.techniques.quantize.packed_linear import PackedLinear, packed_storage_bytes
 from core.techniques.quantize.sensitivity import fisher_sensitivities, loss_sensitivities
-from tests.conftest import SAMPLE_TEXT
-from tests.helpers import collect, write_recipe
+from tests.helpers import collect, run_step
 
 HAS_CT = importlib.util.find_spec("compressed_tensors") is not None
 
@@ -150,25 +147,11 @@ def test_sensitivities_fall_with_more_bits_and_leave_the_model_unchanged(tiny_ll
 
 
 # ----------------------------------------------------------------------------------- end to end
-@pytest.fixture
-def text_file(tmp_path):
-    path = tmp_path / "text.txt"
-    path.write_text(SAMPLE_TEXT + "\n\n" + SAMPLE_TEXT.upper())
-    return path
-
-
-def _run(tmp_path, model_dir, text_file, params):
-    path = write_recipe(tmp_path / "recipe.yaml", model_dir, text_file,
-                        steps=[{"technique": "mixed_precision_quantize", "params": params}],
-                        evaluation={"kl_to_teacher": False})
-    return collect(run_recipe(load_recipe(path), tmp_path / "out"))
-
-
 @pytest.mark.parametrize("method", ["gptq", "rtn"])
 def test_mixed_end_to_end_meets_target_emits_sensitivities_and_reloads(tmp_path, tiny_llama_dir, text_file, method,
                                                                       monkeypatch):
     # 4-bit g32 with fp32 scales stores 5 bits per weight, 8-bit 9: a target of 6 lets about a quarter go high
-    events, report = _run(tmp_path, tiny_llama_dir, text_file,
+    events, report = run_step(tmp_path, tiny_llama_dir, text_file, "mixed_precision_quantize",
                           {"bits": 4, "high_bits": 8, "group_size": 32, "target_bits": 6.0, "method": method,
                            "clip": "mse", "sensitivity_windows": 2})
     sens = [e for e in events if isinstance(e, LayerStat) and e.name == "sensitivity"]
@@ -205,7 +188,7 @@ def test_mixed_end_to_end_meets_target_emits_sensitivities_and_reloads(tmp_path,
 
 def test_mixed_unreachable_target_fails_before_any_work(tmp_path, tiny_llama_dir, text_file):
     with pytest.raises(RecipeError, match="choose a target between 5.02 and 9.02"):
-        _run(tmp_path, tiny_llama_dir, text_file, {"bits": 4, "group_size": 32, "target_bits": 4.5})
+        run_step(tmp_path, tiny_llama_dir, text_file, "mixed_precision_quantize", {"bits": 4, "group_size": 32, "target_bits": 4.5})
     assert not (tmp_path / "out").exists()
 
 

@@ -13,8 +13,6 @@ import torch
 from torch import nn
 
 from core.engine.params import config_from_dict
-from core.engine.recipe import load_recipe
-from core.engine.runner import run_recipe
 from core.errors import RecipeError
 from core.events import LayerStat
 from core.models.loading import load_model
@@ -31,8 +29,7 @@ from core.techniques.quantize.grid import (
 )
 from core.techniques.quantize.packed_linear import PackedLinear, int4_kernel_available
 from core.techniques.quantize.rtn import RTNConfig
-from tests.conftest import SAMPLE_TEXT
-from tests.helpers import collect, write_recipe
+from tests.helpers import run_step
 
 HAS_CT = importlib.util.find_spec("compressed_tensors") is not None
 
@@ -169,22 +166,9 @@ def test_configs_reject_bad_bits_and_groups(cls):
 
 
 # ------------------------------------------------------------------------------------ end to end
-@pytest.fixture
-def text_file(tmp_path):
-    path = tmp_path / "text.txt"
-    path.write_text(SAMPLE_TEXT + "\n\n" + SAMPLE_TEXT.upper())
-    return path
-
-
-def _run(tmp_path, model_dir, text_file, technique, params):
-    path = write_recipe(tmp_path / "recipe.yaml", model_dir, text_file,
-                        steps=[{"technique": technique, "params": params}], evaluation={"kl_to_teacher": False})
-    return collect(run_recipe(load_recipe(path), tmp_path / "out"))
-
-
 @pytest.mark.parametrize("technique,symmetric", [("gptq_quantize", True), ("rtn_quantize", False)])
 def test_end_to_end_saves_packed_and_reloads(tmp_path, tiny_llama_dir, text_file, technique, symmetric):
-    events, report = _run(tmp_path, tiny_llama_dir, text_file, technique,
+    events, report = run_step(tmp_path, tiny_llama_dir, text_file, technique,
                           {"bits": 4, "group_size": 32, "symmetric": symmetric})
     stats = [e for e in events if isinstance(e, LayerStat) and e.name == "bits"]
     assert len(stats) == 14 and not any("lm_head" in s.layer for s in stats)
@@ -219,7 +203,7 @@ def test_plain_transformers_reads_the_folder(tmp_path, tiny_llama_dir, text_file
     from transformers import AutoModelForCausalLM
 
     monkeypatch.setattr(PackedLinear, "use_cpu_kernel", False)  # the same weights, compared on the exact path
-    _run(tmp_path, tiny_llama_dir, text_file, "gptq_quantize", {"bits": 4, "group_size": 32})
+    run_step(tmp_path, tiny_llama_dir, text_file, "gptq_quantize", {"bits": 4, "group_size": 32})
     ids = torch.randint(0, 300, (1, 16))
     with torch.no_grad():
         ours = load_model(str(tmp_path / "out")).model(ids).logits
@@ -229,13 +213,13 @@ def test_plain_transformers_reads_the_folder(tmp_path, tiny_llama_dir, text_file
 
 def test_group_size_not_dividing_width_is_rejected_up_front(tmp_path, tiny_llama_dir, text_file):
     with pytest.raises(RecipeError, match="group size 48 does not divide.*choose one of 32, 64"):
-        _run(tmp_path, tiny_llama_dir, text_file, "gptq_quantize", {"bits": 4, "group_size": 48})
+        run_step(tmp_path, tiny_llama_dir, text_file, "gptq_quantize", {"bits": 4, "group_size": 48})
     assert not (tmp_path / "out").exists()
 
 
 def test_bits_1_rejected_in_a_recipe(tmp_path, tiny_llama_dir, text_file):
     with pytest.raises(RecipeError, match="choose 2–8 bits"):
-        _run(tmp_path, tiny_llama_dir, text_file, "gptq_quantize", {"bits": 1, "group_size": 32})
+        run_step(tmp_path, tiny_llama_dir, text_file, "gptq_quantize", {"bits": 1, "group_size": 32})
 
 
 def test_true_sequential_stages_follow_the_block_and_quantize_everything(tmp_path, tiny_llama_dir, text_file):
@@ -250,12 +234,12 @@ def test_true_sequential_stages_follow_the_block_and_quantize_everything(tmp_pat
     assert stages == [["q_proj", "k_proj", "v_proj"], ["o_proj"], ["gate_proj", "up_proj"], ["down_proj"]]
     assert called_once
 
-    events, report = _run(tmp_path, tiny_llama_dir, text_file, "gptq_quantize",
+    events, report = run_step(tmp_path, tiny_llama_dir, text_file, "gptq_quantize",
                           {"bits": 4, "group_size": 32, "true_sequential": True})
     assert len(report["steps"][0]["layers"]) == 14
     plain_dir = tmp_path / "plain"
     plain_dir.mkdir()
-    _, plain = _run(plain_dir, tiny_llama_dir, text_file, "gptq_quantize", {"bits": 4, "group_size": 32})
+    _, plain = run_step(plain_dir, tiny_llama_dir, text_file, "gptq_quantize", {"bits": 4, "group_size": 32})
     errors = {r["layer"]: r["reconstruction_error"] for r in report["steps"][0]["layers"]}
     plain_errors = {r["layer"]: r["reconstruction_error"] for r in plain["steps"][0]["layers"]}
     first = "model.layers.0.self_attn.q_proj"

@@ -13,15 +13,7 @@ from core.engine.runner import run_recipe
 from core.errors import RecipeError
 from core.eval.perplexity import perplexity
 from core.events import LayerStat, Log, Metric, Progress, RunDone, StepDone
-from tests.conftest import SAMPLE_TEXT
 from tests.helpers import collect, folder_digest, write_recipe
-
-
-@pytest.fixture
-def text_file(tmp_path):
-    path = tmp_path / "text.txt"
-    path.write_text(SAMPLE_TEXT + "\n\n" + SAMPLE_TEXT.upper())
-    return path
 
 
 @pytest.fixture

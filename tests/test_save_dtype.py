@@ -91,12 +91,6 @@ def test_cast_keeps_packed_modules_non_persistent_buffers_and_tying():
     assert torch.equal(model[2].weight_scale, scale) and model[2].bias.dtype == torch.float32
 
 
-@pytest.fixture
-def text_file(tmp_path):
-    path = tmp_path / "text.txt"
-    path.write_text(SAMPLE_TEXT + "\n\n" + SAMPLE_TEXT.upper())
-    return path
-
 
 def _run(tmp_path, model_dir, text_file, name, dtype, steps=None):
     extra = {"output": {"dtype": dtype}}

@@ -13,15 +13,7 @@ from core.models.loading import load_model
 from core.models.model_info import folder_weight_bytes, inspect_model
 from core.techniques.share.shared import CorrectedSharedLinear, check_pairs, choose_pairs, share_block
 from core.techniques.share.technique import ShareLayersConfig, apply_share_layers
-from tests.conftest import SAMPLE_TEXT
 from tests.helpers import collect, write_recipe
-
-
-@pytest.fixture
-def text_file(tmp_path):
-    path = tmp_path / "text.txt"
-    path.write_text(SAMPLE_TEXT + "\n\n" + SAMPLE_TEXT.upper())
-    return path
 
 
 def _apply(model, tokenizer, text_file, **params):

@@ -32,12 +32,6 @@ def ctx(tiny_tokenizer, tmp_path):
     return RunContext(recipe, tiny_tokenizer, "cpu")
 
 
-@pytest.fixture
-def text_file(tmp_path):
-    path = tmp_path / "text.txt"
-    path.write_text(SAMPLE_TEXT + "\n\n" + SAMPLE_TEXT.upper())
-    return path
-
 
 def _ids(tokenizer):
     return torch.tensor([tokenizer(SAMPLE_TEXT[:200])["input_ids"][:24]])

@@ -7,8 +7,8 @@ import pytest
 from core.engine.recipe import load_recipe
 from core.engine.runner import run_recipe
 from core.events import StageStarted
-from core.models import tokenizer_pool
 from core.models import loading as models
+from core.models import tokenizer_pool
 from tests.conftest import SAMPLE_TEXT
 from tests.helpers import collect, write_recipe
 
