@@ -23,7 +23,7 @@ from core.events import Log, Progress
 from core.techniques.distill.losses import causal_lm_loss
 from core.techniques.distill.options import LossOptions, TrainingOptions, settings_for, shuffled_batch
 from core.techniques.distill.session import checkpoint_store, prepare_pair
-from core.techniques.distill.students import StudentOptions
+from core.techniques.distill.students import DistillationChecks, StudentOptions
 from core.techniques.distill.trainer import train
 from core.techniques.prune.slicing import parameter_count
 
@@ -31,7 +31,7 @@ SYNTHETIC = ("off", "add", "only")
 
 
 @dataclass
-class DistillCausalLMConfig(StudentOptions, LossOptions, TrainingOptions):
+class DistillCausalLMConfig(DistillationChecks, StudentOptions, LossOptions, TrainingOptions):
     sequence_length: int = param(0, "Tokens per training window (0 = the recipe's sequence length).", minimum=0,
                                  maximum=8192)
     train_windows: int = param(256, "How many windows of calibration text to train on (fewer if the text is "
@@ -44,13 +44,6 @@ class DistillCausalLMConfig(StudentOptions, LossOptions, TrainingOptions):
                                    maximum=100_000)
     prompt_tokens: int = param(32, "Tokens of calibration text each synthetic window starts from.", minimum=1)
 
-    def validate(self) -> None:
-        self.check_loss()
-        self.check_training()
-        self.check_student()
-
-    def needs_original(self) -> bool:
-        return self.student == "current"
 
 
 def _windows(ctx, config: DistillCausalLMConfig) -> tuple[torch.Tensor, torch.Tensor]:

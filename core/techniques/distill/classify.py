@@ -23,7 +23,7 @@ from core.events import Log, Metric, ProgressMeter
 from core.techniques.distill.losses import distillation_loss
 from core.techniques.distill.options import LossOptions, TrainingOptions, settings_for, shuffled_batch
 from core.techniques.distill.session import checkpoint_store, prepare_pair
-from core.techniques.distill.students import StudentOptions
+from core.techniques.distill.students import DistillationChecks, StudentOptions
 from core.techniques.distill.trainer import train
 from core.techniques.prune.slicing import parameter_count
 
@@ -192,14 +192,9 @@ def apply_train_classifier(model, config: TrainClassifierConfig, ctx):
 
 
 @dataclass
-class DistillClassifierConfig(StudentOptions, LossOptions, ClassifierDataOptions, TrainingOptions):
-    def validate(self) -> None:
-        self.check_loss()
-        self.check_training()
-        self.check_student()
-
-    def needs_original(self) -> bool:
-        return self.student == "current"
+class DistillClassifierConfig(DistillationChecks, StudentOptions, LossOptions, ClassifierDataOptions,
+                              TrainingOptions):
+    """A distillation step for classifiers: its fields come from the option groups it combines."""
 
 
 @register("distill_classifier", title="Distillation (classifier)", family="distillation",

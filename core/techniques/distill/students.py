@@ -57,6 +57,20 @@ class StudentOptions:
                 raise RecipeError(f"layer_list must hold layer indices (whole numbers from 0), got {self.layer_list}")
 
 
+class DistillationChecks:
+    """The checks and the teacher choice every distillation config shares (a mixin without fields, so the
+    config's own field order is unchanged)."""
+
+    def validate(self) -> None:
+        self.check_loss()
+        self.check_training()
+        self.check_student()
+
+    def needs_original(self) -> bool:
+        """student = current learns from the run's original model, which the runner must keep."""
+        return self.student == "current"
+
+
 def evenly_spaced(total: int, keep: int) -> list[int]:
     """``keep`` of ``total`` layer indices spread evenly, first and last included (every other for half)."""
     if keep >= total:
