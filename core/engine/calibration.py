@@ -110,10 +110,14 @@ class Block:
 CompressBlock = Callable[[Block], Generator[Any, None, None]]
 
 
-def run_blockwise(model: nn.Module, windows: torch.Tensor, *, make_stats: Callable[[nn.Linear], Any],
-                  compress_block: CompressBlock, targets: list[str] | None = None, ignore: list[str] | None = None,
-                  device: str | torch.device | None = None, stage: str = "Calibrating",
-                  step_index: int | None = None, sequential: bool = False) -> Generator[Any, None, None]:
+ObserveBlock = Callable[[Block, list[torch.Tensor], list[torch.Tensor]], Generator[Any, None, None]]
+
+
+def run_blockwise(model: nn.Module, windows: torch.Tensor, *, make_stats: Callable[[nn.Linear], Any] | None = None,
+                  compress_block: CompressBlock | None = None, targets: list[str] | None = None,
+                  ignore: list[str] | None = None, device: str | torch.device | None = None,
+                  stage: str = "Calibrating", step_index: int | None = None, sequential: bool = False,
+                  observe_block: ObserveBlock | None = None) -> Generator[Any, None, None]:
     """Run the block-by-block loop described in the module docstring; yields the technique's events.
 
     ``make_stats(linear)`` returns an object with ``add(x)`` taking a batch of inputs [..., in_features].
@@ -122,9 +126,12 @@ def run_blockwise(model: nn.Module, windows: torch.Tensor, *, make_stats: Callab
     compressed in stages of those that read the same input (e.g. q/k/v, then o_proj, then
     gate/up, then down), re-running the block before each stage so a stage's statistics come
     from the outputs of the stages already compressed.  One more pass through the block per stage.
+    ``observe_block(block, inputs, outputs)`` (a generator) sees every window's hidden states entering
+    and leaving each block, after it is compressed; without ``compress_block`` the loop only observes
+    (e.g. measuring how much each block changes the hidden state).
     """
     blocks_name, blocks = find_blocks(model)
-    chosen = dict(select_linears(model, targets, ignore))
+    chosen = dict(select_linears(model, targets, ignore)) if compress_block is not None else {}
     home = next(model.parameters()).device
     device = torch.device(device) if device is not None else home
     use_cache = getattr(getattr(model, "config", None), "use_cache", None)
@@ -152,7 +159,10 @@ def run_blockwise(model: nn.Module, windows: torch.Tensor, *, make_stats: Callab
                 _accumulate(block, inputs, kwargs_list, device, watched, part_stats, last)
                 yield from compress_block(Block(index, block_name, block, part, part_stats))
             stats.clear()  # statistics can be large (a Hessian per Linear); free them before moving on
-            inputs = _run_block(block, inputs, kwargs_list, device)
+            outputs = _run_block(block, inputs, kwargs_list, device)
+            if observe_block is not None:
+                yield from observe_block(Block(index, block_name, block, linears, {}), inputs, outputs)
+            inputs = outputs
             release_free_memory()
             if device != home:
                 block.to(home)

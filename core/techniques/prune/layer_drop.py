@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from core.engine.calibration import capture_block_inputs, find_blocks
+from core.engine.calibration import find_blocks, run_blockwise
 from core.engine.params import param
 from core.engine.registry import Needs, StepReport, register
 from core.errors import RecipeError
-from core.events import LayerStat, ProgressMeter
+from core.events import LayerStat
 from core.techniques.prune.slicing import STRUCTURED_NOTES, parameter_count
 
 
@@ -76,46 +76,25 @@ def drop_blocks(model: nn.Module, drop: Sequence[int]) -> list[int]:
     return keep
 
 
-def _block_outputs(block, inputs, kwargs_list):
-    outputs = []
-    with torch.no_grad():
-        for x, kwargs in zip(inputs, kwargs_list, strict=True):
-            out = block(x, **kwargs)
-            outputs.append(out[0] if isinstance(out, tuple | list) else out)
-    return outputs
-
-
 def measure_block_influence(model: nn.Module, windows: torch.Tensor, step_index: int | None = None):
     """Generator: yields a ``LayerStat(block, "block_influence")`` per block and progress; returns the list.
 
-    Runs the calibration ``windows`` [n, seq] through the blocks one after another (the original
-    model, nothing changed) and measures each block's mean ``1 − cos(h_in, h_out)`` over tokens.
+    Runs the calibration ``windows`` [n, seq] through the blocks one after another with the shared
+    calibration engine (the original model, nothing changed) and measures each block's mean
+    ``1 − cos(h_in, h_out)`` over tokens.
     """
-    blocks_name, blocks = find_blocks(model)
-    device = next(model.parameters()).device
-    use_cache = getattr(model.config, "use_cache", None) if hasattr(model, "config") else None
-    if use_cache is not None:
-        model.config.use_cache = False
-    meter = ProgressMeter("Measuring block influence", len(blocks), step_index)
     influence: list[float] = []
-    try:
-        with torch.no_grad():
-            inputs, kwargs_list = capture_block_inputs(model, blocks, windows, device)
-        for index, block in enumerate(blocks):
-            outputs = _block_outputs(block, inputs, kwargs_list)
-            total, tokens = 0.0, 0
-            for x, y in zip(inputs, outputs, strict=True):
-                part, n = block_influence(x, y)
-                total, tokens = total + part, tokens + n
-            influence.append(total / tokens)
-            yield LayerStat(f"{blocks_name}.{index}", "block_influence", influence[-1], step_index)
-            inputs = outputs
-            event = meter.update(index + 1)
-            if event:
-                yield event
-    finally:
-        if use_cache is not None:
-            model.config.use_cache = use_cache
+
+    def observe(block, inputs, outputs):
+        total, tokens = 0.0, 0
+        for x, y in zip(inputs, outputs, strict=True):
+            part, n = block_influence(x, y)
+            total, tokens = total + part, tokens + n
+        influence.append(total / tokens)
+        yield LayerStat(block.name, "block_influence", influence[-1], step_index)
+
+    yield from run_blockwise(model, windows, stage="Measuring block influence", step_index=step_index,
+                             observe_block=observe)
     return influence
 
 
