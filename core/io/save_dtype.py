@@ -14,18 +14,15 @@ they are; non-persistent buffers (never saved) are left alone too.
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 from typing import Any
 
+import gguf
 import torch
 
 SAVE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _GGUF_FILE_TYPES = {0: "float32", 1: "float16", 32: "bfloat16"}  # llama.cpp LlamaFileType; others are quantized
-_GGUF_QUANTIZED_NAMES = {2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",
-                         12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M",
-                         18: "Q6_K"}
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -33,52 +30,21 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 # -- reading a GGUF header ---------------------------------------------------------------------------
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-
-
-def _read(f, fmt: str):
-    size = struct.calcsize(fmt)
-    data = f.read(size)
-    if len(data) != size:
-        raise ValueError("truncated GGUF header")
-    return struct.unpack(fmt, data)[0]
-
-
-def _skip_value(f, kind: int) -> None:
-    if kind in _SCALARS:
-        f.seek(struct.calcsize(_SCALARS[kind]), 1)
-    elif kind == 8:  # string
-        f.seek(_read(f, "<Q"), 1)
-    elif kind == 9:  # array
-        item, count = _read(f, "<I"), _read(f, "<Q")
-        if item in _SCALARS:
-            f.seek(count * struct.calcsize(_SCALARS[item]), 1)
-        else:
-            for _ in range(count):
-                _skip_value(f, item)
-    else:
-        raise ValueError(f"unknown GGUF value type {kind}")
-
-
 def gguf_file_type(path: str | Path) -> int | None:
-    """The ``general.file_type`` of a GGUF file (reads only the header), or None if absent or unreadable."""
+    """The ``general.file_type`` of a GGUF file (llama.cpp's ``LlamaFileType``), or None if absent or unreadable."""
     try:
-        with open(path, "rb") as f:
-            if f.read(4) != b"GGUF":
-                return None
-            version = _read(f, "<I")
-            if version < 2:
-                return None
-            _tensors, kv_count = _read(f, "<Q"), _read(f, "<Q")
-            for _ in range(kv_count):
-                key = f.read(_read(f, "<Q")).decode("utf-8", "replace")
-                kind = _read(f, "<I")
-                if key == "general.file_type" and kind in _SCALARS:
-                    return int(_read(f, _SCALARS[kind]))
-                _skip_value(f, kind)
-    except (OSError, ValueError, struct.error):
+        field = gguf.GGUFReader(str(path)).get_field(gguf.Keys.General.FILE_TYPE)
+        return int(field.contents()) if field is not None else None
+    except Exception:  # not a GGUF, cut short or damaged: the caller falls back to the loaded weights' dtype
         return None
-    return None
+
+
+def _quantized_name(file_type: int | None) -> str:
+    """"Q4_1" for llama.cpp's MOSTLY_Q4_1, and so on."""
+    try:
+        return gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_")
+    except ValueError:
+        return f"type {file_type}" if file_type is not None else "unknown"
 
 
 # -- choosing the dtype --------------------------------------------------------------------------------
@@ -104,7 +70,7 @@ def resolve_save_dtype(choice: str, model: Any, source_kind: str = "folder",
         if file_type in _GGUF_FILE_TYPES:
             dtype = _DTYPES[_GGUF_FILE_TYPES[file_type]]
             return dtype, f"auto: the source GGUF {name} stores {dtype_name(dtype)} weights"
-        kind = _GGUF_QUANTIZED_NAMES.get(file_type, f"type {file_type}" if file_type is not None else "unknown")
+        kind = _quantized_name(file_type)
         return torch.bfloat16, (f"auto: the source GGUF {name} stores quantized {kind} blocks; bfloat16 keeps "
                                 "their values with room to spare and float32's range, at half float32's size")
     current = floating_dtype(model) or torch.float32
