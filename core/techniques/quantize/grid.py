@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 
 import torch
+from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
 
 from core.errors import RecipeError
 
@@ -211,22 +212,12 @@ def _check_bits(bits: int) -> None:
 
 
 def pack_int(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    """Pack signed int8 codes [rows, columns] densely into int32 words [rows, ⌈columns·bits/32⌉]."""
+    """Pack signed int8 codes [rows, columns] densely into int32 words [rows, ⌈columns·bits/32⌉].
+
+    compressed-tensors' own packer, so the words are exactly what its loaders read.
+    """
     _check_bits(bits)
-    rows, columns = codes.shape
-    unsigned = codes.to(torch.int64) + (1 << (bits - 1))
-    padded = math.ceil(columns / 32) * 32  # 32 codes fill exactly ``bits`` words
-    unsigned = torch.nn.functional.pad(unsigned, (0, padded - columns)).reshape(rows, -1, 32)
-    words = torch.zeros(rows, unsigned.shape[1], bits, dtype=torch.int64, device=codes.device)
-    for i in range(32):
-        start = i * bits
-        word, offset = divmod(start, 32)
-        words[:, :, word] |= (unsigned[:, :, i] << offset) & 0xFFFFFFFF
-        if offset + bits > 32:  # the code straddles two words: its high bits go to the next one
-            words[:, :, word + 1] |= unsigned[:, :, i] >> (32 - offset)
-    words = words.reshape(rows, -1)[:, :math.ceil(columns * bits / 32)]
-    words = torch.where(words >= 1 << 31, words - (1 << 32), words)  # reinterpret as signed int32
-    return words.to(torch.int32).contiguous()
+    return pack_to_int32(codes.to(torch.int8), bits)
 
 
 def unpack_int(packed: torch.Tensor, bits: int, columns: int) -> torch.Tensor:
@@ -234,6 +225,8 @@ def unpack_int(packed: torch.Tensor, bits: int, columns: int) -> torch.Tensor:
 
     A packed layer's forward unpacks on every call, so the common widths (those dividing 32: each
     word holds whole codes) take one broadcast shift: 4× faster than the general loop at 4 bits.
+    compressed-tensors' ``unpack_from_int32`` gives the same codes but is slower where it matters here
+    (measured on a 1536×576 layer: 1.99 ms against 0.46 ms at 8 bits, 2.37 against 0.48 at 2 bits).
     """
     _check_bits(bits)
     rows = packed.shape[0]

@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 import torch
+from compressed_tensors.quantization import QuantizationArgs, QuantizationConfig, QuantizationScheme
 from torch import nn
 
 from core.errors import ModelLoadError
@@ -41,7 +42,11 @@ def mark_quantized(model: nn.Module) -> None:
     mark_format(model, format_name(model))
 
 def quantization_config(model: nn.Module) -> dict:
-    """The compressed-tensors ``quantization_config`` describing the model's PackedLinear layers."""
+    """The compressed-tensors ``quantization_config`` describing the model's PackedLinear layers.
+
+    Built with compressed-tensors' own models, so the folder says exactly what that library (and
+    transformers or vLLM through it) expects of a pack-quantized checkpoint.
+    """
     groups: dict[tuple, list[str]] = {}
     ignore = []
     for name, module in model.named_modules():
@@ -49,17 +54,14 @@ def quantization_config(model: nn.Module) -> dict:
             groups.setdefault((module.bits, module.group_size, module.symmetric), []).append(name)
         elif isinstance(module, nn.Linear):
             ignore.append(name)
-    config_groups = {}
+    schemes = {}
     for index, ((bits, group_size, symmetric), names) in enumerate(groups.items()):
-        weights = {"num_bits": bits, "type": "int", "symmetric": symmetric,
-                   "strategy": "group" if group_size else "channel", "group_size": group_size or None,
-                   "dynamic": False, "actorder": None, "observer": "minmax", "observer_kwargs": {},
-                   "block_structure": None}
-        config_groups[f"group_{index}"] = {"targets": names, "weights": weights, "input_activations": None,
-                                           "output_activations": None, "format": "pack-quantized"}
-    return {"quant_method": "compressed-tensors", "format": "pack-quantized", "quantization_status": "compressed",
-            "config_groups": config_groups, "ignore": ignore, "kv_cache_scheme": None,
-            "global_compression_ratio": None}
+        weights = QuantizationArgs(num_bits=bits, type="int", symmetric=symmetric,
+                                   strategy="group" if group_size else "channel", group_size=group_size or None)
+        schemes[f"group_{index}"] = QuantizationScheme(targets=names, weights=weights, format="pack-quantized")
+    config = QuantizationConfig(config_groups=schemes, format="pack-quantized", quantization_status="compressed",
+                                ignore=ignore)
+    return config.model_dump(mode="json")
 
 
 def save_packed(model: nn.Module, folder: Path) -> None:
