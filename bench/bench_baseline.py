@@ -17,13 +17,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import peak_rss_mb, print_table, timed, write_results  # noqa: E402
+from bench.common import add_window_arguments, peak_rss_mb, print_table, timed, write_results  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--windows", type=int, default=40, help="evaluation windows (0 = all)")
-    parser.add_argument("--sequence-length", type=int, default=512)
+    add_window_arguments(parser, calibration=None, windows=40, sequence_length=512)
     args = parser.parse_args()
 
     from core import paths

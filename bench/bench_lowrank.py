@@ -30,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
+    add_window_arguments,
     current_anon_mb,
     current_rss_mb,
     peak_rss_mb,
@@ -145,9 +146,7 @@ def run_one(method: str, target: float, args: argparse.Namespace) -> dict:
 def main() -> None:
     """Run every row in its own child process, print the table, write bench/results/lowrank.json."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calibration-windows", type=int, default=32)
-    parser.add_argument("--windows", type=int, default=40, help="evaluation windows (0 = all)")
-    parser.add_argument("--sequence-length", type=int, default=512)
+    add_window_arguments(parser, calibration=32, windows=40, sequence_length=512)
     parser.add_argument("--rows", default=",".join(DEFAULT_ROWS), help="comma-separated method:setting")
     parser.add_argument("--allocation", default="uniform", choices=("uniform", "energy", "sensitivity"))
     parser.add_argument("--only", help=argparse.SUPPRESS)  # child process: "method:target"

@@ -18,7 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import apply_step, peak_rss_mb, print_table, run_child_checked, write_results  # noqa: E402
+from bench.common import (  # noqa: E402
+    add_window_arguments,
+    apply_step,
+    peak_rss_mb,
+    print_table,
+    run_child_checked,
+    write_results,
+)
 
 METHODS = {  # row name -> (technique, params)
     "dense": (None, {}),
@@ -65,9 +72,7 @@ def run_one(method: str, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calibration-windows", type=int, default=32)
-    parser.add_argument("--windows", type=int, default=40, help="evaluation windows (0 = all)")
-    parser.add_argument("--sequence-length", type=int, default=512)
+    add_window_arguments(parser, calibration=32, windows=40, sequence_length=512)
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated row names")
     parser.add_argument("--only", help=argparse.SUPPRESS)  # child process: one method, JSON to --json-out
     parser.add_argument("--json-out", help=argparse.SUPPRESS)

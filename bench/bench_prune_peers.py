@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # also in the peers' venv, which runs this file as its child
 
-from bench.common import run_child  # noqa: E402  (standard library only: the peers' venv imports it too)
+from bench.common import add_window_arguments, run_child  # noqa: E402  (standard library only: the peers' venv imports it too)
 
 PEER_PYTHON = ROOT / ".venv-prune-peers" / "bin" / "python"
 OURS = {"Wanda 50%": ("wanda_prune", {"sparsity": 0.5}), "Wanda 2:4": ("wanda_prune", {"pattern": "2:4"}),
@@ -195,9 +195,7 @@ def prepare(args) -> tuple[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calibration-windows", type=int, default=32)
-    parser.add_argument("--windows", type=int, default=40)
-    parser.add_argument("--sequence-length", type=int, default=512)
+    add_window_arguments(parser, calibration=32, windows=40, sequence_length=512)
     parser.add_argument("--rows", default=",".join(OURS))
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "prune-peers"))
     parser.add_argument("--timeout", type=float, default=7200, help="seconds per child process")

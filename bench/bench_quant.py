@@ -34,7 +34,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import apply_step, peak_rss_mb, print_table, run_child_checked, write_results  # noqa: E402
+from bench.common import (  # noqa: E402
+    add_window_arguments,
+    apply_step,
+    peak_rss_mb,
+    print_table,
+    run_child_checked,
+    write_results,
+)
 
 MSE = {"clip": "mse"}
 METHODS = {  # row name -> (technique, params); bits and group are read from the params
@@ -150,9 +157,7 @@ def run_one(method: str, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calibration-windows", type=int, default=64)
-    parser.add_argument("--windows", type=int, default=40, help="evaluation windows (0 = all)")
-    parser.add_argument("--sequence-length", type=int, default=512)
+    add_window_arguments(parser, calibration=64, windows=40, sequence_length=512)
     parser.add_argument("--methods", default=",".join(DEFAULT),
                         help="comma-separated row names (default: all but the act-order rows)")
     parser.add_argument("--no-speed", dest="speed", action="store_false", help="skip decode tokens/s")

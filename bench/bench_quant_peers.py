@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import print_table, run_child, write_results  # noqa: E402
+from bench.common import add_window_arguments, print_table, run_child, write_results  # noqa: E402
 
 ROWS = ["unquantized", "ours dynamic int8", "ours dynamic int8 no smoothing", "torchao int8 dyn", "ours bnb int8", "bnb int8", "ours bnb nf4", "bnb nf4",
         "hqq 8-bit", "hqq 4-bit g64", "quanto int8", "torchao int8 wo", "hqq 3-bit g64", "quanto int4",
@@ -200,8 +200,7 @@ def run_one(row: str, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--windows", type=int, default=40)
-    parser.add_argument("--sequence-length", type=int, default=512)
+    add_window_arguments(parser, calibration=None, windows=40, sequence_length=512)
     parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated row names")
     parser.add_argument("--only", help=argparse.SUPPRESS)
     parser.add_argument("--json-out", help=argparse.SUPPRESS)

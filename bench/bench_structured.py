@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import apply_step, print_table, write_results  # noqa: E402
+from bench.common import add_window_arguments, apply_step, print_table, write_results  # noqa: E402
 
 METHODS = {  # row name -> (technique, params)
     "dense": (None, {}),
@@ -83,9 +83,7 @@ def run_one(method: str, args: argparse.Namespace, eval_windows):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calibration-windows", type=int, default=16)
-    parser.add_argument("--windows", type=int, default=20, help="evaluation windows")
-    parser.add_argument("--sequence-length", type=int, default=512)
+    add_window_arguments(parser, calibration=16, windows=20, sequence_length=512)
     parser.add_argument("--speed-rounds", type=int, default=7, help="interleaved speed rounds per model")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated row names (dense first)")
     args = parser.parse_args()

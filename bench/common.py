@@ -6,6 +6,7 @@ from this noisy machine are only comparable within one run, so scripts measure s
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import resource
@@ -93,6 +94,16 @@ def apply_step(model: Any, tokenizer: Any, technique: str, params: dict[str, Any
     started = time.perf_counter()
     report = drain(info.handler(model, config, RunContext(recipe, tokenizer, device)))
     return report, time.perf_counter() - started
+
+
+def add_window_arguments(parser: argparse.ArgumentParser, *, calibration: int | None = 32, windows: int = 40,
+                         sequence_length: int = 512) -> None:
+    """The data options every benchmark takes: calibration windows (None: not used), evaluation windows,
+    sequence length (the bundled texts, cut into windows of that many tokens)."""
+    if calibration is not None:
+        parser.add_argument("--calibration-windows", type=int, default=calibration)
+    parser.add_argument("--windows", type=int, default=windows, help="evaluation windows (0 = all)")
+    parser.add_argument("--sequence-length", type=int, default=sequence_length)
 
 
 def run_child(script: str | Path, arguments: list[str], *, python: str | Path = sys.executable,
