@@ -5,8 +5,9 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QGroupBox, QLabel, QScrollArea, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QGroupBox, QScrollArea, QVBoxLayout, QWidget
+
+from gui.widgets.labels import rich_label
 
 FAMILY_TITLES = {"quantization": "Quantization", "pruning": "Pruning", "distillation": "Distillation",
                  "low-rank": "Low-rank", "sharing": "Layer sharing"}
@@ -37,11 +38,7 @@ class TechniquesBox(QGroupBox):
         super().__init__("Available techniques", parent)
         self.setToolTip("Techniques the engine offers, by family. You will switch them on and set "
                         "them in the Pipeline step; this list is for reading only.")
-        self.label = QLabel("Looking for techniques…")
-        self.label.setWordWrap(True)
-        self.label.setTextFormat(Qt.TextFormat.RichText)
-        self.label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
-        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.label = rich_label("Looking for techniques…", top_left=True)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)

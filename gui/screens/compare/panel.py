@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QSplitter, QVBoxLayout, QWidget
 
 from core.eval.compare import compare_rows, read_output_folder, size_note
 from gui.errors import show_error
 from gui.screens.compare.playground import Playground
 from gui.screens.compare.table import CompareCharts, CompareTable
-from gui.widgets.heading import heading
+from gui.widgets.labels import heading, rich_label
 from gui.widgets.result_folder import OPEN_SHORTCUT, ask_result_folder, open_result_button
 
 
@@ -31,10 +31,7 @@ class ComparePanel(QWidget):
         self.run: Any = None
         self.open_button = open_result_button(self.open_folder)
         self.open_button.setShortcut(OPEN_SHORTCUT)
-        self.title = QLabel("No result yet: run a pipeline, or open the output folder of an earlier run.")
-        self.title.setWordWrap(True)
-        self.title.setTextFormat(Qt.TextFormat.RichText)
-        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.title = rich_label("No result yet: run a pipeline, or open the output folder of an earlier run.")
         self.table = CompareTable()
         self.charts = CompareCharts()
         self.playground = Playground(device)

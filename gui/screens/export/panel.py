@@ -31,7 +31,7 @@ from core.eval.compare import read_output_folder
 from core.io.export import GGUF_TYPES
 from gui.errors import show_error
 from gui.widgets.formatting import format_bytes
-from gui.widgets.heading import heading
+from gui.widgets.labels import heading, rich_label
 from gui.widgets.result_folder import OPEN_SHORTCUT, ask_result_folder, open_result_button
 from gui.worker import JobHandle, call_as_job, start_job
 
@@ -68,10 +68,7 @@ class ExportPanel(QWidget):
 
         self.open_button = open_result_button(lambda: self.open_folder())
         self.open_button.setShortcut(OPEN_SHORTCUT)
-        self.folder_label = QLabel("No result yet: run a pipeline, or open the output folder of an earlier run.")
-        self.folder_label.setWordWrap(True)
-        self.folder_label.setTextFormat(Qt.TextFormat.RichText)
-        self.folder_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.folder_label = rich_label("No result yet: run a pipeline, or open the output folder of an earlier run.")
         self.show_button = QPushButton("Show in file manager")
         self.show_button.setToolTip("Open the result folder in your file manager.")
         self.show_button.clicked.connect(self.show_folder)

@@ -32,7 +32,7 @@ from gui.screens.history.plot import HistoryPlot
 from gui.screens.history.style import QUALITIES, best_quality, short_source
 from gui.screens.history.table import RunTable
 from gui.widgets.formatting import format_bytes
-from gui.widgets.heading import heading
+from gui.widgets.labels import heading
 
 ALL_MODELS = "All models"
 POLL_MS = 3000

@@ -24,7 +24,7 @@ from gui.screens.model.layer_table import LayerTableView
 from gui.screens.model.source_picker import SourcePicker
 from gui.screens.model.summary import ModelSummaryBox
 from gui.widgets.formatting import device_label, format_duration
-from gui.widgets.heading import heading
+from gui.widgets.labels import heading
 from gui.widgets.techniques_view import TechniquesBox
 from gui.worker import JobHandle, start_job
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QGroupBox, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QGroupBox, QVBoxLayout, QWidget
 
 from gui.screens.pipeline.estimate import estimate
 from gui.widgets.formatting import format_bytes, format_duration, short_count
+from gui.widgets.labels import rich_label
 
 RED = "#d32f2f"
 
@@ -19,10 +19,7 @@ class EstimateBox(QGroupBox):
         super().__init__("Pre-flight estimate", parent)
         self.setToolTip("Worked out from the loaded model and the settings above before anything runs. "
                         "Sizes are close; the time is a rough guess that depends on your machine.")
-        self.label = QLabel("Load a model on the Model page to see an estimate.")
-        self.label.setWordWrap(True)
-        self.label.setTextFormat(Qt.TextFormat.RichText)
-        self.label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.label = rich_label("Load a model on the Model page to see an estimate.", selectable=False, top_left=True)
         QVBoxLayout(self).addWidget(self.label)
         self.last: Any = None
         self.fits = True

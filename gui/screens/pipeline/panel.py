@@ -34,7 +34,7 @@ from gui.screens.pipeline.palette import StepPalette
 from gui.screens.pipeline.param_form import ParamForm
 from gui.screens.pipeline.recipe_bar import RecipeBar
 from gui.screens.pipeline.step_list import StepList
-from gui.widgets.heading import heading
+from gui.widgets.labels import heading
 
 
 @dataclass

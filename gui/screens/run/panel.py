@@ -30,7 +30,7 @@ from gui.errors import show_error
 from gui.screens.run.progress import RunProgress
 from gui.screens.run.summary import ResultTable, summary_header
 from gui.widgets.formatting import format_bytes, format_duration
-from gui.widgets.heading import heading
+from gui.widgets.labels import heading, rich_label
 from gui.widgets.plots import LivePlots
 from gui.worker import JobHandle, start_job
 
@@ -86,10 +86,7 @@ class RunPanel(QWidget):
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(5000)
         self.log.setToolTip("What the run did, line by line: steps, measurements, warnings.")
-        self.summary = QLabel("The before/after numbers appear here when a run is done.")
-        self.summary.setWordWrap(True)
-        self.summary.setTextFormat(Qt.TextFormat.RichText)
-        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.summary = rich_label("The before/after numbers appear here when a run is done.")
         self.result_table = ResultTable()
         self.open_button = QPushButton("Open output folder")
         self.open_button.setToolTip("Show the saved model, its recipe.yaml and report.json in your file manager.")
