@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # torch is pinned to the CPU wheel that lies on disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: run test lint data bench screenshots package clean
+.PHONY: run test lint data bench mutants screenshots package clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ lint: $(STAMP)
 
 bench: data
 	$(PY) bench/bench_baseline.py
+
+# Break each technique's math on purpose (bench/mutants.py lists how) and check the tests catch every break.
+mutants: data
+	$(PY) bench/mutants.py
 
 # Needs Debian's xvfb and the xcb libraries (see README, "Screenshots").
 # A fresh app home per screen, but the installed sample data and the converted bundled model are reused.

@@ -1,0 +1,99 @@
+"""Break each technique's math on purpose and check that the tests notice (``make mutants``).
+
+Each mutant is one text replacement in one engine file and the tests that should catch it.  The script
+applies it, runs those tests, and puts the file back whatever happens; a mutant whose tests still pass
+*survived*, which means the suite cannot tell that implementation from the right one.  The list is ours;
+reviewers break the code in ways they do not tell us, so it should keep growing.
+
+    .venv/bin/python bench/mutants.py            # every mutant (minutes each: the quality tests load SmolLM2)
+    .venv/bin/python bench/mutants.py wanda      # the mutants whose name contains "wanda"
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+QUALITY = "tests/test_technique_quality.py"
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+MUTANTS = [
+    Mutant("wanda ignores the activations", "core/techniques/prune/wanda.py",
+           "linear.weight.mul_(wanda_mask(linear.weight, stats.norms(), sparsity, n, m))",
+           "linear.weight.mul_(wanda_mask(linear.weight, torch.ones_like(stats.norms()), sparsity, n, m))",
+           (f"{QUALITY}::test_wanda_beats_magnitude_and_sparsegpt_beats_wanda",)),
+    Mutant("sparsegpt uses only the Hessian's diagonal", "core/techniques/prune/sparsegpt.py",
+           "pruned, error = sparsegpt_prune(linear.weight, stats.hessian, sparsity, n, m,",
+           "pruned, error = sparsegpt_prune(linear.weight, torch.diag(torch.diag(stats.hessian)), sparsity, n, m,",
+           (f"{QUALITY}::test_wanda_beats_magnitude_and_sparsegpt_beats_wanda",)),
+    Mutant("gptq uses only the Hessian's diagonal", "core/techniques/quantize/gptq.py",
+           "H = hessian.detach().to(device=W.device, dtype=torch.float32).clone()",
+           "H = torch.diag(torch.diag(hessian.detach().to(device=W.device, dtype=torch.float32)))",
+           (f"{QUALITY}::test_gptq_beats_rounding_and_act_order_helps",)),
+    Mutant("activation-aware SVD is plain SVD", "core/techniques/lowrank/svd.py",
+           "down, up = whitened_svd_factors(weight, stats.hessian, rank, damp)", "down, up = svd_factors(weight, rank)",
+           (f"{QUALITY}::test_activation_aware_svd_and_output_pca_beat_plain_svd_by_far",)),
+    Mutant("block influence computed as zero", "core/techniques/prune/layer_drop.py",
+           "return float((1.0 - cos).sum()), a.shape[0]", "return 0.0, a.shape[0]",
+           (f"{QUALITY}::test_layer_drop_measures_block_influence_and_drops_the_least_influential",)),
+    Mutant("gptq ignores act-order", "core/techniques/quantize/gptq.py",
+           "return _gptq(weight, hessian, bits, group_size, symmetric, act_order,",
+           "return _gptq(weight, hessian, bits, group_size, symmetric, False,",
+           (f"{QUALITY}::test_gptq_beats_rounding_and_act_order_helps",)),
+    Mutant("smoothquant skipped", "core/techniques/quantize/dynamic_int8.py",
+           "if config.smoothing > 0", "if config.smoothing > 2",
+           (f"{QUALITY}::test_smoothquant_lowers_the_int8_error",)),
+    Mutant("distillation without the teacher", "core/techniques/distill/losses.py",
+           "total = alpha * soft + (1.0 - alpha) * hard if alpha < 1.0 else soft", "total = hard",
+           (f"{QUALITY}::test_causal_distillation_learns_from_the_teacher",)),
+]
+
+
+def run(mutant: Mutant) -> tuple[str, float]:
+    """Apply ``mutant``, run its tests, restore the file; return ("killed" | "SURVIVED" | "not applied", seconds)."""
+    path = ROOT / mutant.path
+    original = path.read_text(encoding="utf-8")
+    if original.count(mutant.old) != 1:
+        return "not applied (the text to replace is not there exactly once)", 0.0
+    started = time.perf_counter()
+    try:
+        path.write_text(original.replace(mutant.old, mutant.new), encoding="utf-8")
+        env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+        result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *mutant.tests],
+                                cwd=ROOT, env=env, capture_output=True, text=True)
+    finally:
+        path.write_text(original, encoding="utf-8")
+    return ("killed" if result.returncode != 0 else "SURVIVED"), time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("match", nargs="?", default="", help="only the mutants whose name contains this")
+    args = parser.parse_args()
+    chosen = [m for m in MUTANTS if args.match.lower() in m.name.lower()]
+    survived = 0
+    for mutant in chosen:
+        verdict, seconds = run(mutant)
+        survived += verdict != "killed"
+        print(f"{verdict:>9}  {mutant.name}  ({seconds:.0f} s)", flush=True)
+    print(f"{len(chosen) - survived} of {len(chosen)} mutants killed")
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
