@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
+
 from core import paths
 
 PARTIAL_MARK = ".partial-"
@@ -33,8 +35,6 @@ JOURNAL_FOLDER = "pending"
 
 def _process_start(pid: int) -> float | None:
     """When process ``pid`` started (seconds since the epoch), or None if it no longer runs."""
-    import psutil
-
     try:
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE:

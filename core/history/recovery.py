@@ -21,6 +21,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from core.errors import StudioError
 from core.history.summary import summarize_report
 from core.partials import ASIDE_MARK, PARTIAL_MARK
@@ -32,8 +34,6 @@ def host_name() -> str:
 
 def process_start_time(pid: int) -> float | None:
     """When process ``pid`` started (seconds since the epoch), or None if there is no such process."""
-    import psutil
-
     try:
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE:  # killed, not yet reaped by its parent: gone
