@@ -26,6 +26,7 @@ import yaml
 from core import paths
 from core.cli.commands import main
 from core.engine.runner import checkpoint_root
+from core.io import export
 from core.partials import PARTIAL_MARK, sweep_leftovers
 from tests.helpers import folder_digest, write_recipe
 
@@ -157,7 +158,7 @@ def test_export_gguf_never_renames_never_writes_inside_and_replaces_only_its_own
     out = run_output
     before = folder_digest(out)
     with monkeypatch.context() as patched:  # each refusal comes before the model is loaded
-        patched.setattr("core.models.loading.iter_load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError()))
+        patched.setattr(export, "iter_load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError()))
         _refused(capsys, ["export-gguf", str(out), "-o", str(tmp_path / "model")], "must end in .gguf")
         assert not list(tmp_path.glob("model*"))
         _refused(capsys, ["export-gguf", str(out), "-o", str(out / "inside.gguf")], "inside the result folder")
