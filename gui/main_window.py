@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings, QSize, Qt
-from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QPalette
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QHBoxLayout, QListWidget, QListWidgetItem, QMainWindow, QStackedWidget, QWidget
 
 from gui.errors import show_error
@@ -24,11 +24,9 @@ from gui.screens.pipeline.panel import ModelContext, PipelinePanel
 from gui.screens.run.panel import RunPanel
 from gui.settings import app_settings
 from gui.shortcuts import install_shortcuts
-from gui.widgets.placeholder import PLANNED, PlaceholderPage
 from gui.worker import JobHandle, start_job
 
 STEPS = ("Model", "Pipeline", "Run", "Compare", "History", "Export")
-LIVE_STEPS = {"Model", "Pipeline", "Run", "Compare", "History", "Export"}
 LIVE_TOOLTIPS = {
     "Model": "Choose and load the model to compress, and see what it is made of.",
     "Pipeline": "Choose the compression steps and their settings, the data, and see a pre-flight estimate.",
@@ -59,7 +57,7 @@ class MainWindow(QMainWindow):
         self.environment: Any = None
 
         self.nav = QListWidget()
-        self.nav.setToolTip("The steps of compressing a model, top to bottom. Greyed steps are not built yet.")
+        self.nav.setToolTip("The steps of compressing a model, top to bottom (Ctrl+1 … Ctrl+6).")
         self.nav.setIconSize(QSize(0, 0))
         self.nav.setSpacing(2)
         self.stack = QStackedWidget()
@@ -75,13 +73,9 @@ class MainWindow(QMainWindow):
             item = QListWidgetItem(f"{number}   {name}")
             item.setData(Qt.ItemDataRole.UserRole, name)
             item.setSizeHint(QSize(0, self.fontMetrics().height() + 16))
-            if name in LIVE_STEPS:
-                item.setToolTip(LIVE_TOOLTIPS[name])
-            else:
-                item.setToolTip(f"Coming later: {PLANNED[name]}")
+            item.setToolTip(LIVE_TOOLTIPS[name])
             self.nav.addItem(item)
-            self.stack.addWidget(pages.get(name) or PlaceholderPage(name))
-        self._grey_planned_steps()
+            self.stack.addWidget(pages[name])
         width = max(self.nav.sizeHintForColumn(0), self.fontMetrics().horizontalAdvance("0   Pipeline")) + 48
         self.nav.setFixedWidth(width)
         self.nav.currentRowChanged.connect(self.stack.setCurrentIndex)
@@ -104,20 +98,6 @@ class MainWindow(QMainWindow):
         self.export_panel.run_opened.connect(self.compare_panel.set_run)
         install_shortcuts(self)  # Ctrl+R, Esc, Ctrl+O, Ctrl+S, Ctrl+1..6 (gui/shortcuts.py)
         self._restore_state(source)
-
-    # -- look ----------------------------------------------------------------------------------
-    def _grey_planned_steps(self) -> None:
-        """Planned steps in the palette's placeholder-text colour (still clickable); follows theme changes."""
-        grey = self.palette().color(QPalette.ColorRole.PlaceholderText)
-        for row in range(self.nav.count()):
-            item = self.nav.item(row)
-            if item.data(Qt.ItemDataRole.UserRole) not in LIVE_STEPS:
-                item.setForeground(grey)
-
-    def changeEvent(self, event: Any) -> None:
-        if event.type() == event.Type.PaletteChange:
-            self._grey_planned_steps()
-        super().changeEvent(event)
 
     # -- startup work that needs torch -----------------------------------------------------------
     def start_background_setup(self) -> JobHandle:

@@ -79,20 +79,16 @@ def test_window_opens_with_bundled_default(qtbot, window, dialogs):
     assert not dialogs
 
 
-def test_planned_steps_are_greyed_but_clickable(qtbot, window):
-    from gui.main_window import LIVE_STEPS
-    from gui.widgets.placeholder import PLANNED
-
-    planned = [name for name in STEPS if name not in LIVE_STEPS]
-    if not planned:
-        pytest.skip("every step is built")
-    live = window.nav.item(0).foreground().color()
-    item = window.nav.item(STEPS.index(planned[0]))
-    assert item.foreground().color() != live
-    assert item.flags() & Qt.ItemFlag.ItemIsEnabled
-    window.nav.setCurrentItem(item)
-    assert window.stack.currentWidget().text.text() == PLANNED[planned[0]]
-    assert window.nav.item(STEPS.index("Pipeline")).foreground().color() == live
+def test_every_step_opens_its_own_page(qtbot, window):
+    """Each of the six steps in the list shows its screen (none is a placeholder any more)."""
+    pages = {"Model": window.model_panel, "Pipeline": window.pipeline_panel, "Run": window.run_panel,
+             "Compare": window.compare_panel, "History": window.history_panel, "Export": window.export_panel}
+    assert list(pages) == list(STEPS)
+    for row, name in enumerate(STEPS):
+        window.nav.setCurrentRow(row)
+        assert window.stack.currentWidget() is pages[name]
+        assert window.nav.item(row).toolTip() and window.nav.item(row).foreground().color() == \
+            window.nav.item(0).foreground().color()
 
 
 def test_gui_modules_do_not_import_torch():

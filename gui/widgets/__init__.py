@@ -1,1 +1,1 @@
-"""Widgets shared by several screens: plots, tables, number formatting, placeholders."""
+"""Widgets shared by several screens: plots, tables, labels, number formatting, the techniques list."""
