@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from core.errors import StudioError
 from core.io.output_rules import OutputError, check_output_dir
 from core.io.saving import atomic_folder, save_model
 
@@ -66,3 +67,26 @@ def test_saved_files_all_get_ordinary_permissions(tmp_path, tiny_llama, tiny_tok
         os.umask(umask)
     modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
     assert set(modes.values()) == {0o644}, modes
+
+
+def test_a_failed_swap_puts_the_earlier_result_back(tmp_path, tiny_llama, tiny_tokenizer, monkeypatch):
+    """If the new folder cannot be renamed into place, the earlier result is where it was, whole."""
+    import os
+
+    from tests.helpers import folder_digest
+
+    out = save_model(tiny_llama, tiny_tokenizer, tmp_path / "out", recipe_yaml="name: x\n",
+                     report={"before": {}, "after": {}})
+    before = folder_digest(out)
+    real_replace = os.replace
+
+    def failing(src, dst):
+        if ".partial-" in str(src):
+            raise OSError(5, "Input/output error")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr("core.io.saving.os.replace", failing)
+    with pytest.raises(StudioError, match="Input/output error"):
+        save_model(tiny_llama, tiny_tokenizer, out, overwrite=True, recipe_yaml="name: y\n",
+                   report={"before": {}, "after": {}})
+    assert folder_digest(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -59,7 +59,11 @@ def _replace_folder(partial: Path, output: Path) -> None:
     aside = aside_path(output)
     with journaled(aside, restore_to=output):
         os.replace(output, aside)
-        os.replace(partial, output)
+        try:
+            os.replace(partial, output)
+        except BaseException:
+            os.replace(aside, output)  # the earlier result goes back where it was
+            raise
         shutil.rmtree(aside, ignore_errors=True)
 
 
