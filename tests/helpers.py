@@ -57,6 +57,22 @@ def run_step(tmp_path: Path, model_dir: Path, text_file: Path, technique: str, p
     return collect(run_recipe(load_recipe(path), tmp_path / out))
 
 
+def saved_perplexity(folder: Path, text_file: Path, sequence_length: int = 16, windows: int = 4) -> float:
+    """Perplexity of the model saved in ``folder`` on ``text_file``, computed here from its logits:
+    exp of the mean negative log-likelihood of every next token in the evaluation windows."""
+    import torch
+
+    from core.data.texts import load_texts, token_windows
+    from core.models.loading import load_model
+
+    loaded = load_model(str(folder))
+    ids = token_windows(load_texts(str(text_file)), loaded.tokenizer, sequence_length, windows)
+    with torch.no_grad():
+        logits = loaded.model(ids).logits.float()
+    nll = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+    return float(torch.exp(nll))
+
+
 def slowed(real, delay: float):
     """``real`` (a job generator function) with a pause of ``delay`` seconds before each event.
 

@@ -29,7 +29,7 @@ from core.techniques.quantize.grid import (
 )
 from core.techniques.quantize.packed_linear import PackedLinear, int4_kernel_available
 from core.techniques.quantize.rtn import RTNConfig
-from tests.helpers import run_step
+from tests.helpers import run_step, saved_perplexity
 
 HAS_CT = importlib.util.find_spec("compressed_tensors") is not None
 
@@ -195,7 +195,8 @@ def test_end_to_end_saves_packed_and_reloads(tmp_path, tiny_llama_dir, text_file
         again = load_model(str(tmp_path / "out")).model(ids).logits
         first = model(ids).logits
     assert torch.allclose(first, again, atol=1e-5)
-    assert report["after"]["perplexity"]["perplexity"] > 0
+    assert report["after"]["perplexity"]["perplexity"] == pytest.approx(saved_perplexity(tmp_path / "out", text_file),
+                                                                        rel=1e-4)
 
 
 @pytest.mark.skipif(not HAS_CT, reason="compressed-tensors not installed")

@@ -21,7 +21,7 @@ from core.techniques.prune.structured import (
     top_neurons,
 )
 from tests.conftest import SAMPLE_TEXT
-from tests.helpers import collect, write_recipe
+from tests.helpers import collect, saved_perplexity, write_recipe
 
 
 @pytest.fixture
@@ -203,7 +203,8 @@ def test_structured_end_to_end(tmp_path, tiny_llama_dir, text_file, tiny_tokeniz
     step = report["steps"][0]
     assert step["metrics"]["parameters_after"] < step["metrics"]["parameters_before"]
     assert report["after"]["parameters"] == step["metrics"]["parameters_after"]
-    assert report["after"]["perplexity"]["perplexity"] > 0
+    assert report["after"]["perplexity"]["perplexity"] == pytest.approx(saved_perplexity(tmp_path / "out", text_file),
+                                                                        rel=1e-4)
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
     if technique == "mlp_prune":
         assert model.config.intermediate_size == 96
