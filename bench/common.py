@@ -64,18 +64,50 @@ def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]])
         print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
 
 
-def write_results(name: str, rows: list[dict[str, Any]], settings: dict[str, Any]) -> Path:
-    """Write ``bench/results/<name>.json`` with the machine, settings and rows."""
+def provenance() -> dict[str, Any]:
+    """When, where and from which code a result was measured: the date, the machine and the git commit
+    (``dirty`` when the work tree had uncommitted changes to tracked files)."""
+    import os
+
     import torch
     import transformers
 
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    cpu = ""
+    try:
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), "")
+    except OSError:
+        pass
+    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 if hasattr(os, "sysconf") else 0
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "commit": git("rev-parse", "--short=10", "HEAD"),
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+            "machine": {"cpu": cpu or platform.processor(), "cores": os.cpu_count(),
+                        "memory_gib": round(memory_gb, 1), "platform": platform.platform(),
+                        "python": platform.python_version(), "torch": torch.__version__,
+                        "transformers": transformers.__version__, "cpu_threads": torch.get_num_threads()}}
+
+
+def write_results(name: str, rows: list[dict[str, Any]], settings: dict[str, Any]) -> Path:
+    """Write ``bench/results/<name>.json``: the rows, the settings and :func:`provenance`.
+
+    The results of the runs behind the README's tables are committed; ``bench/readme_tables.py``
+    writes the tables from them.
+    """
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
-    payload = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
-                           "transformers": transformers.__version__, "cpu_threads": torch.get_num_threads(),
-                           "platform": platform.platform()},
-               "settings": settings, "rows": rows}
-    path.write_text(json.dumps(payload, indent=2))
+    payload = {**provenance(), "settings": settings, "rows": rows}
+    temporary = path.with_suffix(".json.partial")
+    temporary.write_text(json.dumps(payload, indent=2) + "\n")
+    temporary.replace(path)
     return path
 
 

@@ -18,10 +18,11 @@ HAS_DATASETS = importlib.util.find_spec("datasets") is not None
 
 # ----------------------------------------------------------------------------- load_texts
 
-def test_txt_documents_are_separated_by_blank_lines(tmp_path):
+def test_a_txt_file_is_one_document_with_its_paragraph_breaks(tmp_path):
+    """Paragraph breaks are text the model predicts, as lm-eval, llama.cpp and transformers read a file."""
     path = tmp_path / "notes.txt"
     path.write_bytes("\ufeffFirst doc\nstill first.\r\n\r\nSecond doc.\n\n \n\nThird.\n".encode())
-    assert load_texts(str(path)) == ["First doc\nstill first.", "Second doc.", "Third."]
+    assert load_texts(str(path)) == ["First doc\nstill first.\n\nSecond doc.\n\n \n\nThird."]
 
 
 def test_jsonl_and_csv_take_the_named_column(tmp_path):

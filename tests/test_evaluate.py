@@ -55,7 +55,9 @@ def test_perplexity_matches_hand_computation(tiny_llama, windows):
     assert result.nll_per_token == pytest.approx(manual.item(), rel=1e-5)
     assert result.perplexity == pytest.approx(math.exp(manual.item()), rel=1e-5)
     assert result.seconds > 0
-    assert set(result.to_dict()) == {"perplexity", "nll_per_token", "tokens", "windows", "seconds"}
+    assert set(result.to_dict()) == {"perplexity", "nll_per_token", "tokens", "windows", "seconds", "convention",
+                                     "method"}
+    assert result.convention == "transformers"
 
 
 def test_perplexity_is_deterministic_and_batch_size_independent(tiny_llama, windows):

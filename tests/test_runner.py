@@ -11,6 +11,7 @@ from core.engine import registry
 from core.engine.recipe import load_recipe
 from core.engine.runner import run_recipe
 from core.errors import RecipeError
+from core.eval.compare import compare_rows, read_output_folder
 from core.eval.perplexity import perplexity
 from core.events import LayerStat, Log, Metric, Progress, RunDone, StepDone
 from tests.helpers import collect, folder_digest, write_recipe
@@ -127,3 +128,22 @@ def test_first_step_that_cannot_fit_the_model_is_rejected_before_measuring(tmp_p
             seen.append(event)
     assert not any(isinstance(e, Metric) and e.name.startswith("perplexity") for e in seen)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_recipe_chooses_the_perplexity_convention_and_the_report_names_it(tmp_path, tiny_llama_dir, text_file,
+                                                                               tiny_tokenizer):
+    """lm-eval's convention predicts every token of the text (here one document, as a .txt is), where the
+    default drops each window's first; the report and the comparison both say which was used."""
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", tiny_llama_dir, text_file,
+                                      evaluation={"max_windows": 0, "perplexity_convention": "lm-eval"}))
+    _, report = collect(run_recipe(recipe, tmp_path / "out"))
+    measured = report["before"]["perplexity"]
+    text_tokens = len(tiny_tokenizer(load_texts(str(text_file))[0], add_special_tokens=False)["input_ids"])
+    assert measured["convention"] == "lm-eval" and measured["tokens"] == text_tokens
+    assert "lm-eval's convention" in measured["method"]
+    row = {r.key: r for r in compare_rows(read_output_folder(tmp_path / "out").report)}["perplexity"]
+    assert "lm-eval's convention" in row.explanation
+    assert recipe.evaluation.perplexity_convention == "lm-eval"
+    with pytest.raises(RecipeError, match="perplexity_convention"):
+        load_recipe(write_recipe(tmp_path / "bad.yaml", tiny_llama_dir, text_file,
+                                 evaluation={"perplexity_convention": "mine"}))

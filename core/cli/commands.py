@@ -13,6 +13,7 @@ import sys
 from dataclasses import replace
 from typing import Any
 
+from core.data.conventions import CONVENTIONS
 from core.errors import StudioError
 
 # Each command imports the engine inside its function: importing the runner loads torch and transformers
@@ -111,7 +112,8 @@ def _check_eval_bounds(args) -> None:
 
 
 def _cmd_eval(args) -> int:
-    from core.data.texts import load_texts, token_windows
+    from core.data.perplexity_windows import perplexity_windows
+    from core.data.texts import load_texts
     from core.eval.perplexity import iter_perplexity
     from core.models.loading import iter_load_model
 
@@ -119,7 +121,8 @@ def _cmd_eval(args) -> int:
     texts = load_texts(args.data, args.text_column)  # a bad data file is reported before the model loads
     printer = EventPrinter(args.quiet)
     loaded = printer.consume(iter_load_model(args.source, "causal-lm", args.trust_remote_code))
-    windows = token_windows(texts, loaded.tokenizer, args.sequence_length, args.max_windows or None)
+    windows = perplexity_windows(texts, loaded.tokenizer, args.sequence_length, args.max_windows or None,
+                                 args.convention)
     result: dict[str, Any] = {"perplexity": printer.consume(iter_perplexity(loaded.model, windows)).to_dict()}
     if args.speed:
         from core.eval.speed import iter_measure_speed
@@ -131,6 +134,7 @@ def _cmd_eval(args) -> int:
     ppl = result["perplexity"]
     print(f"Perplexity   {ppl['perplexity']:.3f}  ({ppl['windows']} windows of {args.sequence_length} tokens, "
           f"{ppl['tokens']:,} predicted tokens, {ppl['seconds']:.1f} s) on {args.data}")
+    print(f"Method       {ppl['method']}")
     if "speed" in result:
         speed = result["speed"]
         print(f"Speed        prefill {speed['prefill_ms']:.1f} ms for {speed['prompt_tokens']} tokens, "
@@ -236,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column", default="text")
     p.add_argument("--sequence-length", type=int, default=512)
     p.add_argument("--max-windows", type=int, default=40, help="0 = all windows")
+    p.add_argument("--convention", default="transformers", choices=CONVENTIONS,
+                   help="how the text is cut into scored windows, to compare with numbers published with "
+                        "transformers' perplexity guide (and GPTQ/SparseGPT/Wanda papers), lm-eval's rolling "
+                        "log-likelihood, or llama.cpp's llama-perplexity (default: %(default)s)")
     p.add_argument("--speed", action="store_true", help="also measure prefill latency and decode tokens/s")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_eval)

@@ -3,7 +3,8 @@
 A *source* is one string a person can type or pick in the GUI:
 
 * ``bundled:<name>``: a bundled sample dataset (see ``core.data.samples.BUNDLED_DATASETS``);
-* a ``.txt`` file (documents separated by blank lines), a ``.jsonl`` or a ``.csv`` file;
+* a ``.txt`` file (one running text: paragraph breaks are part of it), a ``.jsonl`` or a ``.csv`` file
+  (each row's text is one document);
 * a folder written by Hugging Face ``datasets``' ``save_to_disk`` (needs ``pip install datasets``);
 * ``hub:owner/name[:split]``: a dataset on the Hugging Face Hub (needs ``datasets`` and internet).
 
@@ -66,50 +67,89 @@ class LabelledData:
 def load_texts(source: str, text_column: str = "text") -> list[str]:
     """The non-empty documents of ``source`` (see the module docstring for what a source can be).
 
-    For ``.txt`` files a document is a run of lines ended by a blank line; for tables it is the
-    ``text_column`` value of each row.
+    A ``.txt`` file is one document: its paragraph breaks are text the model reads and predicts, as
+    in lm-eval, llama.cpp and transformers' perplexity guide.  A table's documents are the
+    ``text_column`` values of its rows.
     """
     path = local_path(source)
     if path is not None and path.suffix.lower() == ".txt":
-        text = _read_text(path)
-        texts = [doc.strip() for doc in re.split(r"\n\s*\n", text.replace("\r\n", "\n")) if doc.strip()]
+        texts = [_read_text(path).replace("\r\n", "\n").strip()]
         origin = str(path)
     else:
         table = _load_table(source)
         texts = [str(v).strip() for v in table.column(text_column) if v is not None and str(v).strip()]
         origin = table.origin
-    if not texts:
+    if not texts or not texts[0]:
         raise DataError(f"{origin} contains no text (column '{text_column}' is empty).")
     return texts
+
+
+def leading_special_ids(tokenizer) -> list[int]:
+    """The token ids this tokenizer puts before every text it encodes (its beginning-of-text token, if
+    it is configured to add one; nothing for GPT-2-style tokenizers)."""
+    probe = "Hello"
+    plain = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    full = tokenizer(probe)["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start:start + len(plain)] == plain:
+            return list(full[:start])
+    return []
+
+
+def document_separator(tokenizer) -> int | None:
+    """The id put between two documents: end-of-text (EOS), else SEP, else none."""
+    return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+
+
+def encode_document(tokenizer, text: str, needed: int | None = None) -> list[int]:
+    """The token ids of one document, without special tokens, encoded as one string.
+
+    With ``needed``, only enough of a long document is encoded to give that many ids: a prefix of the
+    text, grown until it yields a margin of ids beyond ``needed`` (tokenization only differs near the
+    cut, and the margin lies past it), so the ids returned equal the whole text's first ids.
+    """
+    chars = len(text) if needed is None else max(4096, needed * 8)
+    while True:
+        ids = tokenizer(text[:chars], add_special_tokens=False, verbose=False)["input_ids"]
+        if chars >= len(text) or len(ids) >= needed + _ENCODE_MARGIN:
+            return ids if needed is None else ids[:needed]
+        chars *= 2
+
+
+_ENCODE_MARGIN = 64  # ids past the cut of a partly encoded document that are thrown away
+
+
+def token_stream(texts: list[str], tokenizer, needed: int | None = None) -> list[int]:
+    """The documents as one stream of ids: each begins with the tokenizer's leading special ids (its
+    beginning-of-text token, when it adds one) and documents are joined by :func:`document_separator`.
+
+    With ``needed``, stops once the stream holds at least that many ids.
+    """
+    lead, separator = leading_special_ids(tokenizer), document_separator(tokenizer)
+    stream: list[int] = []
+    for text in texts:
+        if not text:
+            continue
+        if stream and separator is not None:
+            stream.append(separator)
+        stream.extend(lead)
+        stream.extend(encode_document(tokenizer, text, None if needed is None else max(1, needed - len(stream))))
+        if needed is not None and len(stream) >= needed:
+            break
+    return stream
 
 
 def token_windows(texts: list[str], tokenizer, sequence_length: int,
                   max_windows: int | None = None) -> torch.LongTensor:
     """Cut the texts into consecutive, non-overlapping windows of ``sequence_length`` token ids.
 
-    The documents are joined into one stream with the tokenizer's EOS token id between them (its
-    SEP id if it has no EOS, nothing if it has neither); no special tokens are added otherwise.
-    The incomplete tail is dropped.  Returns a LongTensor of shape ``[n, sequence_length]``, at
-    most ``max_windows`` rows; the same inputs always give the same windows.
+    The stream is :func:`token_stream`'s; the incomplete tail is dropped.  Returns a LongTensor of
+    shape ``[n, sequence_length]``, at most ``max_windows`` rows; the same inputs always give the
+    same windows.
     """
-    if sequence_length < 1:
-        raise DataError(f"The sequence length must be a positive whole number, not {sequence_length}.")
-    if max_windows is not None and max_windows < 1:
-        raise DataError(f"The number of windows must be a positive whole number, not {max_windows}.")
-    separator = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    check_window_request(sequence_length, max_windows)
     needed = None if max_windows is None else max_windows * sequence_length
-    stream: list[int] = []
-    texts = [t for t in texts if t]
-    batch = 64
-    for start in range(0, len(texts), batch):
-        # document by document (in batches): no giant string, no "longer than max length" warning
-        encoded = tokenizer(texts[start:start + batch], add_special_tokens=False, verbose=False)["input_ids"]
-        for ids in encoded:
-            if stream and separator is not None:
-                stream.append(separator)
-            stream.extend(ids)
-        if needed is not None and len(stream) >= needed:
-            break
+    stream = token_stream(texts, tokenizer, needed)
     count = len(stream) // sequence_length
     if max_windows is not None:
         count = min(count, max_windows)
@@ -117,6 +157,14 @@ def token_windows(texts: list[str], tokenizer, sequence_length: int,
         raise DataError(f"The text is too short: it has {len(stream)} tokens but one window needs "
                         f"{sequence_length}; use more text or a shorter sequence length.")
     return torch.tensor(stream[:count * sequence_length], dtype=torch.long).view(count, sequence_length)
+
+
+def check_window_request(sequence_length: int, max_windows: int | None) -> None:
+    """DataError unless the window length and count are positive whole numbers."""
+    if sequence_length < 1:
+        raise DataError(f"The sequence length must be a positive whole number, not {sequence_length}.")
+    if max_windows is not None and max_windows < 1:
+        raise DataError(f"The number of windows must be a positive whole number, not {max_windows}.")
 
 
 def load_labelled(source: str, text_column: str = "text", label_column: str = "label", seed: int = 0,

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from core.data.conventions import CONVENTIONS
 from core.engine.params import config_from_dict, config_to_dict, param, validate_config
 from core.engine.registry import get_technique
 from core.errors import RecipeError
@@ -60,6 +61,11 @@ class EvalSpec:
     perplexity: bool = param(True, "Measure perplexity on the evaluation text before and after.")
     max_windows: int = param(40, "At most this many evaluation windows (0 = all of them).", minimum=0,
                              maximum=100000)
+    perplexity_convention: str = param(
+        "transformers", "How the evaluation text is cut for perplexity, so you can compare with published "
+        "numbers: transformers (windows read on their own, as GPTQ, SparseGPT and Wanda report), lm-eval "
+        "(every token predicted, documents on their own) or llama.cpp (only the second half of each window "
+        "scored; lower numbers).", choices=CONVENTIONS)
     speed: bool = param(False, "Measure prefill latency and decode tokens/s before and after.")
     kl_to_teacher: bool = param(True, "Measure how far the result's predictions drift from the "
                                 "original's (KL divergence per token).")

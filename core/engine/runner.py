@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from core.data.perplexity_windows import PerplexityWindows, perplexity_windows
 from core.data.texts import load_labelled, load_texts, local_path, token_windows
 from core.engine.recipe import Recipe
 from core.engine.registry import get_technique
@@ -150,13 +151,23 @@ def _measure(model, tokenizer, recipe: Recipe, eval_windows, label: str, on_disk
     return result
 
 
-def _evaluation_windows(recipe: Recipe, tokenizer) -> torch.Tensor | None:
+def _evaluation_windows(recipe: Recipe, tokenizer) -> PerplexityWindows | None:
+    """The windows perplexity is scored on, cut in the recipe's convention."""
     if not (recipe.evaluation.perplexity and recipe.model.task == "causal-lm"):
         return None
-
     data = recipe.data
     texts = load_texts(data.evaluation, data.text_column)
-    return token_windows(texts, tokenizer, data.sequence_length, recipe.evaluation.max_windows or None)
+    return perplexity_windows(texts, tokenizer, data.sequence_length, recipe.evaluation.max_windows or None,
+                              recipe.evaluation.perplexity_convention)
+
+
+def _comparison_windows(recipe: Recipe, tokenizer, eval_windows: PerplexityWindows) -> torch.Tensor:
+    """Equal windows of the evaluation text for comparing two models position by position."""
+    if eval_windows.convention == "transformers":
+        return eval_windows.tokens
+    data = recipe.data
+    return token_windows(load_texts(data.evaluation, data.text_column), tokenizer, data.sequence_length,
+                         recipe.evaluation.max_windows or None)
 
 
 def _environment(device: str) -> dict[str, str]:
@@ -279,7 +290,7 @@ def _run_loaded(recipe: Recipe, loaded: LoadedModel, output: Path, *, overwrite:
     after = yield from _measure(model, tokenizer, recipe, eval_windows, "after", None)
     comparison: dict[str, Any] = {}
     if teacher is not None and compare_to_original:
-        kl = yield from iter_kl_to_teacher(model, teacher, eval_windows)
+        kl = yield from iter_kl_to_teacher(model, teacher, _comparison_windows(recipe, tokenizer, eval_windows))
         comparison = kl.to_dict()
         yield Metric("kl_to_teacher", kl.kl_per_token, unit="nats/token")
     del teacher, ctx.teacher

@@ -107,6 +107,12 @@ def _mb(value: float | None) -> float | None:
     return None if value is None else value / 1e6
 
 
+def _perplexity_method(measured: dict[str, Any]) -> str:
+    """How the report's perplexity was counted, as a sentence to add to its explanation ('' if not said)."""
+    method = (measured.get("perplexity") or {}).get("method") if isinstance(measured.get("perplexity"), dict) else ""
+    return f" Counted in {method}." if method else ""
+
+
 def compare_rows(report: dict[str, Any]) -> list[CompareRow]:
     """The comparison table of a run report: teacher = ``before``, student = ``after``."""
     before, after = report.get("before") or {}, report.get("after") or {}
@@ -134,7 +140,8 @@ def compare_rows(report: dict[str, Any]) -> list[CompareRow]:
                                "timed runs, same prompt for both, on the run's device).", speed_hint))
         rows.append(CompareRow("perplexity", "Perplexity", "", _get(before, "perplexity", "perplexity"),
                                _get(after, "perplexity", "perplexity"), "lower",
-                               "How surprised the model is by the held-out evaluation text; lower is better.",
+                               "How surprised the model is by the held-out evaluation text; lower is better."
+                               + _perplexity_method(after),
                                "switch on 'Measure perplexity' in the evaluation settings and run again"))
     else:
         hint = "choose a labelled dataset on the Pipeline page and run again"

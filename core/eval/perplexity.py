@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from core.data.perplexity_windows import PerplexityWindows
 from core.errors import DataError, StudioError
 from core.events import Progress, ProgressMeter, drain
 
@@ -57,8 +58,9 @@ def _logits(output: Any) -> torch.Tensor:
     return output.logits if hasattr(output, "logits") else output[0]
 
 
-def _check_windows(model: torch.nn.Module, windows: torch.Tensor) -> None:
-    """Fail with an actionable message on windows the model cannot score."""
+def _check_windows(model: torch.nn.Module, windows: torch.Tensor, reads: int | None = None) -> None:
+    """Fail with an actionable message on windows the model cannot score (``reads``: how many positions of
+    a window the model reads; all of them unless given)."""
     if not isinstance(windows, torch.Tensor) or windows.dim() != 2 or windows.dtype != torch.long:
         raise DataError("Token windows must be a 2-D tensor of token ids [windows, length]; "
                         "build them with the dataset loader.")
@@ -67,8 +69,9 @@ def _check_windows(model: torch.nn.Module, windows: torch.Tensor) -> None:
         raise DataError(f"Need at least one window of at least 2 tokens to measure, got shape {tuple(windows.shape)}; "
                         "use a longer text or a longer window.")
     max_positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if isinstance(max_positions, int) and length > max_positions:
-        raise DataError(f"Windows of {length} tokens are longer than the model's context of {max_positions} tokens; "
+    reads = length if reads is None else reads
+    if isinstance(max_positions, int) and reads > max_positions:
+        raise DataError(f"Windows of {reads} tokens are longer than the model's context of {max_positions} tokens; "
                         "choose a shorter window.")
     embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     vocab = getattr(embeddings, "num_embeddings", None)
@@ -84,54 +87,65 @@ class PerplexityResult:
 
     perplexity: float  # exp(nll_per_token)
     nll_per_token: float  # mean next-token negative log-likelihood, nats per predicted token
-    tokens: int  # number of predicted tokens: windows * (length - 1)
+    tokens: int  # number of predicted (scored) tokens
     windows: int  # number of windows scored
     seconds: float  # wall-clock time of the measurement
+    convention: str = "transformers"  # how the text was cut (core.data.perplexity_windows.CONVENTIONS)
+    method: str = ""  # that convention in a sentence
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def iter_perplexity(model: torch.nn.Module, windows: torch.Tensor, batch_size: int = 4,
+def iter_perplexity(model: torch.nn.Module, windows: torch.Tensor | PerplexityWindows, batch_size: int = 4,
                     ) -> Generator[Progress, None, PerplexityResult]:
     """Measure a causal LM's perplexity on token windows, yielding progress.
 
-    Method: ``windows`` are consecutive, non-overlapping token windows of shape [n, L], each
-    scored independently (no context carries over between windows, no padding).  In each window
-    the model predicts tokens at positions 1..L-1 from the tokens before them; the first token has
-    no context and is not scored.  The negative log-likelihoods of all ``n * (L - 1)`` predicted
-    tokens are summed in float64 and perplexity = exp(total NLL / predicted tokens).  Log-softmax
-    is computed in float32 even for half-precision models, one window at a time, so at most one
-    [L, V] float32 copy of the logits exists at once.  The result does not depend on
+    Method: each window is read on its own (no context carries over between windows).  A plain
+    ``[n, L]`` tensor is scored in transformers' convention: the model predicts positions 1..L-1
+    from the tokens before them, the first token has no context and is not scored.  A
+    :class:`PerplexityWindows` says per window which predictions count (lm-eval's and llama.cpp's
+    conventions, see :mod:`core.data.perplexity_windows`).  The negative log-likelihoods of all
+    scored tokens are summed in float64 and perplexity = exp(total NLL / scored tokens).
+    Log-softmax is computed in float32 even for half-precision models, one window at a time, so at
+    most one [L, V] float32 copy of the logits exists at once.  The result does not depend on
     ``batch_size`` beyond floating-point noise.
     """
-    _check_windows(model, windows)
+    if not isinstance(windows, PerplexityWindows):
+        _check_windows(model, windows)
+        windows = PerplexityWindows.plain(windows)
+    tokens = windows.tokens
+    _check_windows(model, tokens, reads=tokens.shape[1] - 1)
     if batch_size < 1:
         raise StudioError(f"Batch size must be at least 1, got {batch_size}.")
     device = model_device(model)
-    n = windows.shape[0]
+    n = tokens.shape[0]
     meter = ProgressMeter("perplexity", n)
     total_nll, total_tokens = 0.0, 0
     start = time.perf_counter()
     with eval_mode(model):
         for first in range(0, n, batch_size):
             with torch.inference_mode():
-                batch = windows[first:first + batch_size].to(device)
-                logits = _logits(model(input_ids=batch, use_cache=False))
+                batch = tokens[first:first + batch_size].to(device)
+                # the model reads every id but the last; right padding is never seen by earlier positions
+                logits = _logits(model(input_ids=batch[:, :-1], use_cache=False))
                 for row in range(batch.shape[0]):
-                    nll = F.cross_entropy(logits[row, :-1].float(), batch[row, 1:], reduction="sum")
+                    begin, end = windows.first_scored[first + row], windows.lengths[first + row] - 1
+                    nll = F.cross_entropy(logits[row, begin:end].float(), batch[row, begin + 1:end + 1],
+                                          reduction="sum")
                     total_nll += float(nll.double())
-                    total_tokens += batch.shape[1] - 1
+                    total_tokens += end - begin
                 del logits
             event = meter.update(min(first + batch_size, n))
             if event:
                 yield event
     nll_per_token = total_nll / total_tokens
     return PerplexityResult(perplexity=math.exp(nll_per_token), nll_per_token=nll_per_token,
-                            tokens=total_tokens, windows=n, seconds=time.perf_counter() - start)
+                            tokens=total_tokens, windows=n, seconds=time.perf_counter() - start,
+                            convention=windows.convention, method=windows.description)
 
 
-def perplexity(model: torch.nn.Module, windows: torch.Tensor, batch_size: int = 4) -> PerplexityResult:
+def perplexity(model: torch.nn.Module, windows: torch.Tensor | PerplexityWindows, batch_size: int = 4) -> PerplexityResult:
     """:func:`iter_perplexity` without the progress events."""
     return drain(iter_perplexity(model, windows, batch_size))
 

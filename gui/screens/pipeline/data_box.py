@@ -10,8 +10,9 @@ from gui.screens.pipeline.data_choice import DataChoice
 from gui.screens.pipeline.param_form import ParamForm
 
 DATA_FIELDS = ("sequence_length", "calibration_windows", "text_column", "label_column")
-EVAL_FIELDS = ("perplexity", "max_windows", "kl_to_teacher", "speed")
+EVAL_FIELDS = ("perplexity", "max_windows", "perplexity_convention", "kl_to_teacher", "speed")
 EVAL_LABELS = {"perplexity": "Measure perplexity", "max_windows": "Evaluation windows",
+               "perplexity_convention": "Perplexity counted as in",
                "kl_to_teacher": "Measure KL to original", "speed": "Measure speed"}
 OUTPUT_LABELS = {"dtype": "Save weights as"}
 

@@ -1,0 +1,323 @@
+"""Write the README's measured tables from the committed benchmark results in ``bench/results/``.
+
+    .venv/bin/python bench/readme_tables.py           # rewrite the tables in README.md
+    .venv/bin/python bench/readme_tables.py --check   # exit 1 if a table differs from its result file
+
+Each table sits in README.md between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->``; NAME picks a
+renderer below, which reads ``bench/results/<file>.json`` (written by the benchmark named in the
+table's source line) and prints the table with the date, machine and commit of the run.  No number in
+these tables is typed by hand: re-run the benchmark, then this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+README = ROOT / "README.md"
+MARKER = re.compile(r"(<!-- bench:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /bench:(?P=name) -->)", re.S)
+
+
+def load(name: str) -> dict[str, Any]:
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        raise SystemExit(f"error: {path.relative_to(ROOT)} is missing; run the benchmark that writes it first")
+    return json.loads(path.read_text())
+
+
+def source_line(result_names: list[str], scripts: list[str]) -> str:
+    """Where the numbers come from: scripts, result files, and each run's date, machine and commit."""
+    runs = []
+    for name in result_names:
+        result = load(name)
+        machine = result.get("machine", {})
+        cores = machine.get("cores") or machine.get("cpu_threads")
+        where = f"{machine.get('cpu', 'unknown CPU')}, {cores} cores" if cores else machine.get("cpu", "unknown CPU")
+        commit = result.get("commit", "unknown")
+        if result.get("dirty"):
+            commit += " with uncommitted changes"
+        runs.append(f"`bench/results/{name}.json` ({result.get('date', 'undated')}, {where}, commit {commit})")
+    scripts_text = ", ".join(f"`{s}`" for s in scripts)
+    return f"*Measured by {scripts_text}; written from {'; '.join(runs)}.*\n\n"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def by_key(rows: list[dict], key: str) -> dict[str, dict]:
+    return {row[key]: row for row in rows}
+
+
+def num(value: Any, spec: str = ".2f") -> str:
+    if value is None:
+        return "—"
+    return format(value, spec)
+
+
+def ppl(value: float | None) -> str:
+    """A perplexity with about four significant figures (and thousands separators when huge)."""
+    if value is None:
+        return "—"
+    if value >= 1_000:
+        return f"{value:,.0f}"
+    if value >= 100:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+# ----------------------------------------------------------------------------------------- tables
+def prune() -> str:
+    rows = by_key(load("prune")["rows"], "method")
+    order = ["dense", "magnitude 50%", "Wanda 50%", "SparseGPT 50%", "Wanda 2:4", "SparseGPT 2:4",
+             "Wanda 50% OWL", "Wanda 70%", "Wanda 70% OWL"]
+    body = [[name, f"{rows[name]['nonzero_m']:.1f} M", ppl(rows[name]["perplexity"]),
+             f"{rows[name]['prune_s']:.0f} s" if rows[name].get("prune_s") else "—"]
+            for name in order if name in rows]
+    return source_line(["prune"], ["bench/bench_prune.py"]) + table(
+        ["method", "non-zero params", "perplexity", "wall time"], body)
+
+
+def prune_peers() -> str:
+    rows = load("prune_peers")["rows"]
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    body = []
+    for method in methods:
+        peers = {row["peer"]: row for row in rows if row["method"] == method}
+        first = next(iter(peers.values()))
+        cells = [method, f"{first['ours_ppl']:.2f} ({first['ours_s']:.0f} s)"]
+        ratios = []
+        for peer in ("llmcompressor", "torchao"):
+            row = peers.get(peer)
+            if row is None or row.get("error"):
+                cells.append("—" if row is None else "failed")
+                ratios.append("—")
+            else:
+                cells.append(f"{row['peer_ppl']:.2f} ({row['peer_s']:.0f} s)")
+                ratios.append(f"{row['ppl_ratio']:.3f}, {row['time_ratio']:.2f}")
+        body.append(cells + ratios)
+    text = table(["method", "ours", "llm-compressor", "torchao", "ours/llm-compressor: perplexity, time",
+                  "ours/torchao: perplexity, time"], body)
+    found = next((row for row in rows if row.get("ours_detail", {}).get("sparse_bytes")), None)
+    if found:
+        detail = found["ours_detail"]
+        text += (f"\nOur {found['method']} result saved in the sparse-bitmask format: "
+                 f"{detail['sparse_bytes'] / 1e6:.0f} MB instead of {detail['dense_bytes'] / 1e6:.0f} MB dense; "
+                 f"reloaded logits identical: {'yes' if detail.get('reload_identical') else 'no'}.\n")
+    return source_line(["prune_peers"], ["bench/bench_prune_peers.py"]) + text
+
+
+def structured() -> str:
+    rows = load("structured")["rows"]
+    body = [[row["method"].replace("-", "−"), f"{row['params_m']:.1f} M", ppl(row["perplexity"]),
+             f"{row['decode_tokens_per_s']:.1f}", f"{row['speedup']:.2f}×", f"{row['bound']:.2f}×"]
+            for row in rows]
+    return source_line(["structured"], ["bench/bench_structured.py"]) + table(
+        ["method", "params", "perplexity", "decode tokens/s", "speed-up", "memory-bound limit"], body)
+
+
+QUANT_LABELS = {
+    "unquantized": "unquantized (float32)",
+    "RTN 8-bit g64": "RTN 8-bit g64",
+    "dynamic int8": "dynamic int8 (W8A8, SmoothQuant α 0.75)",
+    "dynamic int8 no smoothing": "dynamic int8 without smoothing",
+    "bnb int8": "bitsandbytes int8 (LLM.int8)",
+    "RTN 4-bit g64 asym": "RTN 4-bit g64 asymmetric",
+    "GPTQ 4-bit g64 asym act": "GPTQ 4-bit g64 asymmetric, act-order",
+    "GPTQ+MSE 4-bit g64 asym act": "**GPTQ+MSE 4-bit g64 asymmetric, act-order** (preset \"4-bit for a laptop\")",
+    "bnb nf4": "bitsandbytes NF4",
+    "Mixed GPTQ+MSE 3..8 g64 asym act avg 4.56": "mixed GPTQ+MSE 3…8 bits by sensitivity, average 4.56",
+    "Mixed GPTQ+MSE 4/8 g64 asym act avg 5.0": "mixed GPTQ+MSE 4/8 bits by sensitivity, average 5.0",
+    "RTN 3-bit g64 asym": "RTN 3-bit g64 asymmetric",
+    "GPTQ+MSE 3-bit g64 asym act": "**GPTQ+MSE 3-bit g64 asymmetric, act-order**",
+}
+QUANT_SYMMETRIC = {
+    "RTN 4-bit g64": "RTN 4-bit g64 symmetric",
+    "GPTQ 4-bit g64": "GPTQ 4-bit g64 symmetric",
+    "GPTQ 4-bit g64 static": "GPTQ 4-bit g64 symmetric, static groups",
+    "GPTQ 4-bit g64 act": "GPTQ 4-bit g64 symmetric, act-order",
+    "GPTQ 4-bit g64 asym act": "… with a zero point per group (asymmetric)",
+    "GPTQ+MSE 4-bit g64 asym act": "… and MSE-fitted group ranges",
+}
+
+
+def quant() -> str:
+    rows = by_key(load("quant")["rows"], "method")
+    base = rows["unquantized"]["perplexity"]
+    body = []
+    for name, label in QUANT_LABELS.items():
+        if name not in rows:
+            continue
+        row = rows[name]
+        value = row["perplexity"]
+        shown = f"{value:.3f} ({value / base - 1:+.2%})" if row.get("bits") == 8 else f"{value:.3f}"
+        disk = f"{row['disk_mb']:.1f}" + (" (float file)" if name.startswith("dynamic") else "")
+        body.append([label, num(row.get("layer_bits", 32.0)), disk, f"{row['memory_mb']:.1f}", shown,
+                     num(row["quant_s"], ".1f") if row.get("quant_s") else "—", f"{row['peak_rss_mb']:,.0f}"])
+    return source_line(["quant"], ["bench/bench_quant.py"]) + table(
+        ["method", "bits/weight (quantized layers)", "disk MB", "in memory MB", "perplexity", "quantize s",
+         "peak RSS MB"], body)
+
+
+def quant_ingredients() -> str:
+    rows = by_key(load("quant")["rows"], "method")
+    body = [[label, f"{rows[name]['perplexity']:.3f}", num(rows[name].get("layer_bits"))]
+            for name, label in QUANT_SYMMETRIC.items() if name in rows]
+    return source_line(["quant"], ["bench/bench_quant.py"]) + table(
+        ["4-bit, groups of 64", "perplexity", "bits/weight"], body)
+
+
+PEER_LABELS = {
+    "unquantized": "unquantized (float32)",
+    "ours GPTQ 4-bit g64 asym act": "ours GPTQ 4-bit g64, asym, act-order",
+    "hqq 4-bit g64": "HQQ 4-bit g64",
+    "bnb nf4": "bitsandbytes NF4",
+    "ours bnb nf4": "ours bitsandbytes NF4 (through the step)",
+    "torchao int4 g64 asym": "torchao int4 g64 asymmetric (`IntxWeightOnlyConfig`)",
+    "ours RTN 4-bit g64 asym": "ours RTN 4-bit g64 asym",
+    "quanto int4": "optimum-quanto int4 (its own groups: 96 or 128)",
+    "ours GPTQ+MSE 3-bit g64 asym act": "**ours GPTQ+MSE 3-bit g64, asym, act-order**",
+    "torchao int3 g64 asym": "torchao int3 g64 asymmetric",
+    "hqq 3-bit g64": "HQQ 3-bit g64",
+    "torchao int8 wo": "torchao int8 weight-only",
+    "quanto int8": "optimum-quanto int8",
+    "hqq 8-bit": "HQQ 8-bit",
+    "bnb int8": "bitsandbytes int8",
+    "ours bnb int8": "ours bitsandbytes int8 (through the step)",
+    "torchao int8 dyn": "torchao W8A8 dynamic (`Int8DynamicActivationInt8WeightConfig`, same layers as ours)",
+    "ours dynamic int8 no smoothing": "ours dynamic int8 without smoothing (the same scheme as torchao's W8A8)",
+    "ours dynamic int8": "ours dynamic int8 (SmoothQuant α 0.75)",
+}
+
+
+def quant_peers() -> str:
+    result = load("quant_peers")
+    rows = by_key(result["rows"], "method")
+    base = rows["unquantized"]["perplexity"]
+    ratios: dict[str, list[str]] = {}  # peer -> "ours row: ours/peer perplexity"
+    for row in result["rows"]:
+        found = re.fullmatch(r"ratio (.+) / (.+) \(perplexity\)", row["method"])
+        if found:
+            ours = PEER_LABELS.get(found.group(1), found.group(1)).strip("*").removeprefix("ours ")
+            ratios.setdefault(found.group(2), []).append(f"{ours.split(' (')[0]} {row['perplexity']:.3f}")
+    body = []
+    for name, label in PEER_LABELS.items():
+        row = rows.get(name)
+        if row is None:
+            continue
+        if row.get("error"):
+            body.append([label, "failed: " + row["error"].splitlines()[0][:60], "—", "—", ""])
+            continue
+        value = row["perplexity"]
+        shown = f"{value:.3f} ({value / base - 1:+.2%})" if value < base * 1.05 else f"{value:.3f}"
+        body.append([label, shown, num(row.get("quantize_s"), ".1f") if row.get("quantize_s") else "—",
+                     f"{row['memory_mb']:.1f}", "; ".join(ratios.get(name, []))])
+    return source_line(["quant_peers"], ["bench/bench_quant_peers.py"]) + table(
+        ["method", "perplexity", "quantize s", "in memory MB", "ours / peer"], body)
+
+
+DECODE_LABELS = {"dense": "float32", "RTN 4-bit g64 asym": "RTN/GPTQ 4-bit g64 (int4 kernel)",
+                 "dynamic int8": "dynamic int8 (W8A8)", "bnb int8": "bitsandbytes int8", "bnb nf4": "bitsandbytes NF4",
+                 "RTN 8-bit g64": "RTN/GPTQ 8-bit g64 (no kernel: dequantized at every call)",
+                 "SVD -10%": "low-rank −10%", "SVD -20%": "low-rank −20%", "SVD -40%": "low-rank −40%"}
+
+
+def decode() -> str:
+    rows = by_key(load("decode")["rows"], "row")
+    body = [[label, f"{rows[name]['params_m']:.1f} M", f"{rows[name]['decode_tok_s']:.1f}",
+             f"{rows[name]['speedup']:.2f}", f"{rows[name]['spread']:.0%}"]
+            for name, label in DECODE_LABELS.items() if name in rows]
+    return source_line(["decode"], ["bench/bench_decode.py"]) + table(
+        ["model", "parameters", "decode tokens/s", "× float32", "spread of rounds (max − min) / median"], body)
+
+
+LOWRANK_LABELS = {"dense": "dense (float32)", "plain": "plain SVD", "activation_aware": "activation-aware (SVD-LLM)",
+                  "rom": "reduced-order model (output PCA)", "share": "share {n} layers",
+                  "share_c64": "share {n} + rank-64 correction"}
+
+
+def lowrank() -> str:
+    rows = load("lowrank")["rows"]
+
+    def order(row):
+        kind = {"dense": 0, "plain": 1, "activation_aware": 1, "rom": 1, "share": 2, "share_c64": 3}[row["method"]]
+        inner = {"plain": 0, "activation_aware": 1, "rom": 2}.get(row["method"], 0)
+        return kind, row["target"], inner
+
+    body = []
+    for row in sorted(rows, key=order):
+        label = LOWRANK_LABELS[row["method"]].format(n=int(row["target"]))
+        fewer = f"{row['reduction']:.1%}" if row.get("reduction") is not None else "—"
+        body.append([label, fewer, f"{row['params_m']:.1f} M", ppl(row["perplexity"]), f"{row['disk_mb']:.0f}",
+                     num(row.get("factorize_s"), ".1f"), num(row.get("s_per_layer"), ".3f"),
+                     num(row.get("anon_model_and_step_mb"), ".0f"), num(row.get("rss_model_and_step_mb"), ".0f")])
+    return source_line(["lowrank"], ["bench/bench_lowrank.py"]) + table(
+        ["method", "fewer", "params", "perplexity", "disk MB", "factorize s", "s per Linear", "allocated MB",
+         "resident MB"], body)
+
+
+def distill() -> str:
+    result = load("distill")
+    rows = result["rows"]
+    text = ""
+    causal = [row for row in rows if "perplexity" in row]
+    if causal:
+        text += table(["causal LM", "parameters", "perplexity", "wall s", "gap closed"],
+                      [[row["model"], f"{row['parameters'] / 1e6:.1f} M", ppl(row["perplexity"]),
+                        num(row.get("wall_s"), ".0f"), num(row.get("gap_closed"), ".0%")] for row in causal])
+    classify = [row for row in rows if "accuracy" in row]
+    if classify:
+        text += ("\n" if text else "") + table(
+            ["classifier (Rotten Tomatoes test split)", "parameters", "accuracy", "macro F1", "MB", "× smaller"],
+            [[row["model"], f"{row['parameters'] / 1e6:.1f} M", f"{row['accuracy']:.3f}", f"{row['macro_f1']:.3f}",
+              f"{row['mb']:.1f}", f"{row['smaller_than_teacher']:.2f}"] for row in classify])
+    return source_line(["distill"], ["bench/bench_distill.py"]) + text
+
+
+RENDERERS: dict[str, Callable[[], str]] = {
+    "prune": prune, "prune-peers": prune_peers, "structured": structured, "quant": quant,
+    "quant-ingredients": quant_ingredients, "quant-peers": quant_peers, "decode": decode, "lowrank": lowrank,
+    "distill": distill,
+}
+
+
+def render(readme: str) -> str:
+    """README text with every marked table written from its result file."""
+    def replace(match: re.Match) -> str:
+        name = match.group("name")
+        if name not in RENDERERS:
+            raise SystemExit(f"error: README.md marks a table '{name}' that no renderer writes; "
+                             f"known: {', '.join(RENDERERS)}")
+        return match.group(1) + RENDERERS[name]() + match.group(4)
+
+    return MARKER.sub(replace, readme)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if README.md differs from its results")
+    args = parser.parse_args(argv)
+    current = README.read_text()
+    wanted = render(current)
+    if args.check:
+        if wanted != current:
+            print("README.md's measured tables differ from bench/results/: run bench/readme_tables.py",
+                  file=sys.stderr)
+            return 1
+        return 0
+    README.write_text(wanted)
+    print(f"wrote {len(MARKER.findall(wanted))} tables into README.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
