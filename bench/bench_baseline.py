@@ -26,6 +26,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from core import paths
+    from core.data.perplexity_windows import perplexity_windows
     from core.data.texts import load_texts, token_windows
     from core.eval.perplexity import perplexity
     from core.eval.speed import measure_speed
@@ -43,6 +44,11 @@ def main() -> None:
     windows = token_windows(load_texts("bundled:wiki-evaluation"), loaded.tokenizer, args.sequence_length,
                             args.windows or None)
     ppl = perplexity(loaded.model, windows)
+    # the same text counted as lm-eval and llama.cpp count it (core.data.perplexity_windows)
+    for convention in ("lm-eval", "llama.cpp"):
+        cut = perplexity_windows(load_texts("bundled:wiki-evaluation"), loaded.tokenizer, args.sequence_length,
+                                 args.windows or None, convention)
+        row[f"perplexity_{convention.replace('-', '_').replace('.', '_')}"] = perplexity(loaded.model, cut).perplexity
     speed = measure_speed(loaded.model, loaded.tokenizer)
     row.update(params_m=summary.parameters / 1e6, disk_mb=summary.bytes_on_disk / 1e6,
                memory_mb=summary.bytes_in_memory / 1e6, perplexity=ppl.perplexity, eval_tokens=ppl.tokens,

@@ -66,7 +66,7 @@ def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]])
 
 def provenance() -> dict[str, Any]:
     """When, where and from which code a result was measured: the date, the machine and the git commit
-    (``dirty`` when the work tree had uncommitted changes to tracked files)."""
+    (``dirty`` when the code, ``core/`` or ``bench/*.py``, had uncommitted changes)."""
     import os
 
     import torch
@@ -89,7 +89,7 @@ def provenance() -> dict[str, Any]:
     memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 if hasattr(os, "sysconf") else 0
     return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "commit": git("rev-parse", "--short=10", "HEAD"),
-            "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", "core", "bench/*.py")),
             "machine": {"cpu": cpu or platform.processor(), "cores": os.cpu_count(),
                         "memory_gib": round(memory_gb, 1), "platform": platform.platform(),
                         "python": platform.python_version(), "torch": torch.__version__,

@@ -76,6 +76,17 @@ def ppl(value: float | None) -> str:
 
 
 # ----------------------------------------------------------------------------------------- tables
+def baseline() -> str:
+    row = load("baseline")["rows"][0]
+    body = [[row["model"], f"{row['load_cold_s']:.1f}", f"{row['load_cached_s']:.1f}", f"{row['params_m']:.1f} M",
+             f"{row['disk_mb']:.1f}", f"{row['memory_mb']:.1f}", f"{row['perplexity']:.3f}",
+             num(row.get("perplexity_lm_eval"), ".3f"), num(row.get("perplexity_llama_cpp"), ".3f"),
+             f"{row['decode_tok_s']:.1f}", f"{row['peak_rss_mb']:,.0f}"]]
+    return source_line(["baseline"], ["bench/bench_baseline.py"]) + table(
+        ["model", "first load s (converts the GGUF)", "later loads s", "parameters", "disk MB", "in memory MB",
+         "perplexity", "… counted as lm-eval", "… counted as llama.cpp", "decode tokens/s", "peak RSS MB"], body)
+
+
 def prune() -> str:
     rows = by_key(load("prune")["rows"], "method")
     order = ["dense", "magnitude 50%", "Wanda 50%", "SparseGPT 50%", "Wanda 2:4", "SparseGPT 2:4",
@@ -284,7 +295,7 @@ def distill() -> str:
 
 
 RENDERERS: dict[str, Callable[[], str]] = {
-    "prune": prune, "prune-peers": prune_peers, "structured": structured, "quant": quant,
+    "baseline": baseline, "prune": prune, "prune-peers": prune_peers, "structured": structured, "quant": quant,
     "quant-ingredients": quant_ingredients, "quant-peers": quant_peers, "decode": decode, "lowrank": lowrank,
     "distill": distill,
 }
