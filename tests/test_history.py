@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -146,7 +147,8 @@ def test_saved_but_unrecorded_run_becomes_done(tmp_path, recipe):
                      (dead.pid, run.id))
     reopened = History()
     run = reopened.get(run.id)
-    assert run.status == "done" and run.metric("perplexity_after") is not None
+    saved = json.loads((out / "report.json").read_text())  # recovered from the run's own report
+    assert run.status == "done" and run.metric("perplexity_after") == saved["after"]["perplexity"]["perplexity"]
     assert "report.json" in run.message and out.is_dir()
 
 

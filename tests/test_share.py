@@ -87,7 +87,8 @@ def test_share_layers_from_a_recipe(tmp_path, tiny_llama_dir, text_file):
     _, report = collect(run_recipe(load_recipe(path), tmp_path / "out"))
     assert report["steps"][0]["metrics"]["shared_layers"] == 1
     assert report["after"]["parameters"] < report["before"]["parameters"]
-    assert load_model(str(tmp_path / "out")).model is not None
+    reloaded = load_model(str(tmp_path / "out")).model  # the saved folder is the measured model
+    assert inspect_model(reloaded, with_layers=False).parameters == report["after"]["parameters"]
 
 
 def test_sharing_every_layer_is_rejected(tiny_llama, tiny_tokenizer, text_file):
