@@ -21,6 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 QUALITY = "tests/test_technique_quality.py"
+CONVENTION = "tests/test_perplexity_convention.py"
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,22 @@ MUTANTS = [
     Mutant("distillation without the teacher", "core/techniques/distill/losses.py",
            "total = alpha * soft + (1.0 - alpha) * hard if alpha < 1.0 else soft", "total = hard",
            (f"{QUALITY}::test_causal_distillation_learns_from_the_teacher",)),
+    Mutant("a .txt file split into documents at blank lines", "core/data/texts.py",
+           'texts = [_read_text(path).replace("\\r\\n", "\\n").strip()]',
+           'texts = [d.strip() for d in re.split(r"\\n\\s*\\n", _read_text(path).replace("\\r\\n", "\\n")) if d.strip()]',
+           (CONVENTION,)),
+    Mutant("the beginning-of-text token never added", "core/data/texts.py",
+           "        stream.extend(lead)\n", "",
+           (CONVENTION,)),
+    Mutant("lm-eval's tail read without its full window of context", "core/data/perplexity_windows.py",
+           "start = max(0, end - length - 1)", "start = end - step - 1",
+           (CONVENTION,)),
+    Mutant("llama.cpp's convention scores whole chunks", "core/data/perplexity_windows.py",
+           "[half] * count", "[0] * count",
+           (CONVENTION,)),
+    Mutant("llama.cpp's chunks keep their first token", "core/data/perplexity_windows.py",
+           "        tokens[:, 0] = lead[-1]\n", "        pass\n",
+           (CONVENTION,)),
 ]
 
 

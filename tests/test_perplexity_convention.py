@@ -188,3 +188,18 @@ def test_the_conventions_agree_where_they_should(smollm, novel):
              for name in ("transformers", "lm-eval", "llama.cpp")}
     assert found["lm-eval"] == pytest.approx(found["transformers"], rel=0.02), found
     assert found["llama.cpp"] < 0.97 * found["transformers"], found
+
+
+def test_engine_windows_start_as_the_model_expects(smollm, novel, articles, tmp_path):
+    """Calibration, distillation and KL windows: with a tokenizer that adds BOS every window begins with it and
+    the text continues where the window before stopped; without, they are the plain stream."""
+    from core.data.texts import token_windows
+
+    tokenizer = _bos_tokenizer(smollm.tokenizer)
+    bos = tokenizer.bos_token_id
+    text_ids = tokenizer(novel.read_text(), add_special_tokens=False)["input_ids"]
+    windows = token_windows(load_texts(str(novel)), tokenizer, 64, 5)
+    assert windows[:, 0].tolist() == [bos] * 5
+    assert windows[:, 1:].flatten().tolist() == text_ids[:5 * 63]  # nothing skipped, nothing repeated
+    plain = token_windows(load_texts(str(novel)), smollm.tokenizer, 64, 5)
+    assert plain.flatten().tolist() == text_ids[:5 * 64]

@@ -141,22 +141,39 @@ def token_stream(texts: list[str], tokenizer, needed: int | None = None) -> list
 
 def token_windows(texts: list[str], tokenizer, sequence_length: int,
                   max_windows: int | None = None) -> torch.LongTensor:
-    """Cut the texts into consecutive, non-overlapping windows of ``sequence_length`` token ids.
+    """Cut the texts into consecutive, non-overlapping windows of ``sequence_length`` token ids: the
+    windows the engine computes on (calibration, distillation, the KL comparison).
 
-    The stream is :func:`token_stream`'s; the incomplete tail is dropped.  Returns a LongTensor of
-    shape ``[n, sequence_length]``, at most ``max_windows`` rows; the same inputs always give the
-    same windows.
+    The stream is :func:`token_stream`'s.  Where the tokenizer adds a beginning-of-text token, every
+    window starts with it, as every text the model sees in use does (a window that already starts
+    with it, at a document's start, is not given a second).  The incomplete tail is dropped.  Returns
+    a LongTensor of shape ``[n, sequence_length]``, at most ``max_windows`` rows; the same inputs
+    always give the same windows.
     """
     check_window_request(sequence_length, max_windows)
+    lead = leading_special_ids(tokenizer)
+    if len(lead) >= sequence_length:
+        raise DataError(f"A window of {sequence_length} tokens has no room for text after the model's "
+                        f"{len(lead)} leading special tokens; choose a longer sequence length.")
     needed = None if max_windows is None else max_windows * sequence_length
     stream = token_stream(texts, tokenizer, needed)
-    count = len(stream) // sequence_length
-    if max_windows is not None:
-        count = min(count, max_windows)
-    if count == 0:
+    windows: list[list[int]] = []
+    position = 0
+    while max_windows is None or len(windows) < max_windows:
+        if not lead or stream[position:position + len(lead)] == lead:
+            taken = sequence_length
+            window = stream[position:position + taken]
+        else:
+            taken = sequence_length - len(lead)
+            window = lead + stream[position:position + taken]
+        if len(window) < sequence_length:
+            break
+        windows.append(window)
+        position += taken
+    if not windows:
         raise DataError(f"The text is too short: it has {len(stream)} tokens but one window needs "
                         f"{sequence_length}; use more text or a shorter sequence length.")
-    return torch.tensor(stream[:count * sequence_length], dtype=torch.long).view(count, sequence_length)
+    return torch.tensor(windows, dtype=torch.long)
 
 
 def check_window_request(sequence_length: int, max_windows: int | None) -> None:
