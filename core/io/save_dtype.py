@@ -86,7 +86,9 @@ def resolve_save_dtype(choice: str, model: Any, source_kind: str = "folder",
             return dtype, f"auto: the source GGUF {name} stores {dtype_name(dtype)} weights"
         kind = _quantized_name(file_type)
         return torch.bfloat16, (f"auto: the source GGUF {name} stores quantized {kind} blocks; bfloat16 keeps "
-                                "their values with room to spare and float32's range, at half float32's size")
+                                "float32's range at half its size, but rounds most of the dequantized values (the "
+                                "'after' measurements are of the rounded weights, so they show the effect; choose "
+                                "float32 to keep every value exactly)")
     current = floating_dtype(model) or torch.float32
     return current, f"auto: the source's weights are {dtype_name(current)}"
 

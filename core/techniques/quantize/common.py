@@ -82,6 +82,7 @@ QUANT_NOTES = [
     "Weights are stored as packed integer codes plus per-group scales in the compressed-tensors "
     "'pack-quantized' layout (what transformers and vLLM read); bits_per_weight counts the scales "
     "and zero points too.",
-    "In this app the packed layers are unpacked for every matrix product on the CPU: smaller files and "
-    "memory, but no speed-up (fast int4 kernels live in vLLM and similar servers).",
+    "On a CPU, 4-bit layers with groups of 32 to 256 run PyTorch's int4 kernel and decode faster than float; "
+    "other widths are unpacked at every matrix product: smaller files and memory, but slower than float "
+    "(vLLM and similar servers have kernels for them).",
 ]
