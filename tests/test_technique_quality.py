@@ -125,3 +125,17 @@ def test_causal_distillation_learns_from_the_teacher(tmp_path):
 
     teacher, text_only = recovered(1.0), recovered(0.0)
     assert teacher < 0.92 * text_only, (teacher, text_only)
+
+
+def test_mixed_precision_beats_uniform_at_the_same_size(tmp_path):
+    """Layers 0-3 at 4.5625 stored bits per weight (what uniform 4-bit g64 with a zero point stores), both by
+    plain rounding: giving the sensitive layers more bits and the others fewer beats the same bits everywhere.
+    Measured: KL 0.0740 uniform 4-bit, 0.0491 mixed 3…8 bits."""
+    shared = {"group_size": 64, "symmetric": False, "targets": FIRST_FOUR}
+    uniform = _kl(_run(tmp_path, "uniform", _step("rtn_quantize", bits=4, **shared), short=True))
+    report = _run(tmp_path, "mixed", _step("mixed_precision_quantize", bits=3, high_bits=8, intermediate=True,
+                                           target_bits=4.5625, method="rtn", sensitivity_windows=4, **shared),
+                  short=True)
+    assert report["steps"][0]["metrics"]["bits_per_weight"] <= 4.5625 + 1e-6  # no more bits than uniform
+    mixed = _kl(report)
+    assert mixed < 0.85 * uniform, (mixed, uniform)  # the measured sensitivities put the bits where they count
