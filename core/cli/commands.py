@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from core.data.conventions import CONVENTIONS
@@ -113,33 +114,93 @@ def _check_eval_bounds(args) -> None:
 
 def _cmd_eval(args) -> int:
     from core.data.perplexity_windows import perplexity_windows
+    from core.data.task_rows import check_task_names, load_task
     from core.data.texts import load_texts
     from core.eval.perplexity import iter_perplexity
+    from core.eval.task_accuracy import iter_tasks
     from core.models.loading import iter_load_model
 
     _check_eval_bounds(args)
-    texts = load_texts(args.data, args.text_column)  # a bad data file is reported before the model loads
+    tasks = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]
+    check_task_names(tasks)
+    json_path = _eval_json_path(args.json)
+    # bad data is reported before the model loads
+    texts = load_texts(args.data, args.text_column) if not args.no_perplexity else None
+    for task in tasks:
+        load_task(task)
     printer = EventPrinter(args.quiet)
     loaded = printer.consume(iter_load_model(args.source, "causal-lm", args.trust_remote_code))
-    windows = perplexity_windows(texts, loaded.tokenizer, args.sequence_length, args.max_windows or None,
-                                 args.convention)
-    result: dict[str, Any] = {"perplexity": printer.consume(iter_perplexity(loaded.model, windows)).to_dict()}
+    result: dict[str, Any] = {"written_by": EVAL_JSON_MARK, "model": args.source}
+    if texts is not None:
+        windows = perplexity_windows(texts, loaded.tokenizer, args.sequence_length, args.max_windows or None,
+                                     args.convention)
+        result["perplexity"] = printer.consume(iter_perplexity(loaded.model, windows)).to_dict()
     if args.speed:
         from core.eval.speed import iter_measure_speed
 
         result["speed"] = printer.consume(iter_measure_speed(loaded.model, loaded.tokenizer)).to_dict()
-    if args.json:
+    if tasks:
+        scores = printer.consume(iter_tasks(loaded.model, loaded.tokenizer, tasks, args.limit or None, args.seed))
+        result["tasks"] = {name: score.to_dict() for name, score in scores.items()}
+    if json_path == "-":
         print(json.dumps(result, indent=2))
         return 0
-    ppl = result["perplexity"]
-    print(f"Perplexity   {ppl['perplexity']:.3f}  ({ppl['windows']} windows of {args.sequence_length} tokens, "
-          f"{ppl['tokens']:,} predicted tokens, {ppl['seconds']:.1f} s) on {args.data}")
-    print(f"Method       {ppl['method']}")
+    if json_path is not None:
+        from core.io.export import write_text_atomic
+
+        write_text_atomic(json_path, json.dumps(result, indent=2) + "\n", replaceable=_written_by_eval)
+    _print_eval(args, result)
+    if json_path is not None:
+        print(f"Wrote        {json_path}")
+    return 0
+
+
+EVAL_JSON_MARK = "compression-studio-cli eval"
+
+
+def _eval_json_path(value: str | None) -> str | Path | None:
+    """Where ``--json`` writes: None, "-" (standard output) or a file this command may replace."""
+    if value in (None, "-"):
+        return value
+    path = Path(value).expanduser()
+    if path.is_dir() or not path.parent.is_dir():
+        raise StudioError(f"--json {value}: give a file name in an existing folder, such as scores.json.")
+    if path.exists() and not _written_by_eval(path):
+        raise StudioError(f"--json {value} exists and was not written by `eval`, so it is never replaced; "
+                          "choose another file name.")
+    return path
+
+
+def _written_by_eval(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("written_by") == EVAL_JSON_MARK
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _print_eval(args, result: dict[str, Any]) -> None:
+    if "perplexity" in result:
+        ppl = result["perplexity"]
+        print(f"Perplexity   {ppl['perplexity']:.3f}  ({ppl['windows']} windows of {args.sequence_length} tokens, "
+              f"{ppl['tokens']:,} predicted tokens, {ppl['seconds']:.1f} s) on {args.data}")
+        print(f"Method       {ppl['method']}")
     if "speed" in result:
         speed = result["speed"]
         print(f"Speed        prefill {speed['prefill_ms']:.1f} ms for {speed['prompt_tokens']} tokens, "
               f"decode {speed['decode_tokens_per_s']:.1f} tokens/s (median of {speed['repeats']})")
-    return 0
+    if "tasks" in result:
+        print(f"{'Task':<16} {'questions':>14} {'acc':>15} {'acc_norm':>15}  headline  seconds")
+        for score in result["tasks"].values():
+            asked = f"{score['n']} of {score['rows_total']}"
+            print(f"{score['title']:<16} {asked:>14} {_pct(score['acc'], score['acc_stderr']):>15} "
+                  f"{_pct(score['acc_norm'], score['acc_norm_stderr']):>15}  {score['headline']:<8}  "
+                  f"{score['seconds']:7.1f}")
+        print("Method       zero-shot, scored as lm-evaluation-harness 0.4 scores multiple choice; ± is the standard "
+              "error" + (f" ({args.limit} questions per task, drawn with seed {args.seed})" if args.limit else ""))
+
+
+def _pct(value: float, stderr: float | None) -> str:
+    return f"{value:.1%} ± {stderr:.1%}" if stderr is not None else f"{value:.1%}"
 
 
 def _cmd_run(args) -> int:
@@ -236,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_inspect)
 
-    p = sub.add_parser("eval", help="perplexity (and optionally speed) of a causal LM")
+    p = sub.add_parser("eval", help="perplexity, task accuracy (and optionally speed) of a causal LM")
     model_args(p)
     p.add_argument("--data", default="bundled:wiki-evaluation", help="text file/folder or bundled dataset")
     p.add_argument("--text-column", default="text")
@@ -247,7 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "transformers' perplexity guide (and GPTQ/SparseGPT/Wanda papers), lm-eval's rolling "
                         "log-likelihood, or llama.cpp's llama-perplexity (default: %(default)s)")
     p.add_argument("--speed", action="store_true", help="also measure prefill latency and decode tokens/s")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-perplexity", action="store_true", help="skip perplexity (e.g. with --tasks)")
+    p.add_argument("--tasks", default="", help="comma-separated zero-shot tasks scored as lm-eval scores them: "
+                   "arc_easy, arc_challenge, piqa, hellaswag, boolq, or your own .jsonl (question, choices, answer)")
+    p.add_argument("--limit", type=int, default=0, help="questions per task, a seeded random subset (0 = all)")
+    p.add_argument("--seed", type=int, default=0, help="which random subset --limit draws (default: %(default)s)")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT.json",
+                   help="write the results as JSON to OUT.json (or print them, without a file name)")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("run", help="run a recipe and write the compressed model")

@@ -25,9 +25,10 @@ from typing import Any
 import yaml
 
 from core.data.conventions import CONVENTIONS
+from core.data.task_rows import check_task_names
 from core.engine.params import config_from_dict, config_to_dict, param, validate_config
 from core.engine.registry import get_technique
-from core.errors import RecipeError
+from core.errors import DataError, RecipeError
 
 RECIPE_VERSION = 1
 TASKS = ("causal-lm", "sequence-classification")
@@ -69,6 +70,13 @@ class EvalSpec:
     speed: bool = param(False, "Measure prefill latency and decode tokens/s before and after.")
     kl_to_teacher: bool = param(True, "Measure how far the result's predictions drift from the "
                                 "original's (KL divergence per token).")
+    tasks: list[str] = param(
+        [], "Zero-shot tasks scored before and after, exactly as lm-eval scores them: arc_easy, arc_challenge, "
+        "piqa, hellaswag, boolq, or a .jsonl file of your own multiple-choice questions (question, choices, "
+        "answer).", label="Tasks")
+    task_limit: int = param(250, "Questions per task: a random subset of this many (the same every run) gives a "
+                            "quick estimate with its error bar; 0 scores every question (minutes to hours).",
+                            minimum=0, maximum=100000)
     prompts: list[str] = param([], "Prompts both models answer (greedy, 48 new tokens) so you can compare "
                           "their text side by side.")
 
@@ -112,6 +120,10 @@ class Recipe:
         validate_config(self.model, "model: ")
         validate_config(self.data, "data: ")
         validate_config(self.evaluation, "evaluation: ")
+        try:
+            check_task_names(self.evaluation.tasks)
+        except DataError as exc:
+            raise RecipeError(f"evaluation: tasks: {exc}") from None
         validate_config(self.output, "output: ")
         for index, step in enumerate(self.steps):
             validate_config(step.config, f"step {index + 1} ({step.technique}): ")

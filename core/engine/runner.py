@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from core.data.perplexity_windows import PerplexityWindows, perplexity_windows
+from core.data.task_rows import TASKS, load_task
 from core.data.texts import load_labelled, load_texts, local_path, token_windows
 from core.engine.recipe import Recipe
 from core.engine.registry import get_technique
@@ -28,6 +29,7 @@ from core.errors import RecipeError
 from core.eval.metrics import align_predictions, classification_metrics, iter_predict_labels
 from core.eval.perplexity import iter_kl_to_teacher, iter_perplexity
 from core.eval.speed import iter_generate_samples, iter_measure_speed
+from core.eval.task_accuracy import iter_tasks
 from core.events import Log, Metric, RunDone, StageStarted, StepDone
 from core.io.output_rules import Input, check_output_dir
 from core.io.save_dtype import cast_floating_weights, dtype_name, resolve_save_dtype
@@ -93,6 +95,9 @@ def run_inputs(recipe: Recipe, recipe_file: str | Path | None = None) -> list[In
         path = local_path(source)
         if path is not None:
             found.append(Input(path, label))
+    for task in recipe.evaluation.tasks:
+        if task not in TASKS:
+            found.append(Input(Path(task).expanduser(), f"the task file {Path(task).name}"))
     if recipe_file is not None:
         found.append(Input(Path(recipe_file), "the recipe file"))
     return found
@@ -107,6 +112,9 @@ def check_data(recipe: Recipe) -> None:
         load_texts(data.evaluation, data.text_column)
     if recipe.model.task == "sequence-classification":
         load_labelled(data.labelled, data.text_column, data.label_column, recipe.seed)
+    if recipe.model.task == "causal-lm":
+        for task in recipe.evaluation.tasks:
+            load_task(task)
 
 
 def check_run(recipe: Recipe, output_dir: str | Path, *, overwrite: bool = False, device: str = "cpu",
@@ -141,6 +149,14 @@ def _measure(model, tokenizer, recipe: Recipe, eval_windows, label: str, on_disk
         result["classification"] = scores
         for key in ("accuracy", "macro_f1"):
             yield Metric(f"{key}/{label}", float(scores[key]))
+    if recipe.evaluation.tasks and recipe.model.task == "causal-lm":
+        scores = yield from iter_tasks(model, tokenizer, recipe.evaluation.tasks,
+                                       recipe.evaluation.task_limit or None, seed=recipe.seed)
+        result["tasks"] = {name: score.to_dict() for name, score in scores.items()}
+        for name, score in scores.items():
+            yield Metric(f"task/{name}/{label}", score.headline_value)
+            yield Log(f"{score.title} {label}: {score.headline} {score.headline_value:.1%} "
+                      f"± {score.headline_stderr:.1%} over {score.n} questions")
     if recipe.evaluation.prompts and recipe.model.task == "causal-lm":
         samples = yield from iter_generate_samples(model, tokenizer, recipe.evaluation.prompts)
         result["samples"] = [sample.to_dict() for sample in samples]

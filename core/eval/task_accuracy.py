@@ -70,7 +70,8 @@ class TaskScore:
         return self.acc_stderr if self.headline == "acc" else self.acc_norm_stderr
 
     def to_dict(self, with_rows: bool = False) -> dict[str, Any]:
-        data = asdict(self)
+        data = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
+        data["stderr"] = data["acc_stderr" if self.headline == "acc" else "acc_norm_stderr"]
         if not with_rows:
             for key in ("loglikelihoods", "golds", "ids"):
                 data.pop(key)
