@@ -103,17 +103,19 @@ def choice_predictions(loglikelihoods: list[float], choices: tuple[str, ...]) ->
 
 def iter_choice_loglikelihoods(model: torch.nn.Module, tokenizer: Any, questions: list[ChoiceQuestion], *,
                                token_budget: int = DEFAULT_TOKEN_BUDGET, share_context: bool = True,
-                               stage: str = "tasks") -> Generator[Any, None, list[list[float]]]:
+                               max_length: int | None = None, stage: str = "tasks",
+                               ) -> Generator[Any, None, list[list[float]]]:
     """Summed log-likelihood of every choice of every question, yielding progress.
 
     Questions are packed (see :mod:`core.eval.choice_packing`) unless ``share_context`` is off,
-    then batched longest first under ``token_budget`` tokens per forward pass.  Before packing,
+    then batched longest first under ``token_budget`` tokens per forward pass.  ``max_length``
+    (default: the model's context, as lm-eval resolves it) is where inputs are cut.  Before packing,
     one question is scored both ways; a model whose attention ignores the packed mask (it gives
     different numbers) is scored one sequence per choice instead, with a Log saying so.
     """
     if token_budget < 1:
         raise DataError(f"The token budget must be at least 1, got {token_budget}.")
-    max_length = model_max_length(model, tokenizer)
+    max_length = max_length or model_max_length(model, tokenizer)
     encoded = [encode_choices(tokenizer, q.context, q.choices) for q in questions]
     if share_context and questions and not (yield from _packing_agrees(model, encoded, max_length)):
         yield Log("This model's attention ignores custom masks: scoring each answer choice separately (slower).")
