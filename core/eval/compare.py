@@ -7,6 +7,8 @@ Everything here is pure (no torch, no Qt), so the app, the HTML report and the C
   model) against student (the saved result), with the student/teacher ratio.  Every number comes
   from the report, i.e. was measured by the run; a number the run did not measure is ``None`` and
   the row says how to get it measured, never an estimate;
+* :func:`task_rows` and :func:`task_summary` do the same for zero-shot task accuracy (one row per
+  task, each figure with its standard error) and put the averages into one plain sentence;
 * :func:`token_divergence` aligns two token sequences and marks the tokens where they differ.
 """
 
@@ -14,11 +16,13 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.data.task_rows import TASKS
 from core.errors import StudioError
 
 NOT_MEASURED = "not measured"
@@ -192,6 +196,221 @@ def format_value(value: float | None, unit: str = "") -> str:
 
 def format_ratio(ratio: float | None) -> str:
     return "—" if ratio is None else f"{ratio:.3g}×"
+
+
+# ------------------------------------------------------------------------------- task accuracy
+HEADLINE_WORDS = {"acc": "accuracy", "acc_norm": "accuracy with answers scored per character (acc_norm)"}
+
+
+@dataclass
+class TaskRow:
+    """One zero-shot task, original (teacher) against result (student): the headline figure as a
+    fraction 0..1 with its standard error (``None`` where the run did not score that side)."""
+
+    name: str
+    title: str
+    what: str  # one plain sentence: what the task asks ('' for a person's own file)
+    headline: str  # "acc" or "acc_norm"
+    chance: float | None  # accuracy of guessing
+    n: int  # questions scored
+    rows_total: int  # questions in the task
+    subset: str  # "all", or how the random subset was drawn
+    teacher: float | None
+    teacher_stderr: float | None
+    student: float | None
+    student_stderr: float | None
+
+    @property
+    def measured(self) -> bool:
+        return self.teacher is not None and self.student is not None
+
+    @property
+    def change(self) -> float | None:
+        """student - teacher, in fractions (0.01 = one percentage point)."""
+        return self.student - self.teacher if self.measured else None
+
+    @property
+    def is_subset(self) -> bool:
+        return self.n < self.rows_total
+
+    @property
+    def questions(self) -> str:
+        """'250 of 2,376 (random subset)' or 'all 2,376'."""
+        if self.is_subset:
+            return f"{self.n:,} of {self.rows_total:,} (random subset)"
+        return f"all {self.rows_total:,}"
+
+    @property
+    def within_error(self) -> bool | None:
+        """Whether the change is smaller than its error bar (see :func:`difference_error`)."""
+        return _within(self.change, difference_error(self.teacher_stderr, self.student_stderr))
+
+    @property
+    def near_chance(self) -> bool:
+        """Whether the original scores within two standard errors of guessing: then the task says
+        little about what compression did."""
+        if self.teacher is None or self.chance is None:
+            return False
+        return self.teacher <= self.chance + 2 * (self.teacher_stderr or 0.0)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _headline(score: dict[str, Any]) -> tuple[float | None, float | None]:
+    """(headline value, its standard error) of one stored task score."""
+    headline = score.get("headline", "acc")
+    stderr = score.get("stderr", score.get(f"{headline}_stderr"))
+    return _number(score.get(headline)), _number(stderr)
+
+
+def _task_scores(part: Any) -> dict[str, dict[str, Any]]:
+    tasks = part.get("tasks") if isinstance(part, dict) else None
+    return {k: v for k, v in tasks.items() if isinstance(v, dict)} if isinstance(tasks, dict) else {}
+
+
+def task_rows(report: dict[str, Any]) -> list[TaskRow]:
+    """One row per task a run scored (``report["before"|"after"]["tasks"]``), in the run's order."""
+    before, after = _task_scores(report.get("before")), _task_scores(report.get("after"))
+    rows = []
+    for name in dict.fromkeys([*before, *after]):
+        teacher, student = before.get(name, {}), after.get(name, {})
+        either = {**student, **teacher}
+        info = TASKS.get(name)
+        t_value, t_err = _headline(teacher) if teacher else (None, None)
+        s_value, s_err = _headline(student) if student else (None, None)
+        rows_total = either.get("rows_total")
+        n = either.get("n")
+        rows.append(TaskRow(
+            name, str(either.get("title") or (info.title if info else Path(name).name)), info.what if info else "",
+            str(either.get("headline", "acc")), _number(either.get("chance")),
+            int(n) if isinstance(n, int) else 0, int(rows_total) if isinstance(rows_total, int) else 0,
+            str(either.get("subset", "")), t_value, t_err, s_value, s_err))
+    return rows
+
+
+def difference_error(teacher_stderr: float | None, student_stderr: float | None) -> float | None:
+    """The error bar of a difference: sqrt(teacher's stderr² + student's stderr²), the standard error
+    of a difference of two independent measurements (None when either is unknown)."""
+    if teacher_stderr is None or student_stderr is None:
+        return None
+    return math.hypot(teacher_stderr, student_stderr)
+
+
+def _within(change: float | None, error: float | None) -> bool | None:
+    if change is None or error is None:
+        return None
+    return abs(change) < error
+
+
+@dataclass
+class TaskSummary:
+    """The average headline accuracy of the tasks scored on both sides, and what it means."""
+
+    tasks: list[str]  # titles of the tasks averaged
+    teacher: float
+    student: float
+    teacher_stderr: float | None
+    student_stderr: float | None
+    sentence: str
+
+    @property
+    def kept(self) -> float | None:
+        """student / teacher: the share of the original's accuracy the result keeps (None if the original is 0)."""
+        return self.student / self.teacher if self.teacher else None
+
+    @property
+    def change(self) -> float:
+        return self.student - self.teacher
+
+    @property
+    def error(self) -> float | None:
+        return difference_error(self.teacher_stderr, self.student_stderr)
+
+    @property
+    def within_error(self) -> bool | None:
+        return _within(self.change, self.error)
+
+
+def _mean_stderr(stderrs: list[float | None]) -> float | None:
+    """Standard error of the mean of independent figures: sqrt(sum of stderr²) / count."""
+    if not stderrs or any(e is None for e in stderrs):
+        return None
+    return math.sqrt(sum(e * e for e in stderrs)) / len(stderrs)
+
+
+def task_summary(rows: list[TaskRow]) -> TaskSummary | None:
+    """Average the headline figures of the tasks measured on both sides and say it in one sentence.
+
+    The sentence gives the share of the original's average the result keeps, both averages, and
+    whether their difference is smaller than its error bar (the standard error of the difference,
+    :func:`difference_error`, each average's standard error being sqrt(sum of its tasks' stderr²)
+    divided by the number of tasks).  Tasks on which the original itself scores close to guessing
+    are named, since they say little about what compression did.  None when no task was scored on
+    both sides.
+    """
+    both = [r for r in rows if r.measured]
+    if not both:
+        return None
+    teacher = sum(r.teacher for r in both) / len(both)
+    student = sum(r.student for r in both) / len(both)
+    teacher_err = _mean_stderr([r.teacher_stderr for r in both])
+    student_err = _mean_stderr([r.student_stderr for r in both])
+    summary = TaskSummary([r.title for r in both], teacher, student, teacher_err, student_err, "")
+    summary.sentence = _task_sentence(summary, both)
+    return summary
+
+
+def _task_sentence(summary: TaskSummary, rows: list[TaskRow]) -> str:
+    on = "this task" if len(rows) == 1 else "these tasks"
+    figures = "the headline figure" if len(rows) == 1 else "average of the headline figures"
+    both = f"{figures}: {summary.student:.1%} for the result vs {summary.teacher:.1%} for the original"
+    kept = summary.kept
+    if kept is None:
+        text = f"The original scores 0% on {on}; the result scores {summary.student:.1%}."
+    elif kept <= 1:
+        text = f"The result keeps {kept:.0%} of the original's accuracy on {on} ({both})."
+    else:
+        text = f"The result scores {kept:.0%} of the original's accuracy on {on} ({both})."
+    error = summary.error
+    if error is not None:
+        points = f"{abs(summary.change) * 100:.1f} points"
+        if summary.within_error:
+            text += (f" The difference ({points}) is smaller than the measurement's error bars "
+                     f"(± {error * 100:.1f} points), so it may be chance.")
+        else:
+            text += (f" The difference ({points}) is larger than the measurement's error bars "
+                     f"(± {error * 100:.1f} points).")
+    guessing = [r.title for r in rows if r.near_chance]
+    if guessing:
+        text += (f" The original itself scores close to guessing on {', '.join(guessing)}, so "
+                 f"{'that task says' if len(guessing) == 1 else 'those tasks say'} little about the compression.")
+    return text
+
+
+def mean_task_accuracy(part: dict[str, Any]) -> float | None:
+    """The average headline accuracy (fraction 0..1) of the tasks in one side of a report
+    (``report["before"]`` or ``report["after"]``); None when it scored no task."""
+    values = [_headline(score)[0] for score in _task_scores(part).values()]
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def format_accuracy(value: float | None, stderr: float | None = None) -> str:
+    """0.4512, 0.0213 -> '45.1% ± 2.1'  (the error in percentage points; '—' when not measured)."""
+    if value is None:
+        return "—"
+    return f"{value:.1%}" + (f" ± {stderr * 100:.1f}" if stderr is not None else "")
+
+
+def format_points(change: float | None) -> str:
+    """-0.014 -> '−1.4 points' (a difference of two accuracies, in percentage points)."""
+    if change is None:
+        return "—"
+    return f"{change * 100:+.1f} points".replace("-", "−")
 
 
 # ------------------------------------------------------------------------------- token divergence

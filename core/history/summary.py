@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.eval.compare import mean_task_accuracy
+
 
 def summarize_report(report: dict[str, Any]) -> dict[str, Any]:
-    """The numbers worth keeping from a runner report: sizes, parameters, quality, KL, time."""
+    """The numbers worth keeping from a runner report: sizes, parameters, quality (perplexity, accuracy, the
+    average zero-shot task accuracy), KL, time."""
     summary: dict[str, Any] = {}
     for label in ("before", "after"):
         part = report.get(label) or {}
@@ -20,6 +23,9 @@ def summarize_report(report: dict[str, Any]) -> dict[str, Any]:
         for key in ("accuracy", "macro_f1"):
             if isinstance(scores.get(key), int | float):
                 summary[f"{key}_{label}"] = scores[key]
+        tasks = mean_task_accuracy(part)
+        if tasks is not None:  # the average headline accuracy of the zero-shot tasks scored
+            summary[f"task_accuracy_{label}"] = tasks
         speed = (part.get("speed") or {}).get("decode_tokens_per_s")
         if isinstance(speed, int | float):
             summary[f"decode_tokens_per_s_{label}"] = speed
@@ -30,4 +36,7 @@ def summarize_report(report: dict[str, Any]) -> dict[str, Any]:
     if isinstance(report.get("seconds"), int | float):
         summary["seconds"] = report["seconds"]
     summary["steps"] = [step.get("technique", "?") for step in report.get("steps") or []]
+    scored = (report.get("after") or {}).get("tasks")
+    if isinstance(scored, dict) and scored:
+        summary["tasks"] = list(scored)  # which tasks the average covers (averages of other tasks differ)
     return summary

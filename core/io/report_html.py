@@ -1,6 +1,7 @@
 """A self-contained HTML report of a run, to send to a colleague (no Qt: the CLI writes it too).
 
-One file, no external resources: the comparison table (:func:`core.eval.compare.compare_rows`), bar
+One file, no external resources: the comparison table (:func:`core.eval.compare.compare_rows`), the
+zero-shot task accuracy when the run scored tasks (:func:`core.eval.compare.task_rows`), bar
 charts drawn here as inline SVG, the steps with their own summaries, sample answers when the run
 generated some, the environment and the recipe.  The app may add its own plot images (PNG bytes),
 which are embedded as data URIs.
@@ -17,9 +18,13 @@ from core.eval.compare import (
     CompareRow,
     SavedRun,
     compare_rows,
+    format_accuracy,
+    format_points,
     format_ratio,
     format_value,
     read_output_folder,
+    task_rows,
+    task_summary,
 )
 from core.io.export import write_text_atomic
 
@@ -111,6 +116,28 @@ def _table(rows: list[CompareRow]) -> str:
     return "".join(body) + "</table>"
 
 
+def _tasks(report: dict[str, Any]) -> str:
+    """The task accuracy section: the sentence, then one row per task ('' when the run scored none)."""
+    rows = task_rows(report)
+    if not rows:
+        return ""
+    summary = task_summary(rows)
+    body = ["<h2>Task accuracy</h2>",
+            f"<p>{escape(summary.sentence)}</p>" if summary else "",
+            "<p class='muted'>Zero-shot multiple-choice questions, scored as lm-evaluation-harness scores them; "
+            "each figure is the task's headline accuracy ± one standard error (in percentage points).</p>",
+            "<table><tr><th>Task</th><th>Questions</th><th>Original</th><th>Result</th><th>Change</th>"
+            "<th>Guessing scores</th></tr>"]
+    for row in rows:
+        what = f"<br><span class='muted'>{escape(row.what)}</span>" if row.what else ""
+        chance = f"{row.chance:.0%}" if row.chance is not None else "—"
+        body.append(f"<tr><td>{escape(row.title)}{what}</td><td>{escape(row.questions)}</td>"
+                    f"<td class='num'>{escape(format_accuracy(row.teacher, row.teacher_stderr))}</td>"
+                    f"<td class='num'>{escape(format_accuracy(row.student, row.student_stderr))}</td>"
+                    f"<td class='num'>{escape(format_points(row.change))}</td><td class='num'>{chance}</td></tr>")
+    return "".join(body) + "</table>"
+
+
 def _steps(report: dict[str, Any]) -> str:
     steps = report.get("steps") or []
     if not steps:
@@ -169,6 +196,7 @@ def build_report_html(run: SavedRun, images: dict[str, bytes] | None = None) -> 
         "did not take says so. Timings depend on the machine and what else it was doing.</p>",
         "<h2>Teacher and student</h2>", _table(rows),
         f"<div class='charts'>{figures}</div>" if figures else "",
+        _tasks(report),
         "<h2>Steps</h2>", _steps(report), _samples(report),
         "<h2>Environment</h2>", f"<p>{escape(env_text) or 'not recorded'}</p>",
         "<h2>Recipe</h2><p>Run it again with <code>compression-studio-cli run recipe.yaml -o OUTPUT</code>.</p>",
