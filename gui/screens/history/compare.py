@@ -22,6 +22,7 @@ ROWS = (
     ("Perplexity", "perplexity", "diff"),
     ("Accuracy", "accuracy", "diff"),
     ("Macro F1", "macro_f1", "diff"),
+    ("Average task accuracy", "task_accuracy", "diff"),
     ("Decode speed", "decode_tokens_per_s", "ratio"),
 )
 SINGLE_ROWS = (("KL to the original", "kl_to_teacher", "diff"), ("Top-1 agreement", "top1_agreement", "diff"))
@@ -30,6 +31,9 @@ EXPLAIN = {
     "Perplexity": "How surprised the model is by the evaluation text: lower is better.",
     "KL to the original": "How far the compressed model's predictions are from the original's (nats/token).",
     "Top-1 agreement": "How often both models predict the same next token.",
+    "Average task accuracy": "The average of the headline accuracies of the zero-shot tasks the run scored "
+                             "(multiple-choice questions scored as lm-eval scores them): higher is better. "
+                             "Averages of different tasks, or of different numbers of questions, differ.",
 }
 
 
@@ -46,7 +50,7 @@ def _change(kind: str, key: str, a: float | None, b: float | None) -> str:
     if kind == "ratio":
         return f"× {b / a:.3g}" if a else "—"
     delta = b - a
-    if key.startswith(("accuracy", "macro_f1", "top1")):
+    if key.startswith(("accuracy", "macro_f1", "top1", "task_accuracy")):
         return f"{delta * 100:+.1f} points"
     return f"{delta:+.4g}"
 

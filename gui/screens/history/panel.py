@@ -99,7 +99,9 @@ class HistoryPanel(QWidget):
         self.comparison = RunComparison()
         self.quality_box = QComboBox()
         self.quality_box.setToolTip("Which quality measure the plot and the table show. Lower perplexity and KL "
-                                    "are better; higher accuracy and F1 are better.")
+                                    "are better; higher accuracy, F1 and average task accuracy are better. "
+                                    "Average task accuracy is the mean of the zero-shot tasks' headline "
+                                    "figures; runs that scored no task have none.")
         for quality in QUALITIES:
             self.quality_box.addItem(quality.axis, quality)
         self.model_box = QComboBox()

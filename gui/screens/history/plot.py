@@ -17,7 +17,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from core.eval.pareto import pareto_front
-from gui.screens.history.style import SIZE_KEY, Quality, format_metric, short_source
+from gui.screens.history.style import SIZE_KEY, Quality, format_metric, quality_note, short_source
 
 POINT_COLOUR = "#5b8cc0"
 FRONT_COLOUR = "#e67e22"
@@ -103,6 +103,9 @@ class HistoryPlot(QWidget):
         if self.log_y:
             note += (f" The {quality.label.lower()} axis is logarithmic: the runs differ by more than "
                      f"×{LOG_SPAN:g}.")
+        task_sets = {tuple(r.metrics.get("tasks") or ()) for r in usable}
+        if quality.key.startswith("task_accuracy") and len(task_sets) > 1:
+            note += " These runs averaged different tasks, so their accuracies are not directly comparable."
         if skipped:
             note += f" {skipped} finished run{'s have' if skipped != 1 else ' has'} no {quality.label.lower()}."
         if not usable:
@@ -129,7 +132,8 @@ class HistoryPlot(QWidget):
         best = " — a best trade-off" if data in self.front_ids else ""
         return (f"Run #{record.id}: {record.recipe_name}{best}\n{short_source(record.source)}\n"
                 f"{format_metric(SIZE_KEY, record.metric(SIZE_KEY))} on disk, "
-                f"{self.quality.label.lower()} {format_metric(self.quality.key, record.metric(self.quality.key))}")
+                f"{self.quality.label.lower()} {format_metric(self.quality.key, record.metric(self.quality.key))}"
+                + (f"\n{note}" if (note := quality_note(record, self.quality)) else ""))
 
     def _clicked(self, _item: Any, points: Any, *_args: Any) -> None:
         if len(points):

@@ -38,6 +38,7 @@ QUALITIES = (
     Quality("perplexity_after", "Perplexity", False),
     Quality("accuracy_after", "Accuracy", True),
     Quality("macro_f1_after", "Macro F1", True),
+    Quality("task_accuracy_after", "Average task accuracy", True),
     Quality("kl_to_teacher", "KL to the original", False),
 )
 SIZE_KEY = "bytes_on_disk_after"
@@ -76,13 +77,21 @@ def format_metric(key: str, value: float | None) -> str:
         return format_bytes(value)
     if "parameters" in key:
         return short_count(int(value))
-    if key.startswith(("accuracy", "macro_f1", "top1")):
+    if key.startswith(("accuracy", "macro_f1", "top1", "task_accuracy")):
         return f"{value:.1%}"
     if key.startswith("decode"):
         return f"{value:.1f} tokens/s"
     if key == "seconds":
         return format_duration(value)
     return f"{value:.4g}"
+
+
+def quality_note(record: Any, quality: Quality) -> str:
+    """What a run's quality number covers, where that varies between runs ('' otherwise)."""
+    tasks = record.metrics.get("tasks")
+    if quality.key.startswith("task_accuracy") and isinstance(tasks, list) and tasks:
+        return f"Average of the headline accuracy of {len(tasks)} task(s): {', '.join(map(str, tasks))}."
+    return ""
 
 
 def best_quality(records: list[Any]) -> Quality:

@@ -8,7 +8,15 @@ from PySide6.QtCore import QItemSelectionModel, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
-from gui.screens.history.style import SIZE_KEY, Quality, format_metric, local_time, short_source, status_text
+from gui.screens.history.style import (
+    SIZE_KEY,
+    Quality,
+    format_metric,
+    local_time,
+    quality_note,
+    short_source,
+    status_text,
+)
 
 COLUMNS = ("#", "Started", "Status", "Best", "Recipe", "Model", "Steps", "Size after", "Quality after", "Output")
 TIPS = {
@@ -67,7 +75,7 @@ class RunTable(QTableWidget):
                 (short_source(record.source), record.source),
                 (", ".join(record.metrics.get("steps", [])) or "—", ""),
                 (format_metric(SIZE_KEY, record.metric(SIZE_KEY)), ""),
-                (format_metric(quality.key, record.metric(quality.key)), ""),
+                (format_metric(quality.key, record.metric(quality.key)), quality_note(record, quality)),
                 (record.output, record.output),
             ]
             for column, (text, tip) in enumerate(cells):
