@@ -1,4 +1,5 @@
-"""The Pipeline page's data and evaluation settings: which texts, how much of them, what to measure."""
+"""The Pipeline page's data and evaluation settings: which texts, how much of them, what to measure
+(including the zero-shot tasks scored before and after, :mod:`gui.screens.pipeline.task_picker`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from PySide6.QtWidgets import QFormLayout, QGroupBox, QLabel, QVBoxLayout, QWidg
 from core.engine.recipe import DataSpec, EvalSpec, OutputSpec
 from gui.screens.pipeline.data_choice import DataChoice
 from gui.screens.pipeline.param_form import ParamForm
+from gui.screens.pipeline.task_picker import TaskPicker
 
 DATA_FIELDS = ("sequence_length", "calibration_windows", "text_column", "label_column")
 EVAL_FIELDS = ("perplexity", "max_windows", "perplexity_convention", "kl_to_teacher", "speed")
@@ -38,8 +40,16 @@ class DataBox(QGroupBox):
         self.sources.addRow(self._label("Calibration:", self.calibration), self.calibration)
         self.sources.addRow(self._label("Evaluation:", self.evaluation_text), self.evaluation_text)
         self.sources.addRow(self._label("Labelled:", self.labelled), self.labelled)
+        self.tasks = TaskPicker()
+        self.tasks.changed.connect(self.changed)
+        # One slot per generated form, so each form replaced by set_specs keeps its place around the tasks.
+        self.slots = {name: QVBoxLayout() for name in ("data", "evaluation", "output")}
         self.layout_ = QVBoxLayout(self)
         self.layout_.addLayout(self.sources)
+        self.layout_.addLayout(self.slots["data"])
+        self.layout_.addLayout(self.slots["evaluation"])
+        self.layout_.addWidget(self.tasks)
+        self.layout_.addLayout(self.slots["output"])
         self.data_form: ParamForm | None = None
         self.eval_form: ParamForm | None = None
         self.output_form: ParamForm | None = None
@@ -66,10 +76,11 @@ class DataBox(QGroupBox):
         self.data_form = ParamForm(data, DATA_FIELDS, "data: ")
         self.eval_form = ParamForm(evaluation, EVAL_FIELDS, "evaluation: ", EVAL_LABELS)
         self.output_form = ParamForm(self.output, ("dtype",), "output: ", OUTPUT_LABELS)
-        for form in (self.data_form, self.eval_form, self.output_form):
+        for slot, form in zip(self.slots.values(), (self.data_form, self.eval_form, self.output_form), strict=True):
             form.layout().setContentsMargins(0, 0, 0, 0)
             form.changed.connect(self.changed)
-            self.layout_.addWidget(form)
+            slot.addWidget(form)
+        self.tasks.set_spec(evaluation)
         self.changed.emit()
 
     def _sources_changed(self) -> None:
@@ -79,4 +90,5 @@ class DataBox(QGroupBox):
         self.changed.emit()
 
     def errors(self) -> list[str]:
-        return [e for e in (self.data_form.check(), self.eval_form.check(), self.output_form.check()) if e]
+        return [e for e in (self.data_form.check(), self.eval_form.check(), self.tasks.error(),
+                            self.output_form.check()) if e]

@@ -24,7 +24,9 @@ class EstimateBox(QGroupBox):
         self.last: Any = None
         self.fits = True
 
-    def show_estimate(self, summary: Any, recipe: Any, device: str, available: int | None) -> None:
+    def show_estimate(self, summary: Any, recipe: Any, device: str, available: int | None,
+                      task_seconds: float | None = None) -> None:
+        """Show the estimate; ``task_seconds``: what scoring the zero-shot tasks adds (both models), if any."""
         if summary is None:
             self.last, self.fits = None, True
             self.label.setText("Load a model on the Model page to see an estimate.")
@@ -43,7 +45,8 @@ class EstimateBox(QGroupBox):
                             + (f"; the source file is {format_bytes(source)}" if source else "")),
             ("Peak memory", f"about {format_bytes(est.peak_bytes)}"
                             + (f" of {format_bytes(available)} free on {escape(device)}" if available else "")),
-            ("Time", f"roughly {format_duration(est.seconds)} on {escape(device)}"),
+            ("Time", f"roughly {format_duration(est.seconds + (task_seconds or 0))} on {escape(device)}"
+                     + (f", of which about {format_duration(task_seconds)} scoring the tasks" if task_seconds else "")),
         ]
         html = "".join(f"<p style='margin:1px 0'><b>{name}:</b> {value}</p>" for name, value in rows)
         for note in dict.fromkeys(est.notes):

@@ -295,8 +295,11 @@ class PipelinePanel(QWidget):
     def update_estimate(self) -> None:
         ctx = self.context()
         recipe = self.build_recipe()
+        parameters = int(ctx.summary.parameters) if ctx.summary is not None else None
+        self.data_box.tasks.set_model(parameters, ctx.device, ctx.task)
         try:
-            self.estimate_box.show_estimate(ctx.summary, recipe, ctx.device, ctx.available_bytes)
+            self.estimate_box.show_estimate(ctx.summary, recipe, ctx.device, ctx.available_bytes,
+                                            self.data_box.tasks.estimated_seconds())
         except Exception as exc:  # an estimate must never break the page
             self.estimate_box.label.setText(f"No estimate: {exc}")
         problems = self.current_problems()
