@@ -147,7 +147,7 @@ class MainWindow(QMainWindow):
 
     def _report_images(self) -> dict[str, bytes]:
         """PNGs of the comparison charts, for the HTML report (grabbed in the GUI thread)."""
-        return self.compare_panel.charts.png_images() if self.compare_panel.run is not None else {}
+        return self.compare_panel.png_images() if self.compare_panel.run is not None else {}
 
     def rerun_recipe(self, recipe: Any) -> JobHandle | None:
         """Load a recipe from the History page into the Pipeline page and run it into a new folder."""

@@ -1,7 +1,8 @@
 """The Compare page: the run's source model (teacher) against its result (student).
 
 The table and charts come from the run's ``report.json``: every number was measured by the run,
-and a number it did not measure says how to get it.  Below them the generation playground asks
+and a number it did not measure says how to get it.  When the run scored zero-shot tasks, their
+accuracy follows (:mod:`gui.screens.compare.tasks`).  Below them the generation playground asks
 both models the same prompt.  Works for the run just finished, or any saved output folder.
 """
 
@@ -18,7 +19,8 @@ from PySide6.QtWidgets import QHBoxLayout, QSplitter, QVBoxLayout, QWidget
 from core.eval.compare import compare_rows, read_output_folder, size_note
 from gui.errors import show_error
 from gui.screens.compare.playground import Playground
-from gui.screens.compare.table import CompareCharts, CompareTable
+from gui.screens.compare.table import CompareCharts, CompareTable, plot_png
+from gui.screens.compare.tasks import TaskSection
 from gui.widgets.labels import heading, rich_label
 from gui.widgets.result_folder import OPEN_SHORTCUT, ask_result_folder, open_result_button
 
@@ -34,6 +36,7 @@ class ComparePanel(QWidget):
         self.title = rich_label("No result yet: run a pipeline, or open the output folder of an earlier run.")
         self.table = CompareTable()
         self.charts = CompareCharts()
+        self.tasks = TaskSection()
         self.playground = Playground(device)
 
         top = QHBoxLayout()
@@ -45,8 +48,9 @@ class ComparePanel(QWidget):
         upper.setSizes([620, 480])
         self.splitter = QSplitter(Qt.Orientation.Vertical)
         self.splitter.addWidget(upper)
+        self.splitter.addWidget(self.tasks)
         self.splitter.addWidget(self.playground)
-        self.splitter.setSizes([330, 300])
+        self.splitter.setSizes([330, 300, 300])
         self.splitter.setChildrenCollapsible(False)
         layout = QVBoxLayout(self)
         layout.addWidget(heading("Compare"))
@@ -60,6 +64,7 @@ class ComparePanel(QWidget):
         rows = compare_rows(run.report) if run is not None else []
         self.table.show_rows(rows)
         self.charts.show_rows(rows)
+        self.tasks.show_report(run.report if run is not None else None)
         self.playground.set_run(run)
         if run is None:
             self.title.setText("No result yet: run a pipeline, or open the output folder of an earlier run.")
@@ -70,6 +75,16 @@ class ComparePanel(QWidget):
                            f"{escape(run.teacher_source)}; student: {escape(str(run.folder))}<br>"
                            "Every number below was measured by the run; none is estimated."
                            + (f"<br><span style='color:#b35900'>{escape(note)}</span>" if note else ""))
+
+    def png_images(self) -> dict[str, bytes]:
+        """The page's charts as PNG bytes (caption -> image), for the HTML report."""
+        images = self.charts.png_images()
+        if self.tasks.rows:
+            png = plot_png(self.tasks.chart.plot)
+            if png:
+                images["Task accuracy: original (grey) and result (blue), ± one standard error; red dashes = "
+                       "guessing"] = png
+        return images
 
     def show_folder(self, folder: str | Path) -> Any:
         """Read a run's output folder and show it; returns the SavedRun (raises StudioError if it is not one)."""

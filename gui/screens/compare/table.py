@@ -132,11 +132,17 @@ class CompareCharts(QWidget):
         images = {}
         for caption, plot in (("Size in MB: teacher (grey) and student (blue), as drawn in the app", self.size_plot),
                               ("Student / teacher for each measured number", self.ratio_plot)):
-            data = QByteArray()
-            buffer = QBuffer(data)
-            buffer.open(QIODevice.OpenModeFlag.WriteOnly)
-            plot.grab().save(buffer, "PNG")
-            buffer.close()
-            if data.size():
-                images[caption] = bytes(data.data())
+            png = plot_png(plot)
+            if png:
+                images[caption] = png
         return images
+
+
+def plot_png(plot: pg.PlotWidget) -> bytes:
+    """A plot as drawn, as PNG bytes (empty when it cannot be grabbed)."""
+    data = QByteArray()
+    buffer = QBuffer(data)
+    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+    plot.grab().save(buffer, "PNG")
+    buffer.close()
+    return bytes(data.data())
