@@ -147,3 +147,23 @@ def test_the_recipe_chooses_the_perplexity_convention_and_the_report_names_it(tm
     with pytest.raises(RecipeError, match="perplexity_convention"):
         load_recipe(write_recipe(tmp_path / "bad.yaml", tiny_llama_dir, text_file,
                                  evaluation={"perplexity_convention": "mine"}))
+
+
+def test_the_recipe_scores_its_tasks_before_and_after(tmp_path, tiny_llama_dir, text_file):
+    """Tasks named in the recipe (here a person's own multiple-choice file) are scored on the original and the
+    result; the file is one of the run's inputs, and an unknown task name is refused before any work."""
+    questions = tmp_path / "quiz.jsonl"
+    questions.write_text("".join(json.dumps({"question": f"Which number is {i}?", "choices": [str(i), str(i + 1)],
+                                             "answer": 0}) + "\n" for i in range(6)))
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", tiny_llama_dir, text_file,
+                                      evaluation={"tasks": [str(questions)], "task_limit": 0}))
+    events, report = collect(run_recipe(recipe, tmp_path / "out"))
+    for label in ("before", "after"):
+        score = report[label]["tasks"][str(questions)]
+        assert (score["n"], score["rows_total"], score["headline"], score["chance"]) == (6, 6, "acc", 0.5)
+        metric = [e for e in events if isinstance(e, Metric) and e.name == f"task/{questions}/{label}"]
+        assert [m.value for m in metric] == [score["acc"]]
+    with pytest.raises(RecipeError, match="Unknown task"):
+        load_recipe(write_recipe(tmp_path / "bad.yaml", tiny_llama_dir, text_file, evaluation={"tasks": ["mmlu"]}))
+    with pytest.raises(Exception, match="task file"):  # the output may not replace a file the run reads
+        collect(run_recipe(recipe, questions, overwrite=True))

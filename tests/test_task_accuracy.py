@@ -193,3 +193,21 @@ def test_eval_command_writes_each_tasks_scores(smollm, tmp_path, capsys):
     assert "never replaced" in capsys.readouterr().err and foreign.read_text() == '{"mine": true}'
     assert main(["eval", "bundled:smollm2-135m", "--tasks", "arc_eas"]) == 2
     assert "Unknown task(s) arc_eas" in capsys.readouterr().err
+
+
+def test_a_run_scores_the_original_and_the_result_on_the_same_questions(smollm, tmp_path):
+    """Through the runner, on real weights: 'before' is the original's accuracy on the seeded subset (equal to
+    scoring it directly), and half the weights pruned by magnitude changes the answers."""
+    from core.engine.recipe import Recipe
+    from core.engine.runner import run_recipe
+
+    recipe = Recipe.from_dict({"model": {"source": "bundled:smollm2-135m"},
+                               "evaluation": {"perplexity": False, "kl_to_teacher": False, "tasks": ["arc_easy"],
+                                              "task_limit": 40},
+                               "steps": [{"technique": "magnitude_prune", "params": {"sparsity": 0.5}}]})
+    report = drain(run_recipe(recipe, tmp_path / "out"))
+    before, after = report["before"]["tasks"]["arc_easy"], report["after"]["tasks"]["arc_easy"]
+    direct = task_accuracy(smollm.model, smollm.tokenizer, "arc_easy", limit=40, seed=recipe.seed)
+    assert (before["acc"], before["acc_norm"]) == (direct.acc, direct.acc_norm)
+    assert before["subset"] == after["subset"] == "40 of 2376 drawn at random (seed 0)"
+    assert (after["acc"], after["acc_norm"]) != (before["acc"], before["acc_norm"])

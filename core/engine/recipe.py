@@ -120,10 +120,7 @@ class Recipe:
         validate_config(self.model, "model: ")
         validate_config(self.data, "data: ")
         validate_config(self.evaluation, "evaluation: ")
-        try:
-            check_task_names(self.evaluation.tasks)
-        except DataError as exc:
-            raise RecipeError(f"evaluation: tasks: {exc}") from None
+        _check_tasks(self.evaluation)
         validate_config(self.output, "output: ")
         for index, step in enumerate(self.steps):
             validate_config(step.config, f"step {index + 1} ({step.technique}): ")
@@ -156,10 +153,12 @@ class Recipe:
         seed = raw.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise RecipeError(f"seed must be a whole number, got {seed!r}")
+        evaluation = config_from_dict(EvalSpec, raw.get("evaluation"), "evaluation: ")
+        _check_tasks(evaluation)
         return cls(name=str(raw.get("name", "untitled")), description=str(raw.get("description") or ""), seed=seed,
                    model=config_from_dict(ModelSpec, raw.get("model"), "model: "),
                    data=config_from_dict(DataSpec, raw.get("data"), "data: "),
-                   evaluation=config_from_dict(EvalSpec, raw.get("evaluation"), "evaluation: "),
+                   evaluation=evaluation,
                    output=config_from_dict(OutputSpec, raw.get("output"), "output: "), steps=steps)
 
     def to_yaml(self) -> str:
@@ -169,6 +168,14 @@ class Recipe:
         path = Path(path)
         text = json.dumps(self.to_dict(), indent=2) if path.suffix == ".json" else self.to_yaml()
         path.write_text(text, encoding="utf-8")
+
+
+def _check_tasks(evaluation: EvalSpec) -> None:
+    """RecipeError naming unknown task names (a bundled name or a .jsonl file is expected)."""
+    try:
+        check_task_names(evaluation.tasks)
+    except DataError as exc:
+        raise RecipeError(f"evaluation: tasks: {exc}") from None
 
 
 def _step_from_dict(index: int, raw: Any) -> Step:
