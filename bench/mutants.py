@@ -22,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 QUALITY = "tests/test_technique_quality.py"
 CONVENTION = "tests/test_perplexity_convention.py"
+TASK_ACC = "tests/test_task_accuracy.py"
+TASK_DATA = "tests/test_task_data.py"
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,28 @@ MUTANTS = [
     Mutant("llama.cpp's chunks keep their first token", "core/data/perplexity_windows.py",
            "        tokens[:, 0] = lead[-1]\n", "        pass\n",
            (CONVENTION,)),
+    Mutant("acc_norm not divided by the choice's length", "core/eval/task_accuracy.py",
+           "normalised = [ll / len(choice) for", "normalised = [ll + 0 * len(choice) for",
+           (TASK_ACC,)),
+    Mutant("choices scored without lm-eval's leading space", "core/eval/choice_packing.py",
+           'strings = [kept] + [kept + moved + " " + choice for', 'strings = [kept] + [kept + moved + choice for',
+           (TASK_ACC,)),
+    Mutant("packed choices read each other", "core/eval/choice_packing.py",
+           "allowed = causal & ((read == -1) | (read == reader)) & (read != -2)", "allowed = causal & (read != -2)",
+           (TASK_ACC,)),
+    Mutant("choice positions run on across choices", "core/eval/choice_packing.py",
+           "positions += range(len(context), len(context) + len(read))", "positions += range(start, start + len(read))",
+           (TASK_ACC,)),
+    Mutant("standard error over n instead of n - 1", "core/eval/task_accuracy.py",
+           "variance = sum((v - mean) ** 2 for v in values) / (n - 1)",
+           "variance = sum((v - mean) ** 2 for v in values) / n",
+           (TASK_ACC,)),
+    Mutant("HellaSwag endings not preprocessed", "core/data/task_rows.py",
+           "[_hellaswag_preprocess(ending) for ending in", "[ending for ending in",
+           (TASK_DATA,)),
+    Mutant("the quick subset ignores the seed", "core/data/task_rows.py",
+           "random.Random(seed).sample(", "random.Random(0).sample(",
+           (TASK_DATA,)),
 ]
 
 

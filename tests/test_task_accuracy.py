@@ -131,6 +131,8 @@ def _separately(model, tokenizer, question: ChoiceQuestion) -> list[float]:
 def test_packed_choices_equal_separate_forward_passes(smollm):
     for name in ("hellaswag", "arc_challenge", "piqa"):
         questions = pick_questions(load_task(name), 5, seed=1)
+        events = list(iter_choice_loglikelihoods(smollm.model, smollm.tokenizer, questions, token_budget=512))
+        assert not any(isinstance(e, Log) and "separately" in e.message for e in events)  # packing was used
         lls = drain(iter_choice_loglikelihoods(smollm.model, smollm.tokenizer, questions, token_budget=512))
         for question, packed in zip(questions, lls, strict=True):
             assert packed == pytest.approx(_separately(smollm.model, smollm.tokenizer, question), abs=1e-3)
