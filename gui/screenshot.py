@@ -5,13 +5,17 @@
     xvfb-run -a python -m gui.screenshot --step run --out docs/screenshots/run.png
     xvfb-run -a python -m gui.screenshot --step compare --out docs/screenshots/compare.png
     xvfb-run -a python -m gui.screenshot --step export --out docs/screenshots/export.png
+    xvfb-run -a python -m gui.screenshot --step compare --result OUTPUT_FOLDER --out compare.png
+    xvfb-run -a python -m gui.screenshot --step pipeline --tasks arc_easy,piqa --out pipeline.png
 
 Starts the app, waits for the device list, loads the model, waits until it is shown, grabs the
 window to a PNG and quits.  ``--step pipeline`` first sets up a Wanda 50% step with a small
 calibration set; ``--step run`` also starts that run and grabs the window mid-run, once about
 half the layers are pruned.  ``--step compare`` runs it to the end (speed measured too) and grabs
 the Compare page once the playground has answered; ``--step export`` grabs the Export page of that
-result.  Exit code 0 on success, 1 if anything failed or timed out.
+result.  ``--result FOLDER`` shows an existing output folder on Compare and Export instead of
+running (the playground is left unasked); ``--tasks`` ticks zero-shot tasks on the Pipeline page.
+Exit code 0 on success, 1 if anything failed or timed out.
 """
 
 from __future__ import annotations
@@ -40,8 +44,8 @@ def use_color_scheme(app, scheme: str) -> None:
 
 
 def _prepare(window, name: str, technique: str, sparsity: float, calibration_windows: int | None = None,
-             speed: bool = False) -> None:
-    """One pruning step at ``sparsity`` with 128-token windows and 4 evaluation windows."""
+             speed: bool = False, tasks: tuple[str, ...] = ()) -> None:
+    """One pruning step at ``sparsity`` with 128-token windows and 4 evaluation windows (and ``tasks`` ticked)."""
     panel = window.pipeline_panel
     panel.name.setText(name)
     step = panel.add_step(technique)
@@ -53,19 +57,21 @@ def _prepare(window, name: str, technique: str, sparsity: float, calibration_win
     panel.data_box.eval_form.set_value("max_windows", 4)
     if speed:
         panel.data_box.eval_form.set_value("speed", True)
+    for task in tasks:
+        panel.data_box.tasks.boxes[task].setChecked(True)
     panel.recipe_bar.output.setText(str(Path(tempfile.gettempdir()) / "compression-studio-shots"))
     panel.update_estimate()
 
 
-def prepare_pipeline(window) -> None:
+def prepare_pipeline(window, tasks: tuple[str, ...] = ()) -> None:
     """A Wanda 50% step with a small calibration set, as a person would set it up for a first try."""
-    _prepare(window, "Wanda 50% first try", "wanda_prune", 0.5, calibration_windows=8)
+    _prepare(window, "Wanda 50% first try", "wanda_prune", 0.5, calibration_windows=8, tasks=tasks)
 
 
-def prepare_quick_result(window) -> None:
+def prepare_quick_result(window, tasks: tuple[str, ...] = ()) -> None:
     """For the Compare and Export grabs: magnitude pruning (no calibration) and speed measured, so the
     run finishes in a few minutes even on a busy CPU."""
-    _prepare(window, "Magnitude 30% quick look", "magnitude_prune", 0.3, speed=True)
+    _prepare(window, "Magnitude 30% quick look", "magnitude_prune", 0.3, speed=True, tasks=tasks)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the model")
     parser.add_argument("--color-scheme", choices=("system", "light", "dark"), default="system",
                         help="ask the platform for a light or dark palette (Qt 6.8+)")
+    parser.add_argument("--result", type=Path, default=None,
+                        help="Compare/Export: show this output folder instead of running a pipeline")
+    parser.add_argument("--tasks", default="", help="comma-separated zero-shot tasks to tick (arc_easy, piqa, …)")
     args = parser.parse_args(argv)
+    tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
 
     app = create_app([sys.argv[0]])
     if args.color_scheme != "system":
@@ -155,7 +165,15 @@ def main(argv: list[str] | None = None) -> int:
         if step not in ("Pipeline", "Run", "Compare", "Export"):
             QTimer.singleShot(500, grab)
             return
-        (prepare_quick_result if step in ("Compare", "Export") else prepare_pipeline)(window)
+        if args.result is not None and step in ("Compare", "Export"):
+            try:
+                window.export_panel.set_run(window.compare_panel.show_folder(args.result))
+            except Exception as exc:
+                fail(exc, action="reading the result folder")
+                return
+            QTimer.singleShot(500, grab if step == "Compare" else after_run)
+            return
+        (prepare_quick_result if step in ("Compare", "Export") else prepare_pipeline)(window, tasks)
         if step == "Pipeline":
             QTimer.singleShot(500, grab)
             return

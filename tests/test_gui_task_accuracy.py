@@ -160,7 +160,8 @@ def test_compare_shows_each_task_side_by_side(qtbot, tmp_path):
     section = panel.tasks
     assert not section.isHidden()
     table = section.table
-    assert table.text_at("ARC-Easy", 1) == "250 of 2,376 (random subset)"
+    assert table.text_at("ARC-Easy", 1) == "250 of 2,376" and "random subset" in table.item(0, 1).toolTip()
+    assert section.note.text().startswith("ARC-Easy was scored on a random subset")  # BoolQ: all of it
     assert table.text_at("ARC-Easy", 2) == "60.0% ± 3.0" and table.text_at("ARC-Easy", 3) == "55.0% ± 3.0"
     assert table.text_at("ARC-Easy", 4) == "−5.0 points" and table.text_at("ARC-Easy", 5) == "25%"
     assert table.text_at("BoolQ", 1) == "all 3,270" and table.text_at("BoolQ", 2) == "64.0% ± 2.0"
@@ -170,11 +171,11 @@ def test_compare_shows_each_task_side_by_side(qtbot, tmp_path):
     assert "58.5% for the result vs 62.0% for the original" in text
     assert "larger than the measurement's error bars (± 2.5 points)" in text
     chart = section.chart
-    assert list(chart.teacher_bars.opts["height"]) == pytest.approx([60.0, 64.0])
-    assert list(chart.student_bars.opts["height"]) == pytest.approx([55.0, 62.0])
-    assert list(chart.student_errors.opts["height"]) == pytest.approx([6.0, 4.0])  # ± one standard error
-    x, y = chart.chance.getData()
-    assert list(y) == pytest.approx([25.0, 25.0, 50.0, 50.0])
+    assert list(chart.teacher_bars.opts["width"]) == pytest.approx([60.0, 64.0])
+    assert list(chart.student_bars.opts["width"]) == pytest.approx([55.0, 62.0])
+    assert list(chart.student_errors.opts["width"]) == pytest.approx([6.0, 4.0])  # ± one standard error
+    x, _y = chart.chance.getData()
+    assert list(x) == pytest.approx([25.0, 25.0, 50.0, 50.0])
     assert any("Task accuracy" in caption for caption in panel.png_images())
 
 

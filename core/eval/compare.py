@@ -234,11 +234,14 @@ class TaskRow:
         return self.n < self.rows_total
 
     @property
+    def count(self) -> str:
+        """'250 of 2,376' or 'all 2,376'."""
+        return f"{self.n:,} of {self.rows_total:,}" if self.is_subset else f"all {self.rows_total:,}"
+
+    @property
     def questions(self) -> str:
         """'250 of 2,376 (random subset)' or 'all 2,376'."""
-        if self.is_subset:
-            return f"{self.n:,} of {self.rows_total:,} (random subset)"
-        return f"all {self.rows_total:,}"
+        return f"{self.count} (random subset)" if self.is_subset else self.count
 
     @property
     def within_error(self) -> bool | None:
@@ -389,6 +392,16 @@ def _task_sentence(summary: TaskSummary, rows: list[TaskRow]) -> str:
         text += (f" The original itself scores close to guessing on {', '.join(guessing)}, so "
                  f"{'that task says' if len(guessing) == 1 else 'those tasks say'} little about the compression.")
     return text
+
+
+def subset_note(rows: list[TaskRow]) -> str:
+    """A sentence naming the tasks scored on a random subset of their questions ('' when none was)."""
+    subset = [r.title for r in rows if r.is_subset]
+    if not subset:
+        return ""
+    which = "Every task was" if len(subset) == len(rows) else f"{', '.join(subset)} {'was' if len(subset) == 1 else 'were'}"
+    return (f"{which} scored on a random subset of its questions (the same subset every run): quicker, with wider "
+            "error bars. 'Questions per task: all' on the Pipeline page scores every question.")
 
 
 def mean_task_accuracy(part: dict[str, Any]) -> float | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QHBoxLayout, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QScrollArea, QSplitter, QVBoxLayout, QWidget
 
 from core.eval.compare import compare_rows, read_output_folder, size_note
 from gui.errors import show_error
@@ -50,12 +50,18 @@ class ComparePanel(QWidget):
         self.splitter.addWidget(upper)
         self.splitter.addWidget(self.tasks)
         self.splitter.addWidget(self.playground)
-        self.splitter.setSizes([330, 300, 300])
+        self.splitter.setSizes([300, 300, 220])
         self.splitter.setChildrenCollapsible(False)
+        # The page scrolls rather than squeezing the task section and the playground in a short window.
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll.setWidget(self.splitter)
         layout = QVBoxLayout(self)
         layout.addWidget(heading("Compare"))
         layout.addLayout(top)
-        layout.addWidget(self.splitter, 1)
+        layout.addWidget(self.scroll, 1)
         self.set_run(None)
 
     def set_run(self, run: Any) -> None:

@@ -10,6 +10,7 @@ from PySide6.QtCore import QBuffer, QByteArray, QIODevice, Qt
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QHBoxLayout,
+    QHeaderView,
     QTableWidgetItem,
     QWidget,
 )
@@ -48,7 +49,20 @@ class CompareTable(ReadOnlyTable):
                 item = self._put(index, 1, row.missing, "This run did not measure it; nothing is estimated.")
                 item.setForeground(quiet)
                 self.setSpan(index, 1, 1, 3)
+        self._fit_number_columns()
         self.resizeRowsToContents()
+
+    def _fit_number_columns(self) -> None:
+        """Size the number columns to their numbers and headers.  A 'not measured' sentence spans all
+        three and wraps there, instead of widening the teacher's column to its full length (which
+        pushed the numbers out of sight in a narrow window)."""
+        metrics, header = self.fontMetrics(), self.horizontalHeader()
+        for column in (1, 2, 3):
+            texts = [self.item(r, column).text() for r in range(self.rowCount())
+                     if self.item(r, column) is not None and self.columnSpan(r, column) == 1]
+            width = max([metrics.horizontalAdvance(t) + 16 for t in texts] + [header.sectionSizeHint(column)])
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.Fixed)
+            header.resizeSection(column, width)
 
     def _put(self, row: int, column: int, text: str, tooltip: str, numeric: bool = False) -> QTableWidgetItem:
         item = QTableWidgetItem(text)

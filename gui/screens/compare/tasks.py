@@ -16,7 +16,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QGroupBox, QHBoxLayout, QSplitter, QTableWidgetItem, QVBoxLayout, QWidget
 
-from core.eval.compare import TaskRow, format_accuracy, format_points, task_rows, task_summary
+from core.eval.compare import TaskRow, format_accuracy, format_points, subset_note, task_rows, task_summary
 from gui.widgets.labels import rich_label
 from gui.widgets.plots import make_plot
 from gui.widgets.tables import ReadOnlyTable
@@ -27,7 +27,7 @@ HEADERS = ("Task", "Questions", "Original", "Result", "Change", "Guessing")
 TIPS = {
     "Task": "The zero-shot task: multiple-choice questions both models answer. Hover a task for what it asks.",
     "Questions": "How many questions were scored, of how many the task has. A random subset (the same every "
-                 "run) is quicker; its error bar is wider.",
+                 "run) is quicker; its error bars are wider.",
     "Original": "The original model's headline accuracy ± one standard error (percentage points).",
     "Result": "The compressed model's headline accuracy ± one standard error (percentage points).",
     "Change": "Result minus original, in percentage points.",
@@ -54,7 +54,8 @@ class TaskTable(ReadOnlyTable):
                     if row.near_chance else "")
             cells = [
                 (row.title, about + near, False),
-                (row.questions, f"{row.subset or 'all'}" + ("" if row.is_subset else " questions"), False),
+                (row.count, f"{row.subset} (a random subset)" if row.is_subset else "Every question of the task.",
+                 False),
                 (format_accuracy(row.teacher, row.teacher_stderr), TIPS["Original"], True),
                 (format_accuracy(row.student, row.student_stderr), TIPS["Result"], True),
                 (format_points(row.change), TIPS["Change"] + self._error_words(row), True),
@@ -67,6 +68,10 @@ class TaskTable(ReadOnlyTable):
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.setItem(index, column, item)
         self.resizeRowsToContents()
+        # Exactly as tall as every task needs: the page scrolls instead of hiding rows behind a scroll bar.
+        rows_height = sum(self.rowHeight(r) for r in range(self.rowCount()))
+        self.setFixedHeight(self.horizontalHeader().sizeHint().height() + rows_height + 2 * self.frameWidth()
+                              + self.horizontalScrollBar().sizeHint().height())
 
     @staticmethod
     def _error_words(row: TaskRow) -> str:
@@ -88,54 +93,61 @@ def _percent(values: list[float | None]) -> np.ndarray:
 
 
 class TaskChart(QWidget):
-    """Bars per task, original (grey) and result (blue), ± one standard error, guessing dashed in red."""
+    """Horizontal bars per task (the table's order, top to bottom): original (grey) above result (blue),
+    each ± one standard error, and a red dashed tick where guessing would score."""
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.plot = make_plot("Task accuracy", "accuracy (%)", "", "Each task's headline accuracy: grey = original, "
-                              "blue = result. The black whiskers are ± one standard error; the red dashes mark "
-                              "what guessing would score.")
+        self.plot = make_plot("", "", "accuracy (%)", "Each task's headline accuracy: grey = original, blue = "
+                              "result. The black whiskers are ± one standard error; the red dashes mark what "
+                              "guessing would score.")
         self.plot.setMouseEnabled(x=False, y=False)
-        legend = self.plot.addLegend(offset=(10, 5), colCount=3)
-        self.teacher_bars = pg.BarGraphItem(x=np.zeros(0), height=np.zeros(0), width=BAR_WIDTH, brush=TEACHER_BRUSH)
-        self.student_bars = pg.BarGraphItem(x=np.zeros(0), height=np.zeros(0), width=BAR_WIDTH, brush=STUDENT_BRUSH)
+        self.plot.setMinimumHeight(200)
+        self.plot.invertY(True)  # the table's order, top to bottom
+        self.plot.getAxis("left").setWidth(96)  # room for the task names
+        self.teacher_bars = pg.BarGraphItem(x0=0, y=np.zeros(0), width=np.zeros(0), height=BAR_WIDTH,
+                                            brush=TEACHER_BRUSH)
+        self.student_bars = pg.BarGraphItem(x0=0, y=np.zeros(0), width=np.zeros(0), height=BAR_WIDTH,
+                                            brush=STUDENT_BRUSH)
         pen = pg.mkPen("#222222", width=1.2)
-        self.teacher_errors = pg.ErrorBarItem(beam=0.12, pen=pen)  # whiskers of total height 2 x stderr
+        self.teacher_errors = pg.ErrorBarItem(beam=0.12, pen=pen)  # whiskers of total width 2 x stderr
         self.student_errors = pg.ErrorBarItem(beam=0.12, pen=pen)
         self.chance = pg.PlotDataItem([], [], connect="pairs",
-                                      pen=pg.mkPen(CHANCE_PEN, width=1.5, style=Qt.PenStyle.DashLine))
+                                      pen=pg.mkPen(CHANCE_PEN, width=2, style=Qt.PenStyle.DashLine))
         for item in (self.teacher_bars, self.student_bars, self.teacher_errors, self.student_errors, self.chance):
             self.plot.addItem(item)
-        legend.addItem(self.teacher_bars, "original")
-        legend.addItem(self.student_bars, "result")
-        legend.addItem(self.chance, "guessing")
+        # The key sits under the chart, never over a bar.
+        self.key = rich_label(f"<span style='color:{TEACHER_BRUSH}'>■</span> original &nbsp; "
+                              f"<span style='color:{STUDENT_BRUSH}'>■</span> result &nbsp; "
+                              f"<span style='color:{CHANCE_PEN}'><b>¦</b></span> guessing &nbsp; "
+                              "<b>├┤</b> ± one standard error", selectable=False)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.plot)
+        layout.addWidget(self.plot, 1)
+        layout.addWidget(self.key)
 
     def show_rows(self, rows: list[TaskRow]) -> None:
-        x = np.arange(len(rows), dtype=float)
+        y = np.arange(len(rows), dtype=float)
         shift = BAR_WIDTH / 2 + 0.01
         for bars, errors, values, stderrs, offset in (
                 (self.teacher_bars, self.teacher_errors, [r.teacher for r in rows],
                  [r.teacher_stderr for r in rows], -shift),
                 (self.student_bars, self.student_errors, [r.student for r in rows],
                  [r.student_stderr for r in rows], shift)):
-            heights = _percent(values)
-            bars.setOpts(x=x + offset, height=np.nan_to_num(heights))
-            spread = np.nan_to_num(_percent(stderrs))
-            errors.setData(x=x + offset, y=np.nan_to_num(heights), height=2 * spread)
+            lengths = np.nan_to_num(_percent(values))
+            bars.setOpts(x0=0, y=y + offset, width=lengths, height=BAR_WIDTH)
+            errors.setData(x=lengths, y=y + offset, width=2 * np.nan_to_num(_percent(stderrs)))
         chance_x, chance_y = [], []
         for i, row in enumerate(rows):
             if row.chance is not None:
-                chance_x += [i - 0.46, i + 0.46]
-                chance_y += [100 * row.chance] * 2
+                chance_x += [100 * row.chance] * 2
+                chance_y += [i - 0.46, i + 0.46]
         self.chance.setData(chance_x, chance_y)
-        self.plot.getAxis("bottom").setTicks([[(i, r.title) for i, r in enumerate(rows)]])
-        self.plot.setXRange(-0.6, max(len(rows), 1) - 0.4, padding=0)
+        self.plot.getAxis("left").setTicks([[(i, r.title) for i, r in enumerate(rows)]])
+        self.plot.setYRange(-0.6, max(len(rows), 1) - 0.4, padding=0)
         tops = [100 * ((v or 0) + (e or 0)) for r in rows for v, e in ((r.teacher, r.teacher_stderr),
                                                                        (r.student, r.student_stderr))]
-        self.plot.setYRange(0, min(100.0, max(tops + [10.0]) * 1.25), padding=0)  # room for the legend
+        self.plot.setXRange(0, min(100.0, max(tops + [10.0]) * 1.08), padding=0)
 
 
 class TaskSection(QGroupBox):
@@ -146,19 +158,24 @@ class TaskSection(QGroupBox):
         self.setToolTip("Multiple-choice questions the original and the result both answered during the run.")
         self.sentence = rich_label("")
         self.table = TaskTable()
+        self.note = rich_label("")
+        self.note.setStyleSheet("color: palette(placeholder-text);")
         self.chart = TaskChart()
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
         left_layout.addWidget(self.sentence)
-        left_layout.addWidget(self.table, 1)
+        left_layout.addWidget(self.table)
+        left_layout.addWidget(self.note)
+        left_layout.addStretch(1)
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(left)
         self.splitter.addWidget(self.chart)
-        self.splitter.setSizes([620, 480])
+        self.splitter.setSizes([600, 400])
         self.splitter.setChildrenCollapsible(False)
         layout = QHBoxLayout(self)
         layout.addWidget(self.splitter)
+        self.left = left
         self.rows: list[TaskRow] = []
         self.summary: Any = None
 
@@ -169,8 +186,29 @@ class TaskSection(QGroupBox):
         self.setVisible(bool(self.rows))
         self.table.show_rows(self.rows)
         self.chart.show_rows(self.rows)
+        self.note.setText(escape(subset_note(self.rows), quote=False))
+        self.note.setVisible(bool(self.note.text()))
         if self.summary is None:
             self.sentence.setText("The tasks were not scored on both sides, so there is nothing to compare."
                                   if self.rows else "")
         else:
             self.sentence.setText(escape(self.summary.sentence, quote=False))
+        self._fit_height()
+
+    def _fit_height(self) -> None:
+        """At least as tall as the wrapped sentence, every table row and the note need at this width
+        (a splitter does not ask wrapped labels how tall they get, and would overlap them)."""
+        width = max(self.left.width(), 200)
+        spacing = self.left.layout().spacing()
+        needed = self.sentence.heightForWidth(width) + self.table.minimumHeight() + spacing
+        if self.note.isVisibleTo(self):
+            needed += self.note.heightForWidth(width) + spacing
+        margins = self.layout().contentsMargins()
+        needed += margins.top() + margins.bottom() + self.fontMetrics().height()  # the box's title
+        needed = max(needed, self.chart.minimumSizeHint().height() + margins.top() + margins.bottom())
+        if needed != self.minimumHeight():
+            self.setMinimumHeight(needed)
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        self._fit_height()

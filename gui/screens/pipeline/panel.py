@@ -158,6 +158,9 @@ class PipelinePanel(QWidget):
         right_scroll = _scrolled(right_inner)
         right_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         right_inner.setMinimumWidth(380)
+        # The splitter may not squeeze the column below its content (it would be cut off on the right:
+        # there is no sideways scrolling); room for the vertical scroll bar too.
+        right_scroll.setMinimumWidth(380 + right_scroll.verticalScrollBar().sizeHint().width() + 4)
         self.splitter.addWidget(right_scroll)
         self.splitter.setChildrenCollapsible(False)
         self.splitter.setStretchFactor(1, 1)

@@ -74,12 +74,12 @@ class TaskPicker(QWidget):
             grid.addWidget(box, index // COLUMNS, index % COLUMNS)
         self.own_label = QLabel()
         self.own_label.setWordWrap(True)
-        self.own_button = QPushButton("Add own questions…")
+        self.own_button = QPushButton("Add file…")
         self.own_button.setToolTip("Score a .jsonl file of your own multiple-choice questions too: one per line "
                                    "with 'question', 'choices' (a list of texts) and 'answer' (its index, text or "
                                    "letter).")
         self.own_button.clicked.connect(self.choose_own_file)
-        self.clear_button = QPushButton("Remove own")
+        self.clear_button = QPushButton("Remove")
         self.clear_button.setToolTip("Stop scoring your own question files (the bundled tasks stay as ticked).")
         self.clear_button.clicked.connect(self.clear_own_files)
         own_row = QHBoxLayout()
