@@ -6,7 +6,7 @@ applies it, runs those tests, and puts the file back whatever happens; a mutant 
 reviewers break the code in ways they do not tell us, so it should keep growing.
 
     .venv/bin/python bench/mutants.py            # every mutant (minutes each: the quality tests load SmolLM2)
-    .venv/bin/python bench/mutants.py wanda      # the mutants whose name contains "wanda"
+    .venv/bin/python bench/mutants.py wanda gptq # the mutants whose name contains "wanda" or "gptq"
 """
 
 from __future__ import annotations
@@ -131,9 +131,9 @@ def run(mutant: Mutant) -> tuple[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("match", nargs="?", default="", help="only the mutants whose name contains this")
+    parser.add_argument("match", nargs="*", help="only the mutants whose name contains one of these")
     args = parser.parse_args()
-    chosen = [m for m in MUTANTS if args.match.lower() in m.name.lower()]
+    chosen = [m for m in MUTANTS if not args.match or any(w.lower() in m.name.lower() for w in args.match)]
     survived = 0
     for mutant in chosen:
         verdict, seconds = run(mutant)

@@ -52,7 +52,7 @@ def lm_eval_scores(model, tokenizer, names: list[str], count: int, folder: Path,
     from lm_eval.models.huggingface import HFLM
 
     configs = [task_config(name, first_rows_file(name, count, folder)) for name in names]
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=8, **hflm)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, **{"batch_size": 8, **hflm})
     # bootstrap_iters > 0 only so that lm-eval reports stderrs; a mean's stderr is not bootstrapped.
     out = simple_evaluate(model=lm, tasks=configs, log_samples=True, num_fewshot=0, bootstrap_iters=10)
     return {name: (out["results"][f"local_{name}"],
