@@ -294,10 +294,51 @@ def distill() -> str:
     return source_line(["distill"], ["bench/bench_distill.py"]) + text
 
 
+TASK_TITLES = {"arc_easy": "ARC-Easy", "arc_challenge": "ARC-Challenge", "piqa": "PIQA", "hellaswag": "HellaSwag",
+               "boolq": "BoolQ"}
+
+
+def _accuracy(score: dict) -> str:
+    value = score["acc"] if score["headline"] == "acc" else score["acc_norm"]
+    return f"{value:.1%} ± {score['stderr']:.1%}" if score.get("stderr") is not None else f"{value:.1%}"
+
+
+def tasks() -> str:
+    result = load("tasks")
+    rows, names = result["rows"], result["settings"]["tasks"]
+    first = rows[0]["tasks"]
+    header = ["model"] + [f"{TASK_TITLES.get(n, n)} ({first[n]['headline']})" for n in names] + [
+        "average", "compress s", "scoring s"]
+    body = [[row["model"]] + [_accuracy(row["tasks"][n]) for n in names]
+            + [f"{row['average']:.1%}", num(row.get("compress_s"), ".0f"), num(row.get("scoring_s"), ".0f")]
+            for row in rows]
+    counts = ", ".join(f"{TASK_TITLES.get(n, n)} {first[n]['n']:,} of {first[n]['rows_total']:,}" for n in names)
+    subset = any(first[n]["n"] < first[n]["rows_total"] for n in names)
+    note = (f" (a random subset, seed {result['settings']['seed']}, the same for every model)" if subset else "")
+    return (source_line(["tasks"], ["bench/bench_tasks.py"]) + table(header, body)
+            + f"\nQuestions scored per task: {counts}{note}.\n")
+
+
+def tasks_speed() -> str:
+    result = load("tasks")
+    speed = result["settings"]["speed"]
+    body = [[TASK_TITLES.get(r["task"], r["task"]), str(r["questions"]), f"{r['lm_eval_s']:.1f}",
+             f"{r['lm_eval_one_question_s']:.1f}", f"{r['ours_s']:.1f}", f"{r['ratio']:.2f}",
+             "yes" if r["same_answers"] else "**no**", f"{r['max_loglikelihood_diff']:.1e}"] for r in speed]
+    total_lm, total_ours = sum(r["lm_eval_s"] for r in speed), sum(r["ours_s"] for r in speed)
+    body.append(["**all five**", str(sum(r["questions"] for r in speed)), f"{total_lm:.1f}",
+                 f"{sum(r['lm_eval_one_question_s'] for r in speed):.1f}", f"{total_ours:.1f}",
+                 f"**{total_ours / total_lm:.2f}**", "yes" if all(r["same_answers"] for r in speed) else "**no**",
+                 f"{max(r['max_loglikelihood_diff'] for r in speed):.1e}"])
+    return source_line(["tasks"], ["bench/bench_tasks.py"]) + table(
+        ["task", "questions", "lm-eval s", "lm-eval s for one question", "ours s", "ours ÷ lm-eval",
+         "same answer to every question", "largest log-likelihood difference"], body)
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
     "baseline": baseline, "prune": prune, "prune-peers": prune_peers, "structured": structured, "quant": quant,
     "quant-ingredients": quant_ingredients, "quant-peers": quant_peers, "decode": decode, "lowrank": lowrank,
-    "distill": distill,
+    "distill": distill, "tasks": tasks, "tasks-speed": tasks_speed,
 }
 
 
