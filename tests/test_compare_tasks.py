@@ -6,6 +6,8 @@ mixed up, the average or kept share is wrong, or the error-bar clause says the o
 
 from __future__ import annotations
 
+import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -126,3 +128,28 @@ def test_html_report_has_the_task_table_and_sentence():
     assert "62.0% ± 4.0" in section and "BoolQ" in section
     plain = SavedRun(Path("/tmp/result"), {"before": {}, "after": {}}, "name: x\n")
     assert "Task accuracy" not in build_report_html(plain)
+
+
+def test_the_change_is_judged_against_the_paired_error_when_the_answers_are_known():
+    """Both models answer the same 400 questions and the result loses exactly 12 of them: a real drop of
+    3 points that independent error bars (±3.3) would call chance; paired over the questions it is not."""
+    teacher_answers = "1" * 200 + "0" * 200
+    student_answers = "0" * 12 + "1" * 188 + "0" * 200
+
+    def side(answers):
+        value = answers.count("1") / len(answers)
+        stderr = math.sqrt(value * (1 - value) / (len(answers) - 1))
+        return {"tasks": {"piqa": {"title": "PIQA", "headline": "acc_norm", "acc_norm": value, "stderr": stderr,
+                                   "n": 400, "rows_total": 1838, "chance": 0.5, "answers": answers}}}
+
+    report = {"before": side(teacher_answers), "after": side(student_answers)}
+    row = task_rows(report)[0]
+    diffs = [int(s) - int(t) for t, s in zip(teacher_answers, student_answers, strict=True)]
+    assert row.change_stderr == pytest.approx(statistics.stdev(diffs) / math.sqrt(400))
+    assert row.change_stderr < 0.01 < difference_error(row.teacher_stderr, row.student_stderr)
+    assert row.within_error is False
+    summary = task_summary([row])
+    assert "larger than the measurement's error bars" in summary.sentence
+    without = {side_name: {"tasks": {"piqa": {k: v for k, v in part["tasks"]["piqa"].items() if k != "answers"}}}
+               for side_name, part in report.items()}
+    assert "smaller than the measurement's error bars" in task_summary(task_rows(without)).sentence

@@ -69,6 +69,8 @@ def test_every_row_scores_as_lm_eval_scores_it(smollm, reference, name):
         assert float(pred == question.gold) == sample["acc"]
         if "acc_norm" in sample:
             assert float(pred_norm == question.gold) == sample["acc_norm"]
+    headline = "acc_norm" if "acc_norm" in samples[0] else "acc"
+    assert ours.answers == "".join(str(int(sample[headline])) for sample in samples)  # per question, for pairing
     assert ours.acc == aggregates["acc,none"]
     assert ours.acc_stderr == pytest.approx(aggregates["acc_stderr,none"], rel=1e-9)
     if "acc_norm,none" in aggregates:  # lm-eval's BoolQ reports acc only

@@ -219,6 +219,7 @@ class TaskRow:
     teacher_stderr: float | None
     student: float | None
     student_stderr: float | None
+    change_stderr: float | None = None  # the change's standard error (paired where the answers are known)
 
     @property
     def measured(self) -> bool:
@@ -245,8 +246,8 @@ class TaskRow:
 
     @property
     def within_error(self) -> bool | None:
-        """Whether the change is smaller than its error bar (see :func:`difference_error`)."""
-        return _within(self.change, difference_error(self.teacher_stderr, self.student_stderr))
+        """Whether the change is smaller than its error bar (``change_stderr``)."""
+        return _within(self.change, self.change_stderr)
 
     @property
     def near_chance(self) -> bool:
@@ -287,12 +288,33 @@ def task_rows(report: dict[str, Any]) -> list[TaskRow]:
         s_value, s_err = _headline(student) if student else (None, None)
         rows_total = either.get("rows_total")
         n = either.get("n")
+        paired = paired_difference_error(teacher.get("answers"), student.get("answers"))
         rows.append(TaskRow(
             name, str(either.get("title") or (info.title if info else Path(name).name)), info.what if info else "",
             str(either.get("headline", "acc")), _number(either.get("chance")),
             int(n) if isinstance(n, int) else 0, int(rows_total) if isinstance(rows_total, int) else 0,
-            str(either.get("subset", "")), t_value, t_err, s_value, s_err))
+            str(either.get("subset", "")), t_value, t_err, s_value, s_err,
+            paired if paired is not None else difference_error(t_err, s_err)))
     return rows
+
+
+def paired_difference_error(teacher_answers: Any, student_answers: Any) -> float | None:
+    """Standard error of the change in accuracy when both models answered the same questions.
+
+    ``*_answers`` are strings of '1' (right) and '0' (wrong), one character per question in the same
+    order (a TaskScore's ``answers``).  The per-question differences d = student - teacher are in
+    {-1, 0, 1}; the error is their sample standard deviation / sqrt(n).  Pairing removes what the two
+    runs share (the questions' difficulty), so it is usually much smaller than treating the two
+    accuracies as independent.  None when the answers are missing or not comparable.
+    """
+    if not (isinstance(teacher_answers, str) and isinstance(student_answers, str)):
+        return None
+    if len(teacher_answers) != len(student_answers) or len(teacher_answers) < 2:
+        return None
+    diffs = [int(s) - int(t) for t, s in zip(teacher_answers, student_answers, strict=True)]
+    mean = sum(diffs) / len(diffs)
+    variance = sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)
+    return math.sqrt(variance / len(diffs))
 
 
 def difference_error(teacher_stderr: float | None, student_stderr: float | None) -> float | None:
@@ -329,9 +351,12 @@ class TaskSummary:
     def change(self) -> float:
         return self.student - self.teacher
 
+    change_stderrs: list[float | None] = field(default_factory=list)
+
     @property
     def error(self) -> float | None:
-        return difference_error(self.teacher_stderr, self.student_stderr)
+        """The standard error of the average change: sqrt(sum of the tasks' change errors²) / count."""
+        return _mean_stderr(self.change_stderrs)
 
     @property
     def within_error(self) -> bool | None:
@@ -349,9 +374,10 @@ def task_summary(rows: list[TaskRow]) -> TaskSummary | None:
     """Average the headline figures of the tasks measured on both sides and say it in one sentence.
 
     The sentence gives the share of the original's average the result keeps, both averages, and
-    whether their difference is smaller than its error bar (the standard error of the difference,
-    :func:`difference_error`, each average's standard error being sqrt(sum of its tasks' stderr²)
-    divided by the number of tasks).  Tasks on which the original itself scores close to guessing
+    whether their difference is smaller than its error bar (the standard error of the average change:
+    each task's change error, paired over the same questions where the report has the answers
+    (:func:`paired_difference_error`) and :func:`difference_error` otherwise, combined as
+    sqrt(sum of squares) / number of tasks).  Tasks on which the original itself scores close to guessing
     are named, since they say little about what compression did.  None when no task was scored on
     both sides.
     """
@@ -362,7 +388,8 @@ def task_summary(rows: list[TaskRow]) -> TaskSummary | None:
     student = sum(r.student for r in both) / len(both)
     teacher_err = _mean_stderr([r.teacher_stderr for r in both])
     student_err = _mean_stderr([r.student_stderr for r in both])
-    summary = TaskSummary([r.title for r in both], teacher, student, teacher_err, student_err, "")
+    summary = TaskSummary([r.title for r in both], teacher, student, teacher_err, student_err, "",
+                          [r.change_stderr for r in both])
     summary.sentence = _task_sentence(summary, both)
     return summary
 

@@ -57,6 +57,7 @@ class TaskScore:
     chance: float | None  # accuracy of guessing (None for a person's own file with varying choices)
     seconds: float
     subset: str  # "all", or how the subset was drawn
+    answers: str = ""  # per question, in order: "1" where the headline figure counts it right, else "0"
     loglikelihoods: list[list[float]] = field(default_factory=list, repr=False)  # per question, per choice
     golds: list[int] = field(default_factory=list, repr=False)
     ids: list[str] = field(default_factory=list, repr=False)
@@ -213,8 +214,10 @@ def score_questions(task: str, questions: list[ChoiceQuestion], loglikelihoods: 
     info = TASKS.get(task)
     choice_counts = {len(q.choices) for q in questions}
     chance = info.chance if info else (1.0 / choice_counts.pop() if len(choice_counts) == 1 else None)
+    headline = info.headline if info else "acc"
+    answers = "".join(str(int(v)) for v in (accs if headline == "acc" else norms))
     return TaskScore(task, task_title(task), len(questions), rows_total, acc, acc_stderr, acc_norm, acc_norm_stderr,
-                     info.headline if info else "acc", chance, seconds, subset, loglikelihoods,
+                     headline, chance, seconds, subset, answers, loglikelihoods,
                      [q.gold for q in questions], [q.id for q in questions])
 
 
