@@ -15,7 +15,7 @@ import gui.screens.pipeline.task_picker as task_picker  # noqa: E402
 from core.data.task_rows import TASKS  # noqa: E402
 from core.engine.recipe import EvalSpec, Recipe, recipe_from_text  # noqa: E402
 from core.eval.compare import read_output_folder  # noqa: E402
-from core.eval.task_accuracy import estimate_task_seconds  # noqa: E402
+from core.eval.task_time import estimate_task_seconds  # noqa: E402
 from core.history.store import History  # noqa: E402
 from core.history.summary import summarize_report  # noqa: E402
 from gui.screens.compare.panel import ComparePanel  # noqa: E402

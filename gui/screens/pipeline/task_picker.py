@@ -4,7 +4,7 @@ One check box per bundled task (``core.data.task_rows.TASKS``) and a spin box fo
 task, both bound to a recipe's ``EvalSpec`` (``tasks`` and ``task_limit``) the way ``ParamForm``
 binds the other evaluation fields: edits are written straight into the spec and ``changed`` fires.
 A person's own ``.jsonl`` entries in ``tasks`` are kept as they are.  A line under the boxes says
-how long scoring adds to the run, from :func:`core.eval.task_accuracy.estimate_task_seconds`.
+how long scoring adds to the run, from :func:`core.eval.task_time.estimate_task_seconds`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 from core.data.task_rows import TASK_SETUP_HINT, TASKS, tasks_ready
 from core.engine.params import param_specs
 from core.engine.recipe import EvalSpec
+from core.eval.task_time import estimate_task_seconds
 from gui.screens.pipeline.param_form import tooltip_for
 from gui.widgets.formatting import format_duration
 
@@ -168,10 +169,6 @@ class TaskPicker(QWidget):
         """Seconds scoring adds to a run (original and result), or None when unknown or nothing is scored."""
         if not self.evaluation.tasks or not self.parameters or not self._applies():
             return None
-        # Imported here: core.eval.task_accuracy imports torch, which the window must open without
-        # (tests/test_gui_main_window.py); a parameter count means a model, hence torch, is loaded already.
-        from core.eval.task_accuracy import estimate_task_seconds
-
         once = estimate_task_seconds(self.evaluation.tasks, self.evaluation.task_limit or None, self.parameters,
                                      self.device)
         return 2 * once
