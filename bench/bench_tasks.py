@@ -9,8 +9,8 @@ model on two CPU cores).  Each model is loaded fresh; GPTQ uses the "4-bit for a
 64 windows of 512 tokens of bundled:wiki-calibration.
 
 The speed part scores the first ``--speed-limit`` questions of each task with lm-eval 0.4.13
-(``simple_evaluate``, the model object in memory, batch size 16) and with ours (packed choices, 2,048
-tokens per batch), one task at a time, and checks that every question gets the same answer from both.
+(``simple_evaluate``, the model object in memory, batch size 16) and with ours (packed choices, 1,024
+tokens per batch on a CPU), one task at a time, and checks that every question gets the same answer from both.
 lm-eval's time includes reading the rows and building the task, as a person running it pays; the time of
 the same call on one question is recorded beside it, to show how much of it that is.
 """
@@ -111,6 +111,8 @@ def main() -> int:
 
     import torch
 
+    from core.eval.task_accuracy import TOKEN_BUDGET
+
     torch.manual_seed(0)
     tasks = args.tasks.split(",")
     models = [SHORT[m] for m in args.models.split(",")]
@@ -125,7 +127,7 @@ def main() -> int:
                 [("model", "model", "s"), ("average", "average headline", ".3f"), ("scoring_s", "scoring s", ".0f")])
     path = write_results("tasks", rows, {"limit": args.limit, "seed": args.seed, "tasks": tasks,
                                          "speed_limit": args.speed_limit, "lm_eval_batch_size": LM_EVAL_BATCH,
-                                         "token_budget": 2048, "speed": speed})
+                                         "token_budget": TOKEN_BUDGET["cpu"], "speed": speed})
     print(f"Wrote {path}")
     return 0
 
