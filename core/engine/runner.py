@@ -23,6 +23,7 @@ import torch
 from core.data.perplexity_windows import PerplexityWindows, perplexity_windows
 from core.data.task_rows import TASKS, load_task
 from core.data.texts import load_labelled, load_texts, local_path, token_windows
+from core.engine.original_cache import keep_measurements, load_measurements, measurement_key
 from core.engine.recipe import Recipe
 from core.engine.registry import get_technique
 from core.errors import RecipeError
@@ -131,30 +132,23 @@ def check_run(recipe: Recipe, output_dir: str | Path, *, overwrite: bool = False
 
 
 def _measure(model, tokenizer, recipe: Recipe, eval_windows, label: str, on_disk) -> Generator[Any, None, dict]:
-    """Size, and quality on the evaluation data, as a dict; also yields them as metrics."""
+    """Size, and quality on the evaluation data, as a dict; then yields its numbers as metrics."""
     summary = inspect_model(model, on_disk=on_disk, with_layers=False)
     result: dict[str, Any] = summary.to_dict(with_layers=False)
-    for name in ("parameters", "nonzero_parameters", "bytes_in_memory"):
-        yield Metric(f"{name}/{label}", float(result[name]))
     if eval_windows is not None:
         ppl = yield from iter_perplexity(model, eval_windows)
         result["perplexity"] = ppl.to_dict()
-        yield Metric(f"perplexity/{label}", ppl.perplexity)
         yield Log(f"Perplexity {label}: {ppl.perplexity:.3f} over {ppl.tokens} tokens")
     if recipe.model.task == "sequence-classification":
         data = load_labelled(recipe.data.labelled, recipe.data.text_column, recipe.data.label_column, recipe.seed)
         predicted = yield from iter_predict_labels(model, tokenizer, data.test.texts)
         predicted = align_predictions(predicted, getattr(model.config, "id2label", None), data.label_names)
-        scores = classification_metrics(data.test.labels, predicted, data.label_names)
-        result["classification"] = scores
-        for key in ("accuracy", "macro_f1"):
-            yield Metric(f"{key}/{label}", float(scores[key]))
+        result["classification"] = classification_metrics(data.test.labels, predicted, data.label_names)
     if recipe.evaluation.tasks and recipe.model.task == "causal-lm":
         scores = yield from iter_tasks(model, tokenizer, recipe.evaluation.tasks,
                                        recipe.evaluation.task_limit or None, seed=recipe.seed)
         result["tasks"] = {name: score.to_dict() for name, score in scores.items()}
-        for name, score in scores.items():
-            yield Metric(f"task/{name}/{label}", score.headline_value)
+        for score in scores.values():
             yield Log(f"{score.title} {label}: {score.headline} {score.headline_value:.1%} "
                       f"± {score.headline_stderr:.1%} over {score.n} questions")
     if recipe.evaluation.prompts and recipe.model.task == "causal-lm":
@@ -163,8 +157,40 @@ def _measure(model, tokenizer, recipe: Recipe, eval_windows, label: str, on_disk
     if recipe.evaluation.speed:
         speed = yield from iter_measure_speed(model, tokenizer)
         result["speed"] = speed.to_dict()
-        yield Metric(f"decode_tokens_per_s/{label}", speed.decode_tokens_per_s, unit="tokens/s")
+    yield from _metrics(result, label)
     return result
+
+
+def _metrics(result: dict[str, Any], label: str) -> Generator[Metric, None, None]:
+    """The headline numbers of a measurement dict as Metric events (``label``: before or after)."""
+    for name in ("parameters", "nonzero_parameters", "bytes_in_memory"):
+        yield Metric(f"{name}/{label}", float(result[name]))
+    if "perplexity" in result:
+        yield Metric(f"perplexity/{label}", float(result["perplexity"]["perplexity"]))
+    for key in ("accuracy", "macro_f1"):
+        if key in result.get("classification", {}):
+            yield Metric(f"{key}/{label}", float(result["classification"][key]))
+    for name, score in result.get("tasks", {}).items():
+        yield Metric(f"task/{name}/{label}", float(score[score["headline"]]))
+    if "speed" in result:
+        yield Metric(f"decode_tokens_per_s/{label}", float(result["speed"]["decode_tokens_per_s"]), unit="tokens/s")
+
+
+def _measure_original(model, tokenizer, recipe: Recipe, eval_windows, loaded: LoadedModel,
+                      device: str) -> Generator[Any, None, dict]:
+    """The original's measurements: kept ones from an earlier run on the same files and settings, or new ones."""
+    key = measurement_key(recipe, loaded.source_path, device)
+    kept = load_measurements(key)
+    if kept is not None:
+        yield Log(f"Reused the original's measurements of {kept.get('measured_at', 'an earlier run')} (same model "
+                  "files, data and settings): it was not measured again.")
+        before = kept["before"]
+        before["measured_at"] = kept.get("measured_at")
+        yield from _metrics(before, "before")
+        return before
+    before = yield from _measure(model, tokenizer, recipe, eval_windows, "before", loaded.source_path)
+    keep_measurements(key, before)
+    return before
 
 
 def _evaluation_windows(recipe: Recipe, tokenizer) -> PerplexityWindows | None:
@@ -271,7 +297,7 @@ def _run_loaded(recipe: Recipe, loaded: LoadedModel, output: Path, *, overwrite:
     _check_first_step_fits(recipe, model)
     eval_windows = _evaluation_windows(recipe, tokenizer)
     yield StageStarted("measure_before", "Measuring the original", 2, total)
-    before = yield from _measure(model, tokenizer, recipe, eval_windows, "before", loaded.source_path)
+    before = yield from _measure_original(model, tokenizer, recipe, eval_windows, loaded, device)
     before["on_disk_is"] = f"the source weights as stored ({loaded.source_path.name}, {loaded.kind})"
     compare_to_original = recipe.evaluation.kl_to_teacher and eval_windows is not None
     teacher = copy.deepcopy(model) if (compare_to_original or _needs_original(recipe)) else None
