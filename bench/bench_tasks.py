@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import apply_step, print_table, write_results  # noqa: E402
+from bench.common import apply_step, print_table, provenance, write_results  # noqa: E402
 
 MODELS = {  # row name -> (technique, params)
     "original": (None, {}),
@@ -114,6 +114,7 @@ def main() -> int:
     from core.eval.task_accuracy import TOKEN_BUDGET
 
     torch.manual_seed(0)
+    started = provenance()  # the code that runs; later commits during a long run do not change it
     tasks = args.tasks.split(",")
     models = [SHORT[m] for m in args.models.split(",")]
     speed = []
@@ -127,7 +128,7 @@ def main() -> int:
                 [("model", "model", "s"), ("average", "average headline", ".3f"), ("scoring_s", "scoring s", ".0f")])
     path = write_results("tasks", rows, {"limit": args.limit, "seed": args.seed, "tasks": tasks,
                                          "speed_limit": args.speed_limit, "lm_eval_batch_size": LM_EVAL_BATCH,
-                                         "token_budget": TOKEN_BUDGET["cpu"], "speed": speed})
+                                         "token_budget": TOKEN_BUDGET["cpu"], "speed": speed}, started)
     print(f"Wrote {path}")
     return 0
 

@@ -96,15 +96,22 @@ def provenance() -> dict[str, Any]:
                         "transformers": transformers.__version__, "cpu_threads": torch.get_num_threads()}}
 
 
-def write_results(name: str, rows: list[dict[str, Any]], settings: dict[str, Any]) -> Path:
+def write_results(name: str, rows: list[dict[str, Any]], settings: dict[str, Any],
+                  started: dict[str, Any] | None = None) -> Path:
     """Write ``bench/results/<name>.json``: the rows, the settings and :func:`provenance`.
+
+    ``started``: the provenance taken when the benchmark began; its commit and ``dirty`` are the code that
+    ran (a long benchmark may end after later commits), the date is when the result was written.
 
     The results of the runs behind the README's tables are committed; ``bench/readme_tables.py``
     writes the tables from them.
     """
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
-    payload = {**provenance(), "settings": settings, "rows": rows}
+    now = provenance()
+    if started is not None:
+        now.update(commit=started["commit"], dirty=started["dirty"])
+    payload = {**now, "settings": settings, "rows": rows}
     temporary = path.with_suffix(".json.partial")
     temporary.write_text(json.dumps(payload, indent=2) + "\n")
     temporary.replace(path)
