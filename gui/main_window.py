@@ -87,6 +87,7 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.stack, 1)
         self.setCentralWidget(central)
         self.model_panel.model_loaded.connect(self._on_model_loaded)
+        self.model_panel.load_failed.connect(self._on_model_load_failed)
         self.model_panel.device_box.currentIndexChanged.connect(self.pipeline_panel.refresh_availability)
         self.model_panel.task_box.currentIndexChanged.connect(self.pipeline_panel.refresh_availability)
         self.pipeline_panel.run_requested.connect(self.run_pipeline)
@@ -122,14 +123,33 @@ class MainWindow(QMainWindow):
         free = next((d.free_bytes for d in getattr(self.environment, "devices", []) if d.id == device), None)
         source = self.model_panel.source()
         summary = result.summary if result is not None and result.loaded.source == source else None
-        return ModelContext(source, self.model_panel.task(), device, summary, free)
+        return ModelContext(source, self.model_panel.task(), device, summary, free, self.model_panel.load_error)
+
+    def _load_failed_error(self) -> Exception | None:
+        """The refusal to run while the Model page's last load failed (None when a run may start)."""
+        if not self.model_panel.load_error:
+            return None
+        from core.errors import ModelLoadError
+
+        return ModelLoadError("the model could not be loaded, so there is nothing to compress yet: "
+                              "load a model on the Model page first, then run")
 
     def run_source(self) -> tuple[Any, Path, str]:
+        """What the Run page runs: the Pipeline's recipe, a new output folder, the device (refused after a
+        failed load)."""
+        refusal = self._load_failed_error()
+        if refusal is not None:
+            raise refusal
         recipe = self.pipeline_panel.build_recipe()
         return recipe, self.pipeline_panel.output_dir(recipe), self.model_panel.device()
 
     def run_pipeline(self) -> JobHandle | None:
-        """Show the Run page and start the pipeline (Ctrl+R anywhere)."""
+        """Show the Run page and start the pipeline (Ctrl+R anywhere); after a failed load, say so instead."""
+        refusal = self._load_failed_error()
+        if refusal is not None:
+            self.nav.setCurrentRow(STEPS.index("Model"))
+            show_error(refusal, self, "Starting the run")
+            return None
         self.nav.setCurrentRow(STEPS.index("Run"))
         return self.run_panel.run()
 
@@ -193,6 +213,10 @@ class MainWindow(QMainWindow):
                             f"({result.summary.architecture})")
         self.settings.setValue("model/last_source", self.model_panel.source())
         self.settings.setValue("model/task", self.model_panel.task())
+        self.pipeline_panel.refresh_availability()
+
+    def _on_model_load_failed(self, _line: str) -> None:
+        self.setWindowTitle("")  # the application's name alone: no model is loaded
         self.pipeline_panel.refresh_availability()
 
     def _restore_state(self, source: str | None) -> None:

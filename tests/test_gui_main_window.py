@@ -132,6 +132,37 @@ def test_bad_path_shows_error_and_window_stays_usable(qtbot, window, dialogs, tm
     assert window.isVisible() and panel.status.text().startswith("Loading failed")
 
 
+def test_failed_load_clears_the_old_model_and_blocks_run_until_a_load_works(qtbot, window, dialogs, tmp_path,
+                                                                            tiny_llama_dir):
+    """Issue 16, item 6: after a failed load nothing of the old model stays on screen, and no run starts
+    with the bad path (the Pipeline's button is off, Ctrl+R and the Run page refuse) until a load works."""
+    panel, pipeline = window.model_panel, window.pipeline_panel
+    _load(qtbot, window, tiny_llama_dir)
+    assert pipeline.run_button.isEnabled() and panel.summary_box.values["layers"].text() == "2"
+
+    missing = tmp_path / "no-such-model"
+    panel.set_source(str(missing))
+    qtbot.mouseClick(panel.load_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: bool(dialogs) and panel.load_button.isEnabled(), timeout=30_000)
+    assert all(value.text() == "—" for value in panel.summary_box.values.values())
+    assert panel.layer_table.model().rowCount() == 0 and panel.result is None
+    note = panel.summary_box.note.text()
+    assert note.startswith("No model loaded") and "failed" in note and "\n" not in note
+    assert panel.summary_box.note.isVisibleTo(panel)
+    assert not pipeline.run_button.isEnabled() and "load" in pipeline.run_button.toolTip().lower()
+    assert window.model_context().summary is None
+
+    dialogs.clear()
+    assert window.run_pipeline() is None and window.run_panel.job is None  # Ctrl+R and the Run page refuse
+    assert len(dialogs) == 1 and "load" in dialogs[0].text().lower()
+    assert window.run_panel.run() is None and window.run_panel.job is None
+
+    dialogs.clear()
+    _load(qtbot, window, tiny_llama_dir)
+    assert pipeline.run_button.isEnabled() and not panel.summary_box.note.isVisibleTo(panel)
+    assert panel.summary_box.values["layers"].text() == "2" and not dialogs
+
+
 def test_unexpected_error_dialog_has_type_and_traceback(qtbot):
     try:
         raise ValueError("boom")

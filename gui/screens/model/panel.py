@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
@@ -34,13 +35,19 @@ TASKS = (("Text generation", "causal-lm", "A model that continues text (chat, co
 
 
 class ModelPanel(QWidget):
+    """Choose a source and load it; ``model_loaded`` after a load that worked, ``load_failed`` (one plain
+    line) after one that did not. ``load_error`` is that line until a model loads again."""
+
     model_loaded = Signal(object)  # gui.jobs.LoadResult
+    load_failed = Signal(str)
     busy_changed = Signal(bool)
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.result: Any = None  # the last LoadResult
+        self.load_error: str | None = None  # set by a failed load, cleared by one that works
         self.job: JobHandle | None = None
+        self.job_source = ""  # the source the job in progress (or the last one) loads
         self._started_at = 0.0
         self._stage_text = ""
         self._elapsed_timer = QTimer(self, interval=1000, timeout=self._show_status)
@@ -194,6 +201,7 @@ class ModelPanel(QWidget):
             self._stage_text = "Type or choose a model first."
             self._show_status()
             return None
+        self.job_source = source
         self._started_at = time.monotonic()
         self._stage_text = "Starting…"
         self.progress.setRange(0, 0)  # busy until a Progress event says how far
@@ -235,6 +243,7 @@ class ModelPanel(QWidget):
 
     def _on_loaded(self, result: Any) -> None:
         self.result = result
+        self.load_error = None
         elapsed = time.monotonic() - self._started_at
         device = next(iter(result.loaded.model.parameters())).device
         self._finish_progress(f"Loaded {result.summary.architecture} in {format_duration(elapsed)} on {device}.",
@@ -245,7 +254,16 @@ class ModelPanel(QWidget):
         self.model_loaded.emit(result)
 
     def _on_error(self, exc: BaseException) -> None:
+        """Nothing of the model loaded before stays on screen: runs must not use a source that failed."""
         self._finish_progress(f"Loading failed: {exc}", False)
+        source = self.job_source or self.source()
+        self.result = None
+        self.load_error = (f"No model loaded: loading {Path(source).name or source} failed. "
+                           "Fix the source above and press Load.")
+        self.summary_box.show_failure(self.load_error)
+        self.layer_table.set_rows([])
+        self.layers_group.setTitle("Layers")
+        self.load_failed.emit(self.load_error)
         show_error(exc, self.window(), "Loading the model")
 
     def _on_cancelled(self) -> None:

@@ -58,6 +58,12 @@ class ModelSummaryBox(QGroupBox):
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.setLabelAlignment(Qt.AlignmentFlag.AlignLeft)
         form.setHorizontalSpacing(16)
+        self.note = QLabel()
+        self.note.setWordWrap(True)
+        self.note.setToolTip("Why no model is shown: the last load did not work. Nothing is run until a "
+                             "model loads.")
+        self.note.hide()
+        form.addRow(self.note)
         self.values: dict[str, QLabel] = {}
         for key, label, tooltip in FIELDS:
             name = QLabel(label + ":")
@@ -71,10 +77,20 @@ class ModelSummaryBox(QGroupBox):
         self.setMinimumWidth(self.fontMetrics().horizontalAdvance(sample) + 48)
 
     def show_summary(self, summary: Any, source_kind: str | None = None) -> None:
+        """Fill every field from a ``ModelSummary``; any failure note goes away."""
+        self.note.hide()
         for key, text in summary_texts(summary, source_kind).items():
             self.values[key].setText(text)
         self.values["parameters"].setToolTip(f"{short_count(summary.parameters)} weights. " + FIELDS[1][2])
 
     def clear(self) -> None:
+        """Empty every field (no model shown)."""
         for value in self.values.values():
             value.setText(EMPTY)
+        self.values["parameters"].setToolTip(FIELDS[1][2])
+
+    def show_failure(self, line: str) -> None:
+        """Empty every field and say, in one plain line at the top, why no model is shown."""
+        self.clear()
+        self.note.setText(line)
+        self.note.show()

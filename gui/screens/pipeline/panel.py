@@ -46,6 +46,12 @@ class ModelContext:
     device: str = "cpu"
     summary: Any = None  # core.models.model_info.ModelSummary of the loaded model, or None
     available_bytes: int | None = None
+    load_error: str | None = None  # the Model page's line when its last load failed: nothing may run
+
+
+RUN_TOOLTIP = ("Go to the Run page and start compressing in the background. The window stays usable; "
+               "you can cancel.")
+BLOCKED_TOOLTIP = "The last model load failed: load a model on the Model page first, then run."
 
 
 def _button(text: str, tooltip: str, slot: Callable[[], Any]) -> QPushButton:
@@ -103,9 +109,7 @@ class PipelinePanel(QWidget):
         self.problems = QLabel()
         self.problems.setWordWrap(True)
         self.problems.setStyleSheet(f"color: {RED};")
-        self.run_button = _button("Run this pipeline  (Ctrl+R)", "Go to the Run page and start compressing "
-                                  "in the background. The window stays usable; you can cancel.",
-                                  self.run_requested.emit)
+        self.run_button = _button("Run this pipeline  (Ctrl+R)", RUN_TOOLTIP, self.run_requested.emit)
         self._build_layout()
 
     def _build_layout(self) -> None:
@@ -183,7 +187,14 @@ class PipelinePanel(QWidget):
         if self.techniques:
             self.palette_view.show_techniques(self.techniques, ctx.device, ctx.task)
         self.step_list.refresh_labels()
+        self.refresh_run_button(ctx)
         self.schedule_estimate()
+
+    def refresh_run_button(self, ctx: ModelContext | None = None) -> None:
+        """Run is off while the Model page's last load failed (a run would use the source that failed)."""
+        blocked = bool((ctx or self.context()).load_error)
+        self.run_button.setEnabled(not blocked)
+        self.run_button.setToolTip(BLOCKED_TOOLTIP if blocked else RUN_TOOLTIP)
 
     def _add_selected(self) -> None:
         name = self.palette_view.selected_technique()
@@ -281,7 +292,8 @@ class PipelinePanel(QWidget):
 
     def current_problems(self) -> list[str]:
         ctx = self.context()
-        problems = list(self.data_box.errors())
+        problems = [BLOCKED_TOOLTIP] if ctx.load_error else []
+        problems += self.data_box.errors()
         for row, step in enumerate(self.step_list.ordered_steps()):
             from core.engine.params import validate_config
 
