@@ -1,6 +1,7 @@
 """A form generated from a config dataclass's ``param_specs``: one control per field.
 
-Numbers get spin boxes limited to their valid range, choices a drop-down, switches a check box,
+Numbers get spin boxes limited to their valid range (an exclusive bound is left out; a typed number
+outside the range is explained in a red line under the box and the value is kept), choices a drop-down, switches a check box,
 lists a comma-separated text field.  Every control's tooltip is the field's help text plus what
 is allowed.  Edits are written straight back into the config object; the whole config is then
 checked with ``core.engine.params.validate_config`` and any problem is shown under the form.
@@ -25,10 +26,10 @@ from PySide6.QtWidgets import (
 
 from core.engine.params import ParamSpec, param_specs, validate_config
 from core.errors import RecipeError
+from gui.screens.pipeline.range_spin import RangeDoubleSpinBox, RangeSpinBox, spin_limits
 
 ERROR_STYLE = "color: #d32f2f;"
-BIG = 1e12
-INT_LIMIT = 2**31 - 1
+DECIMALS = 4
 
 
 def base_type(spec: ParamSpec) -> tuple[Any, bool]:
@@ -70,8 +71,9 @@ class ParamForm(QWidget):
         if wanted is not None:
             self.specs.sort(key=lambda s: wanted.index(s.name))
         self.editors: dict[str, QWidget] = {}
+        self.range_notes: dict[str, QLabel] = {}  # number fields: the red line under the box
         self.error = ""
-        layout = QFormLayout(self)
+        layout = self._layout = QFormLayout(self)
         layout.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         for spec in self.specs:
             editor = self._make_editor(spec)
@@ -80,6 +82,8 @@ class ParamForm(QWidget):
             label = QLabel(f"{(labels or {}).get(spec.name, spec.label)}:")
             label.setToolTip(editor.toolTip())
             layout.addRow(label, editor)
+            if isinstance(editor, RangeSpinBox | RangeDoubleSpinBox):
+                self._add_range_note(spec, editor)
         self.error_label = QLabel()
         self.error_label.setWordWrap(True)
         self.error_label.setStyleSheet(ERROR_STYLE)
@@ -118,21 +122,37 @@ class ParamForm(QWidget):
         return line
 
     def _make_spin(self, spec: ParamSpec, kind: type, value: Any) -> QWidget:
+        low, high = spin_limits(spec, kind, DECIMALS)
         if kind is int:
-            spin = QSpinBox()
-            spin.setRange(int(max(-INT_LIMIT, spec.minimum if spec.minimum is not None else -INT_LIMIT)),
-                          int(min(INT_LIMIT, spec.maximum if spec.maximum is not None else INT_LIMIT)))
+            spin: QSpinBox | QDoubleSpinBox = RangeSpinBox()
         else:
-            spin = QDoubleSpinBox()
-            spin.setDecimals(4)
-            low = spec.minimum if spec.minimum is not None else -BIG
-            high = spec.maximum if spec.maximum is not None else BIG
-            spin.setRange(low, high)
+            spin = RangeDoubleSpinBox()
+            spin.setDecimals(DECIMALS)
             spin.setSingleStep(0.05 if high - low <= 1 else 0.1 if high - low <= 10 else 1.0)
+        spin.setRange(low, high)
         spin.setKeyboardTracking(False)  # write back when the user finishes a number, not per key
         spin.setValue(value)
         spin.valueChanged.connect(lambda v, n=spec.name: self._set(n, v))
         return spin
+
+    def _add_range_note(self, spec: ParamSpec, spin: RangeSpinBox | RangeDoubleSpinBox) -> None:
+        note = QLabel()
+        note.setWordWrap(True)
+        note.setStyleSheet(ERROR_STYLE)
+        note.setToolTip("The number typed above is not allowed; the setting keeps its value until you type "
+                        "one inside the range.")
+        self._layout.addRow(note)
+        self._layout.setRowVisible(note, False)
+        self.range_notes[spec.name] = note
+        spin.out_of_range.connect(lambda typed, s=spec: self._show_range_note(s, typed))
+        spin.valueChanged.connect(lambda _v, n=spec.name: self._layout.setRowVisible(self.range_notes[n], False))
+
+    def _show_range_note(self, spec: ParamSpec, typed: str) -> None:
+        note = self.range_notes[spec.name]
+        if typed:
+            note.setText(f"⚠ {typed} is outside the allowed range ({spec.range_text()}): "
+                         f"the setting stays {getattr(self.config, spec.name)}.")
+        self._layout.setRowVisible(note, bool(typed))
 
     # -- writing back --------------------------------------------------------------------------
     def _set(self, name: str, value: Any) -> None:
