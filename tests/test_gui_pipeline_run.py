@@ -198,10 +198,10 @@ def test_run_end_to_end_with_live_plots(qtbot, window, dialogs, tiny_llama_dir, 
     plots = run.plots
     assert len(plots.size_curve.xData) == 2  # before, after step 1
     perplexity = plots.quality["perplexity"][1]
-    assert list(perplexity.xData) == [0, 1] and all(perplexity.yData > 0)
+    assert list(perplexity.xData) == [0, 1] and perplexity.yData[0] == 0  # change from the original, in %
     assert len(plots.bars.opts["height"]) == 14 and plots.bars.opts["height"].max() == pytest.approx(0.5)
     assert "Sparsity per layer" in plots.layer_plot.plotItem.titleLabel.text
-    assert not plots.loss  # no distillation step, so no loss curve
+    assert not plots.loss and plots.loss_plot.isHidden()  # no distillation step: no loss, no empty chart
 
     report = blocker.args[0]
     assert run.output_dir.is_dir() and run.open_button.isEnabled()
@@ -212,6 +212,8 @@ def test_run_end_to_end_with_live_plots(qtbot, window, dialogs, tiny_llama_dir, 
     assert "Saved to" in run.summary.text()
     assert "Done" in run.status.text() and run.overall_bar.value() == 1000
     assert report["after"]["nonzero_parameters"] < report["before"]["nonzero_parameters"]
+    ppl_before, ppl_after = (report[side]["perplexity"]["perplexity"] for side in ("before", "after"))
+    assert perplexity.yData[1] == pytest.approx(100 * (ppl_after / ppl_before - 1))
     loaded = load_model(str(run.output_dir))
     assert sum(p.numel() for p in loaded.model.parameters()) == report["after"]["parameters"]
 

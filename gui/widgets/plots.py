@@ -14,6 +14,9 @@ import pyqtgraph as pg
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QGraphicsItem, QGridLayout, QLabel, QVBoxLayout, QWidget
 
+from gui.widgets import quality_chart
+from gui.widgets.axes import rounded_axes
+
 # 5 redraws a second: each repaints pyqtgraph axes in Python on the GUI thread, which competes with
 # the worker for the GIL; at 50 ms bench/bench_ui_stall.py caught those paints in most UI stalls.
 REDRAW_MS = 200
@@ -49,8 +52,9 @@ class Buffer:
 
 
 def make_plot(title: str, left: str, bottom: str, tooltip: str) -> pg.PlotWidget:
-    """A plot in the app's style: titled, both axes labelled, a light grid, no context menu, plain numbers."""
-    widget = pg.PlotWidget(background=None)
+    """A plot in the app's style: titled, both axes labelled, a light grid, no context menu, plain numbers
+    rounded to a few significant figures (:class:`gui.widgets.axes.RoundedAxis`)."""
+    widget = pg.PlotWidget(background=None, axisItems=rounded_axes())
     widget.setTitle(title)
     widget.setLabel("left", left)
     widget.setLabel("bottom", bottom)
@@ -68,6 +72,9 @@ def make_plot(title: str, left: str, bottom: str, tooltip: str) -> pg.PlotWidget
 
 
 class LivePlots(QWidget):
+    """The Run page's four charts: loss (only for pipelines that train), non-zero parameters, quality
+    (perplexity as the change from the original) and the per-layer statistic of the running step."""
+
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.loss_plot = make_plot("Loss", "loss", "training step", "Training loss of distillation steps "
@@ -80,8 +87,11 @@ class LivePlots(QWidget):
         self.loss_plot.addItem(self.loss_note)
         self.size_plot = make_plot("Non-zero parameters", "millions", "after step (0 = before)",
                                    "How many weights are not exactly zero, before the run and after each step.")
-        self.quality_plot = make_plot("Quality", "perplexity", "", "Perplexity on the evaluation text before "
-                                      "and after (lower is better); accuracy for classifiers (higher is better).")
+        self.quality_plot = make_plot("Quality", "change from the original (%)", "", "Perplexity on the "
+                                      "evaluation text, drawn as the change from the original in percent: 0% = as "
+                                      "before, +10% = 10% more surprised by the text (worse). The axis always shows "
+                                      "at least ±5%, so a tiny change looks tiny; the measured numbers are in the "
+                                      "title. Classifiers show accuracy in percent (higher is better).")
         self.quality_plot.getAxis("bottom").setTicks([[(0, "before"), (1, "after")]])
         self.quality_plot.setXRange(-0.5, 1.5)
         self.layer_plot = make_plot("Per layer", "value", "layer (model order)", "One bar per layer, "
@@ -89,6 +99,11 @@ class LivePlots(QWidget):
                                     "the error, whichever the running step reports.")
         self.layer_note = QLabel("Layers appear here as each one is compressed.")
         self.layer_note.setWordWrap(True)
+        self.layer_cell = QWidget()
+        layer_box = QVBoxLayout(self.layer_cell)
+        layer_box.setContentsMargins(0, 0, 0, 0)
+        layer_box.addWidget(self.layer_plot, 1)
+        layer_box.addWidget(self.layer_note)
 
         self.loss: dict[str, tuple[Buffer, pg.PlotDataItem]] = {}
         self.size = Buffer()
@@ -102,24 +117,39 @@ class LivePlots(QWidget):
         self._dirty: set[str] = set()
         self.timer = QTimer(self, interval=REDRAW_MS, timeout=self.redraw)
 
-        grid = QGridLayout()
-        grid.addWidget(self.loss_plot, 0, 0)
-        grid.addWidget(self.size_plot, 0, 1)
-        grid.addWidget(self.quality_plot, 1, 0)
-        layer_box = QVBoxLayout()
-        layer_box.addWidget(self.layer_plot, 1)
-        layer_box.addWidget(self.layer_note)
-        grid.addLayout(layer_box, 1, 1)
+        self.grid = QGridLayout()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(grid)
+        layout.addLayout(self.grid)
+        self._arrange(trains=True)
+
+    def _arrange(self, trains: bool) -> None:
+        """Lay the charts out: with the Loss chart for a pipeline that trains, without it (and no empty
+        cell) for one that does not, since only training steps report a loss."""
+        for widget in (self.loss_plot, self.size_plot, self.quality_plot, self.layer_cell):
+            self.grid.removeWidget(widget)
+        if trains:
+            self.grid.addWidget(self.loss_plot, 0, 0)
+            self.grid.addWidget(self.size_plot, 0, 1)
+            self.grid.addWidget(self.quality_plot, 1, 0)
+            self.grid.addWidget(self.layer_cell, 1, 1)
+        else:
+            self.grid.addWidget(self.size_plot, 0, 0)
+            self.grid.addWidget(self.quality_plot, 0, 1)
+            self.grid.addWidget(self.layer_cell, 1, 0, 1, 2)
+        self.loss_plot.setVisible(trains)
 
     # -- lifecycle -------------------------------------------------------------------------------
-    def reset(self, steps: int = 1) -> None:
-        """Empty every plot for a new run of ``steps`` enabled steps."""
+    def reset(self, steps: int = 1, trains: bool = True) -> None:
+        """Empty every plot for a new run of ``steps`` enabled steps; ``trains``: whether one of them trains
+        (reports a loss), else the Loss chart is hidden."""
+        self._arrange(trains)
         self.size_plot.setXRange(-0.5, steps + 0.5)
         self.size_plot.getAxis("bottom").setTicks([[(i, str(i)) for i in range(steps + 1)]])
         self.quality_plot.setTitle("Quality")
+        label, low, high = quality_chart.axis("perplexity", [])
+        self.quality_plot.setLabel("left", label)
+        self.quality_plot.setYRange(low, high, padding=0)
         for buffer, _ in (*self.loss.values(), *self.quality.values()):
             buffer.clear()
         self.size.clear()
@@ -187,13 +217,21 @@ class LivePlots(QWidget):
         if "size" in dirty:
             self.size_curve.setData(self.size.x, self.size.y)
         if "quality" in dirty:
-            parts = []
-            for name, (buffer, item) in self.quality.items():
-                item.setData(buffer.x, buffer.y)
-                parts.append(f"{name} " + " → ".join(f"{v:.4g}" for v in buffer.y))
-            self.quality_plot.setTitle("Quality: " + "; ".join(parts) if parts else "Quality")
+            self._draw_quality()
         if "layers" in dirty:
             self._draw_layers()
+
+    def _draw_quality(self) -> None:
+        """Perplexity as the change from the original (%), accuracy in %; the measured numbers in the title."""
+        parts = []
+        for name, (buffer, item) in self.quality.items():
+            ys = quality_chart.plotted(name, buffer.x, buffer.y)
+            item.setData(buffer.x[:len(ys)], ys)
+            parts.append(quality_chart.title_part(name, buffer.x, buffer.y))
+            label, low, high = quality_chart.axis(name, ys)
+            self.quality_plot.setLabel("left", label)
+            self.quality_plot.setYRange(low, high, padding=0)
+        self.quality_plot.setTitle("Quality: " + "; ".join(parts) if parts else "Quality")
 
     def _draw_layers(self) -> None:
         values = self.layer_values.get(self.layer_key, {}) if self.layer_key else {}

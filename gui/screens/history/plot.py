@@ -18,11 +18,15 @@ from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from core.eval.pareto import pareto_front
 from gui.screens.history.style import SIZE_KEY, Quality, format_metric, quality_note, short_source
+from gui.widgets.axes import padded_range, rounded_axes
 
 POINT_COLOUR = "#5b8cc0"
 FRONT_COLOUR = "#e67e22"
 SELECTED_COLOUR = "#d62728"
 LOG_SPAN = 10.0  # max/min of the plotted quality above which its axis is logarithmic
+# Each axis spans at least this share of its largest value: runs with equal numbers are not zoomed onto
+# rounding noise (labels like 18.00699999956), and close ones do not look far apart.
+MIN_SPAN_FRACTION = 0.1
 
 
 class HistoryPlot(QWidget):
@@ -30,7 +34,7 @@ class HistoryPlot(QWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.widget = pg.PlotWidget(background=None)
+        self.widget = pg.PlotWidget(background=None, axisItems=rounded_axes())
         self.widget.showGrid(x=True, y=True, alpha=0.2)
         self.widget.setMenuEnabled(False)
         self.widget.setMinimumHeight(220)
@@ -112,8 +116,18 @@ class HistoryPlot(QWidget):
             note = (f"No finished run has both a size and a {quality.label.lower()} yet: the points appear "
                     "here when runs finish.")
         self.note.setText(note)
-        self.widget.enableAutoRange()
+        self._set_ranges(xs, ys)
         return self.front_ids
+
+    def _set_ranges(self, xs: np.ndarray, ys: np.ndarray) -> None:
+        """Axes around the points, never below 0 (sizes and every quality measure are ≥ 0), spanning at least
+        ``MIN_SPAN_FRACTION`` of their largest value; on a log axis at least a fifth of a decade."""
+        self.widget.setXRange(*padded_range(xs.tolist(), min_span_fraction=MIN_SPAN_FRACTION), padding=0)
+        if self.log_y:
+            low, high = padded_range(ys.tolist(), floor=None, min_span=0.2, min_span_fraction=0.0)
+        else:
+            low, high = padded_range(ys.tolist(), min_span_fraction=MIN_SPAN_FRACTION)
+        self.widget.setYRange(low, high, padding=0)
 
     def set_selected(self, run_ids: list[int]) -> None:
         """Ring the points of the runs selected in the table."""

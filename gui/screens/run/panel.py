@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.engine.registry import get_technique
 from gui.errors import show_error
 from gui.screens.run.progress import RunProgress
 from gui.screens.run.summary import ResultTable, summary_header
@@ -38,6 +39,9 @@ from gui.worker import JobHandle, start_job
 # heaviest: every plot redrawn empty) has the GIL and the CPU to itself (bench/bench_ui_stall.py).
 FIRST_PAINT_S = 0.15
 
+# Technique families whose steps train and report a loss ("loss/..." metrics); the Loss chart is for them.
+TRAINING_FAMILIES = ("distillation",)
+
 # Returns (recipe, output folder, device) for a new run, or raises StudioError saying what is missing.
 RunSource = Callable[[], tuple[Any, Path, str]]
 
@@ -47,6 +51,11 @@ def _metric_text(metric: Any) -> str:
         return format_bytes(metric.value)
     value = f"{metric.value:,.0f}" if abs(metric.value) >= 1e4 else f"{metric.value:.4g}"
     return f"{value} {metric.unit}".strip()
+
+
+def trains(recipe: Any) -> bool:
+    """Whether an enabled step of ``recipe`` trains, and so reports a loss (the distillation family)."""
+    return any(get_technique(step.technique).family in TRAINING_FAMILIES for _, step in recipe.enabled_steps())
 
 
 class RunPanel(QWidget):
@@ -190,7 +199,7 @@ class RunPanel(QWidget):
         self.output_dir, self.report = output_dir, None
         self._started = time.monotonic()
         steps = len(recipe.enabled_steps())
-        self.plots.reset(steps)
+        self.plots.reset(steps, trains=trains(recipe))
         self.log.clear()
         self.summary.setText("Running… The before/after numbers appear here when the run is done.")
         self.result_table.show_report(None)
