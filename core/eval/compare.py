@@ -9,7 +9,8 @@ Everything here is pure (no torch, no Qt), so the app, the HTML report and the C
   the row says how to get it measured, never an estimate;
 * :func:`task_rows` and :func:`task_summary` do the same for zero-shot task accuracy (one row per
   task, each figure with its standard error) and put the averages into one plain sentence;
-* :func:`token_divergence` aligns two token sequences and marks the tokens where they differ.
+* :func:`token_divergence` aligns two token sequences and marks the tokens where they differ, and
+  :func:`divergence_sentence` says in one plain sentence where two answers part.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ from core.data.task_rows import TASKS
 from core.errors import StudioError
 
 NOT_MEASURED = "not measured"
+# What 'KL to the teacher' measures, in plain words (its tooltip wherever it is shown).
+KL_EXPLANATION = ("How far the result's next-token predictions drift from the original's, averaged over the "
+                  "evaluation text (KL divergence). 0 means exactly the same predictions; the larger the number, the "
+                  "more they differ. The unit, nats per token, counts the extra surprise with natural logarithms, "
+                  "per token (word or piece of a word) of the text.")
 
 
 class OutputFolderError(StudioError):
@@ -155,8 +161,7 @@ def compare_rows(report: dict[str, Any]) -> list[CompareRow]:
                                    "On the held-out part of the labelled data; higher is better.", hint))
     kl = _get(comparison, "kl_per_token")
     rows.append(CompareRow("kl_to_teacher", "KL to the teacher", "nats/token", 0.0 if kl is not None else None, kl,
-                           "lower", "How far the student's next-token predictions drift from the teacher's "
-                           "(KL divergence on the evaluation text); the teacher is 0 by definition.",
+                           "lower", KL_EXPLANATION + " The teacher is 0 by definition.",
                            "switch on 'Measure KL to original' (and perplexity) in the evaluation settings and run again"))
     for row in rows:
         if row.missing and not row.measured:
@@ -489,3 +494,30 @@ def token_divergence(teacher: Sequence[Any], student: Sequence[Any]) -> Divergen
         prefix += 1
     first = None if teacher == student else prefix
     return Divergence(teacher_same, student_same, first, sum(size for _, _, size in blocks), blocks)
+
+
+def _tokens(count: int) -> str:
+    return f"{count} token{'' if count == 1 else 's'}"
+
+
+def divergence_sentence(divergence: Divergence) -> str:
+    """Where two greedy answers part, in one plain sentence with correct plurals, e.g. 'The answers agree on
+    the first 3 tokens, then part; 5 tokens line up in all. Highlighted: tokens that differ (…)'."""
+    teacher, student = len(divergence.teacher_same), len(divergence.student_same)
+    first = divergence.first_difference
+    if first is None:
+        return "Both models gave exactly the same answer."
+    if first == min(teacher, student):  # one answer is the start of the other
+        longer, shorter = ("student", "teacher") if student > teacher else ("teacher", "student")
+        if first == 0:
+            return f"The {shorter} gave an empty answer; the {longer}'s has {_tokens(max(teacher, student))}."
+        return (f"The {longer}'s answer starts with the {shorter}'s whole answer ({_tokens(first)}), then goes on "
+                f"for {abs(student - teacher)} more token{'' if abs(student - teacher) == 1 else 's'}.")
+    matching = divergence.matching
+    lines_up = "no token lines up" if matching == 0 else f"{_tokens(matching)} line{'s' if matching == 1 else ''} up"
+    if first == 0:
+        text = "The answers differ from the first token on; " + lines_up + (" later" if matching else "")
+    else:
+        agreed = "token" if first == 1 else f"{first} tokens"
+        text = f"The answers agree on the first {agreed}, then part; " + lines_up + (" in all" if matching else "")
+    return text + ". Highlighted: tokens that differ (a token is a word or a piece of a word)."

@@ -43,6 +43,7 @@ class Answer:
     first_token_ms: float  # prompt processing + first token
     decode_tokens_per_s: float | None  # tokens after the first / their time; None with fewer than 2 tokens
     seconds: float
+    special: list[bool] = field(default_factory=list)  # per token: a special token (e.g. <|im_end|>), not text
 
     def to_dict(self) -> dict[str, Any]:
         return {"text": self.text, "tokens": self.tokens, "first_token_ms": self.first_token_ms,
@@ -112,7 +113,15 @@ def greedy_answer(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int =
     first_ms = ((times[0] - start) if times else seconds) * 1000.0
     decode = (len(times) - 1) / (times[-1] - times[0]) if len(times) >= 2 and times[-1] > times[0] else None
     tokens = [tokenizer.decode([i], skip_special_tokens=False) for i in ids]
-    return Answer(tokenizer.decode(ids, skip_special_tokens=True), ids, tokens, first_ms, decode, seconds)
+    return Answer(tokenizer.decode(ids, skip_special_tokens=True), ids, tokens, first_ms, decode, seconds,
+                  special_token_mask(tokenizer, ids))
+
+
+def special_token_mask(tokenizer: Any, ids: list[int]) -> list[bool]:
+    """For each token id, whether it is one of the tokenizer's special tokens (end of text, padding, chat
+    markers such as ``<|im_end|>``): control signals, not text to show a person."""
+    special = set(getattr(tokenizer, "all_special_ids", None) or [])
+    return [i in special for i in ids]
 
 
 def iter_compare_answers(pair: ModelPair, prompt: str, max_new_tokens: int = 32,

@@ -5,7 +5,9 @@ Sizes:
 - bytes in memory: the storage of every parameter and buffer as loaded (shared tensors once);
 - bytes on disk: the weight files of a saved folder or the source file, measured with ``stat``.
 
-Effective bits per weight = bytes in memory × 8 / parameters.  A technique that stores weights
+Effective bits per weight = bytes in memory × 8 / parameters, and as stored on disk = bytes of the
+weight files × 8 / parameters: a 4-bit GGUF file is loaded as float32, so it takes about 5.9 bits per
+weight on disk (scales included) and 32 in memory.  A technique that stores weights
 packed (e.g. 4-bit) exposes ``compression_info()`` on its module returning
 ``{"params": logical weight count, "bits": storage bits per weight}`` so the table stays honest.
 """
@@ -48,6 +50,14 @@ class ModelSummary:
     bits_per_weight: float
     dtype: str
     layers: list[LayerRow] = field(default_factory=list)
+
+    @property
+    def bits_on_disk(self) -> float | None:
+        """Bits per weight as stored in the weight files (bytes on disk × 8 ÷ parameters; scales, metadata
+        and anything else in the files included), or None without a file."""
+        if not self.bytes_on_disk or not self.parameters:
+            return None
+        return self.bytes_on_disk * 8 / self.parameters
 
     @property
     def sparsity(self) -> float:

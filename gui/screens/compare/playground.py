@@ -26,21 +26,34 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.eval.compare import divergence_sentence
 from gui.errors import show_error
 from gui.worker import JobHandle, start_job
 
 DIFFERENT_STYLE = "background-color:#f5c542;color:#000000;"
 FIRST_STYLE = DIFFERENT_STYLE + "text-decoration:underline;font-weight:bold;"
+QUIET_STYLE = "color:#888888;font-style:italic;"
+END_OF_ANSWER = " [end of answer]"  # in place of the special token a model ends its answer with
 DEFAULT_PROMPT = "The most important thing about small language models is"
 
 
-def tokens_html(tokens: list[str], same: list[bool], first: int | None) -> str:
-    """The answer's tokens as HTML, the ones that differ from the other side highlighted."""
+def tokens_html(tokens: list[str], same: list[bool], first: int | None, special: list[bool] | None = None) -> str:
+    """The answer's tokens as HTML, the ones that differ from the other side highlighted.
+
+    Special tokens (``special[i]``: end of text, chat markers such as ``<|im_end|>``) are control signals,
+    not text: they are not shown, except a final one, which reads 'end of answer'.
+    """
+    special = special or [False] * len(tokens)
     parts = []
-    for index, (token, matches) in enumerate(zip(tokens, same, strict=True)):
-        text = escape(token).replace("\n", "↵<br>")
+    for index, (token, matches, is_special) in enumerate(zip(tokens, same, special, strict=True)):
+        if is_special:
+            if index != len(tokens) - 1:
+                continue
+            text = END_OF_ANSWER
+        else:
+            text = escape(token).replace("\n", "↵<br>")
         if matches:
-            parts.append(text)
+            parts.append(f'<span style="{QUIET_STYLE}">{text}</span>' if is_special else text)
         else:
             style = FIRST_STYLE if index == first else DIFFERENT_STYLE
             parts.append(f'<span style="{style}" title="differs from the other model">{text or "∅"}</span>')
@@ -168,14 +181,12 @@ class Playground(QGroupBox):
         divergence = result.divergence
         for side, answer, same in (("teacher", result.teacher, divergence.teacher_same),
                                    ("student", result.student, divergence.student_same)):
-            self.answers[side].setHtml(tokens_html(answer.tokens, same, divergence.first_difference))
+            self.answers[side].setHtml(tokens_html(answer.tokens, same, divergence.first_difference,
+                                                   answer.special))
             speed = (f"{answer.decode_tokens_per_s:.1f} tokens/s decoding" if answer.decode_tokens_per_s
                      else "too short to time decoding")
-            self.speeds[side].setText(f"{len(answer.tokens)} tokens; first token after "
+            count = len(answer.tokens)
+            self.speeds[side].setText(f"{count} token{'' if count == 1 else 's'}; first token after "
                                       f"{answer.first_token_ms:.0f} ms; {speed}")
-        if divergence.identical:
-            self.status.setText("Both models gave exactly the same answer.")
-        else:
-            self.status.setText(f"The answers part at token {divergence.first_difference + 1}; "
-                                f"{divergence.matching} tokens line up. Highlighted: tokens that differ.")
+        self.status.setText(divergence_sentence(divergence))
         self.answered.emit(result)

@@ -11,6 +11,7 @@ from typing import Any
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
+from core.eval.compare import KL_EXPLANATION
 from gui.screens.history.style import duration, format_metric, local_time, short_source, status_text
 
 # (label, metric base name, how to compare two runs: "ratio" or "diff")
@@ -29,7 +30,7 @@ SINGLE_ROWS = (("KL to the original", "kl_to_teacher", "diff"), ("Top-1 agreemen
 EXPLAIN = {
     "Size on disk": "Bytes of the weight files (before: the source as stored; after: the saved folder).",
     "Perplexity": "How surprised the model is by the evaluation text: lower is better.",
-    "KL to the original": "How far the compressed model's predictions are from the original's (nats/token).",
+    "KL to the original": KL_EXPLANATION,
     "Top-1 agreement": "How often both models predict the same next token.",
     "Average task accuracy": "The average of the headline accuracies of the zero-shot tasks the run scored "
                              "(multiple-choice questions scored as lm-eval scores them): higher is better. "

@@ -20,13 +20,23 @@ FIELDS = (
                              "counts them (1 GB = 1000³ bytes)."),
     ("memory", "Size in memory", "Bytes the weights take in RAM or GPU memory once loaded, and the "
                                  "number format they are stored in."),
-    ("bits", "Bits per weight", "Size in memory × 8 ÷ parameters: 32 for float32, 16 for bfloat16, "
-                                "about 4 for a 4-bit quantized model."),
+    ("bits", "Bits per weight", "How many bits each weight takes, two ways. On disk: size of the weight files "
+                                "× 8 ÷ parameters (a 4-bit file takes a little over 4, its scales included). "
+                                "In memory: size in memory × 8 ÷ parameters, in the number format the app "
+                                "computes with: 32 for float32, 16 for bfloat16. A quantized file is expanded "
+                                "to that format when loaded, so the two can differ."),
     ("layers", "Layers", "Number of transformer blocks stacked in the model."),
     ("hidden", "Hidden size", "Length of the vector that represents each token inside the model."),
     ("vocab", "Vocabulary", "Number of distinct tokens (word pieces) the model knows."),
 )
 EMPTY = "—"
+
+
+def bits_text(summary: Any) -> str:
+    """'5.85 on disk · 32.00 in memory (float32)': bits per weight as stored, then as loaded."""
+    in_memory = f"{summary.bits_per_weight:.2f} in memory" + (f" ({summary.dtype})" if summary.dtype else "")
+    on_disk = summary.bits_on_disk
+    return in_memory if on_disk is None else f"{on_disk:.2f} on disk · {in_memory}"
 
 
 def summary_texts(summary: Any, source_kind: str | None = None) -> dict[str, str]:
@@ -41,7 +51,7 @@ def summary_texts(summary: Any, source_kind: str | None = None) -> dict[str, str
         "nonzero": f"{format_count(summary.nonzero_parameters)} ({summary.sparsity:.1%} zero)",
         "disk": human_bytes(summary.bytes_on_disk) + (f" ({disk_note})" if disk_note else ""),
         "memory": f"{human_bytes(summary.bytes_in_memory)} as {summary.dtype}",
-        "bits": f"{summary.bits_per_weight:.2f}",
+        "bits": bits_text(summary),
         "layers": format_count(summary.num_layers),
         "hidden": format_count(summary.hidden_size),
         "vocab": f"{format_count(summary.vocab_size)} tokens" if summary.vocab_size else EMPTY,

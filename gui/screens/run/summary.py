@@ -8,6 +8,7 @@ from typing import Any
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QTableWidgetItem, QWidget
 
+from core.eval.compare import KL_EXPLANATION
 from gui.widgets.formatting import format_bytes, format_count
 from gui.widgets.tables import ReadOnlyTable
 
@@ -49,8 +50,7 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str, str]]
     kl = (report.get("comparison") or {}).get("kl_per_token")
     if kl is not None:
         rows.append(("KL to original", "0", f"{kl:.4f}", "Drift from the original; 0 = same.",
-                     "How far the result's next-token predictions drift from the original's (KL divergence, "
-                     "nats per token, on the evaluation text)."))
+                     KL_EXPLANATION))
     return rows
 
 
