@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
@@ -33,6 +34,7 @@ from gui.screens.pipeline.estimate_box import RED, EstimateBox
 from gui.screens.pipeline.palette import StepPalette
 from gui.screens.pipeline.param_form import ParamForm
 from gui.screens.pipeline.recipe_bar import RecipeBar
+from gui.screens.pipeline.replace import RecipeOrigin, Replaced, confirm_replace, content
 from gui.screens.pipeline.step_list import StepList
 from gui.widgets.labels import heading
 
@@ -110,7 +112,28 @@ class PipelinePanel(QWidget):
         self.problems.setWordWrap(True)
         self.problems.setStyleSheet(f"color: {RED};")
         self.run_button = _button("Run this pipeline  (Ctrl+R)", RUN_TOOLTIP, self.run_requested.emit)
+        self.undo_note = QLabel()
+        self.undo_note.setWordWrap(True)
+        self.undo_button = _button("Undo  (Ctrl+Z)", "Bring back the pipeline you had before: its steps, data "
+                                   "settings and name.", self.undo_replace)
+        self.undo_row = QWidget()
+        undo_layout = QHBoxLayout(self.undo_row)
+        undo_layout.setContentsMargins(0, 0, 0, 0)
+        undo_layout.addWidget(self.undo_note, 1)
+        undo_layout.addWidget(self.undo_button)
+        self.undo_row.hide()
+        # Window-wide, so it works from the step list; a text field with focus keeps Ctrl+Z for its own text.
+        QShortcut(QKeySequence.StandardKey.Undo, self, activated=self.undo_replace,
+                  context=Qt.ShortcutContext.WindowShortcut)
         self._build_layout()
+        # Where the pipeline came from, to know an edit; what a replacement pushed out, for Undo.
+        self.origin = RecipeOrigin(baseline=self._content())
+        self._replaced: Replaced | None = None
+        self._replaced_with: dict = {}
+        self._applying = False
+        self.name.textEdited.connect(self._name_typed)
+        self.step_list.steps_changed.connect(self._after_edit)
+        self.data_box.changed.connect(self._after_edit)
 
     def _build_layout(self) -> None:
         palette_group = QGroupBox("Techniques")
@@ -152,7 +175,7 @@ class PipelinePanel(QWidget):
         name_row.addWidget(QLabel("Recipe name:"))
         name_row.addWidget(self.name, 1)
         right.addLayout(name_row)
-        for widget in (self.recipe_bar, self.data_box, self.estimate_box, self.problems, self.run_button):
+        for widget in (self.recipe_bar, self.undo_row, self.data_box, self.estimate_box, self.problems, self.run_button):
             right.addWidget(widget)
         right.addStretch(1)
 
@@ -223,32 +246,110 @@ class PipelinePanel(QWidget):
         self.form = ParamForm(step.config, where=f"step {row + 1} ({step.technique}): ")
         self.form.changed.connect(self.step_list.refresh_labels)
         self.form.changed.connect(self.schedule_estimate)
+        self.form.changed.connect(self._after_edit)
         self.form_holder.addWidget(self.form)
 
     # -- the recipe ----------------------------------------------------------------------------
     def build_recipe(self) -> Recipe:
         """An independent copy of the recipe on screen (the Run page may use it in another thread)."""
         ctx = self.context()
+        return self._compose(ModelSpec(source=ctx.source, task=ctx.task))
+
+    def _compose(self, model: ModelSpec) -> Recipe:
         steps = [Step(s.technique, copy.deepcopy(s.config), s.enabled) for s in self.step_list.ordered_steps()]
-        return Recipe(name=self.name.text().strip() or "untitled", model=ModelSpec(source=ctx.source, task=ctx.task),
+        return Recipe(name=self.name.text().strip() or "untitled", model=model,
                       data=copy.deepcopy(self.data_box.data), evaluation=copy.deepcopy(self.data_box.evaluation),
                       steps=steps, output=copy.deepcopy(self.data_box.output))
 
+    def _content(self) -> dict:
+        return content(self._compose(ModelSpec()))
+
+    def _set_recipe(self, recipe: Recipe) -> None:
+        self._applying = True
+        try:
+            self.name.setText(recipe.name)
+            self.step_list.set_steps([Step(s.technique, copy.deepcopy(s.config), s.enabled) for s in recipe.steps])
+            self.data_box.set_specs(copy.deepcopy(recipe.data), copy.deepcopy(recipe.evaluation),
+                                    copy.deepcopy(recipe.output))
+        finally:
+            self._applying = False
+
     def apply_recipe(self, recipe: Recipe) -> None:
-        self.name.setText(recipe.name)
-        self.step_list.set_steps([Step(s.technique, copy.deepcopy(s.config), s.enabled) for s in recipe.steps])
-        self.data_box.set_specs(copy.deepcopy(recipe.data), copy.deepcopy(recipe.evaluation),
-                                copy.deepcopy(recipe.output))
+        """Show ``recipe`` on the page (a re-run from History); Undo brings back what was here."""
+        self._replace(recipe, RecipeOrigin(label=recipe.name, kind="recipe"), f"Recipe “{recipe.name}”")
+
+    def _replace(self, recipe: Recipe, origin: RecipeOrigin, by: str) -> None:
+        previous, before, previous_origin = self.build_recipe(), self._content(), self.origin
+        self._set_recipe(recipe)
+        self.origin = origin
+        origin.baseline, origin.base_name = self._content(), recipe.name
+        if before != origin.baseline or previous.name != recipe.name:
+            self._replaced, self._replaced_with = Replaced(previous, previous_origin, by), origin.baseline
+            self.undo_note.setText(f"{by} loaded — your previous pipeline is kept.")
+            self.undo_row.show()
+        else:
+            self._forget_replaced()
+        self._show_origin()
         self.schedule_estimate()
 
+    def undo_replace(self) -> bool:
+        """Bring back the pipeline the last preset, recipe file or re-run replaced (Ctrl+Z); False if none."""
+        replaced = self._replaced
+        if replaced is None:
+            return False
+        self._forget_replaced()
+        self._set_recipe(replaced.recipe)
+        self.origin = replaced.origin
+        self._show_origin()
+        ctx = self.context()
+        if (replaced.recipe.model.source, replaced.recipe.model.task) != (ctx.source, ctx.task):
+            self.recipe_loaded.emit(replaced.recipe)  # a classifier preset had switched the model: back too
+        self.schedule_estimate()
+        return True
+
+    def _forget_replaced(self) -> None:
+        self._replaced = None
+        self.undo_row.hide()
+
+    def _name_typed(self, _text: str) -> None:
+        self.origin.name_typed = True
+
+    def _after_edit(self) -> None:
+        """An edit: the preset box stops naming the preset, the name follows, Undo is no longer offered."""
+        if self._applying:
+            return
+        if self._replaced is not None and self._content() != self._replaced_with:
+            self._forget_replaced()
+        self._show_origin()
+
+    def _show_origin(self) -> None:
+        now = self._content()
+        self.recipe_bar.show_origin(self.origin.preset_text(now), self.origin.path)
+        self.name.setText(self.origin.name_for(now, self.name.text()))
+
+    def _work_at_risk(self) -> bool:
+        return self.origin.work_at_risk(self._content(), self.name.text())
+
     def apply_preset(self, path: Path) -> None:
-        """Apply a preset to the current model; a preset that names a model of its own switches to it."""
-        self._load(path, "Applying the preset", announce=preset_names_model(path))
+        """Apply a preset to the current model; a preset that names a model of its own switches to it.
+
+        Over an edited pipeline it asks first; Undo (Ctrl+Z) brings the replaced pipeline back.
+        """
+        name = self.recipe_bar.preset_name(path)
+        if self._work_at_risk() and not confirm_replace(self.window(), f"the preset “{name}”"):
+            self._show_origin()  # the box shows what the page still holds
+            return
+        self._load(path, "Applying the preset", preset_names_model(path),
+                   RecipeOrigin(label=name, kind="preset", path=str(path)), f"Preset “{name}”")
 
     def load_file(self, path: Path) -> None:
-        self._load(path, "Loading the recipe", announce=True)
+        """Load a recipe file (its model too); over an edited pipeline it asks first, and can be undone."""
+        if self._work_at_risk() and not confirm_replace(self.window(), f"the recipe file {Path(path).name}"):
+            return
+        self._load(path, "Loading the recipe", True, RecipeOrigin(label=Path(path).name, kind="file"),
+                   f"Recipe file {Path(path).name}")
 
-    def _load(self, path: Path, action: str, announce: bool) -> None:
+    def _load(self, path: Path, action: str, announce: bool, origin: RecipeOrigin, by: str) -> None:
         from core.engine.recipe import load_recipe
 
         try:
@@ -256,15 +357,20 @@ class PipelinePanel(QWidget):
         except Exception as exc:  # one error path: a dialog that says what to do
             show_error(exc, self.window(), action)
             return
-        self.apply_recipe(recipe)
+        self._replace(recipe, origin, by)
         if announce:
             self.recipe_loaded.emit(recipe)
 
     def save_file(self, path: Path) -> None:
+        """Save the recipe; the page then counts as unedited (the saved file is its new baseline)."""
         try:
             self.build_recipe().save(path)
         except Exception as exc:
             show_error(exc, self.window(), "Saving the recipe")
+            return
+        self.origin = RecipeOrigin(label=Path(path).name, kind="file", baseline=self._content(),
+                                   base_name=self.name.text().strip(), name_typed=self.origin.name_typed)
+        self._show_origin()
 
     def output_dir(self, recipe: Recipe) -> Path:
         """A new folder under the chosen root, named after the recipe and the time.
@@ -284,7 +390,8 @@ class PipelinePanel(QWidget):
         return candidate
 
     def new_recipe(self) -> None:
-        self.apply_recipe(Recipe(data=DataSpec(), evaluation=EvalSpec()))
+        """An empty pipeline with default data settings (Undo brings back what was here)."""
+        self._replace(Recipe(data=DataSpec(), evaluation=EvalSpec()), RecipeOrigin(), "A new, empty pipeline")
 
     # -- estimate and problems -------------------------------------------------------------------
     def schedule_estimate(self) -> None:

@@ -21,6 +21,7 @@ from core.paths import data_dir
 
 PRESETS_DIR = Path(__file__).resolve().parents[3] / "resources" / "presets"
 RECIPE_FILTER = "Recipes (*.yaml *.yml *.json)"
+PLACEHOLDER = "Choose a preset…"
 
 
 def list_presets(folder: Path = PRESETS_DIR) -> list[tuple[str, Path, str]]:
@@ -53,11 +54,16 @@ class RecipeBar(QGroupBox):
                         "command line (compression-studio-cli run recipe.yaml).")
         self.presets = QComboBox()
         self.presets.setToolTip("Ready-made recipes. Choosing one replaces the steps, data and measurements "
-                                "above; the model stays the one from the Model page.")
-        self.presets.addItem("Choose a preset…", None)
+                                "on this page (if you edited them, you are asked first, and Undo (Ctrl+Z) "
+                                "brings yours back); the model stays the one from the Model page.")
+        # The list opens below the box, first entry at the top, instead of centred on the current entry
+        # (where a second click on the box would pick whatever preset lies under the mouse).
+        self.presets.setStyleSheet("QComboBox { combobox-popup: 0; }")
+        self.presets.addItem(PLACEHOLDER, None)
         for name, path, description in list_presets():
             self.presets.addItem(name, str(path))
             self.presets.setItemData(self.presets.count() - 1, description or name, 3)  # ToolTipRole
+        self.presets.setMaxVisibleItems(max(10, self.presets.count()))
         self.presets.activated.connect(self._preset_activated)
         self.save_button = QPushButton("Save…")
         self.save_button.setToolTip("Save this recipe as a YAML file.")
@@ -85,6 +91,18 @@ class RecipeBar(QGroupBox):
 
     def output_root(self) -> Path:
         return Path(self.output.text().strip() or default_output_root()).expanduser()
+
+    def show_origin(self, text: str | None, path: str = "") -> None:
+        """Show the preset at ``path`` as chosen (``text`` None), or a first entry saying ``text``
+        (e.g. "Custom (edited from X)") so the box never names a preset the pipeline no longer is."""
+        index = self.presets.findData(path) if text is None and path else -1
+        self.presets.setItemText(0, text or PLACEHOLDER)
+        self.presets.setCurrentIndex(max(0, index))
+
+    def preset_name(self, path: Path) -> str:
+        """The name the list shows for the preset file ``path``."""
+        index = self.presets.findData(str(path))
+        return self.presets.itemText(index) if index > 0 else Path(path).stem
 
     def _preset_activated(self, index: int) -> None:
         path = self.presets.itemData(index)
