@@ -268,6 +268,7 @@ class PipelinePanel(QWidget):
         self._applying = True
         try:
             self.name.setText(recipe.name)
+            self.name.setCursorPosition(0)
             self.step_list.set_steps([Step(s.technique, copy.deepcopy(s.config), s.enabled) for s in recipe.steps])
             self.data_box.set_specs(copy.deepcopy(recipe.data), copy.deepcopy(recipe.evaluation),
                                     copy.deepcopy(recipe.output))
@@ -325,7 +326,10 @@ class PipelinePanel(QWidget):
     def _show_origin(self) -> None:
         now = self._content()
         self.recipe_bar.show_origin(self.origin.preset_text(now), self.origin.path)
-        self.name.setText(self.origin.name_for(now, self.name.text()))
+        name = self.origin.name_for(now, self.name.text())
+        if name != self.name.text():
+            self.name.setText(name)
+            self.name.setCursorPosition(0)  # a long name shows its start, not its end
 
     def _work_at_risk(self) -> bool:
         return self.origin.work_at_risk(self._content(), self.name.text())

@@ -78,15 +78,16 @@ class RecipeBar(QGroupBox):
         self.output_button.setToolTip("Choose the folder that run results are written into.")
         self.output_button.clicked.connect(self._ask_output)
 
-        files = QHBoxLayout()
-        files.addWidget(self.presets, 1)
+        files = QHBoxLayout()  # the preset box has a row of its own: "Custom (edited from …)" stays readable
         files.addWidget(self.load_button)
         files.addWidget(self.save_button)
+        files.addStretch(1)
         out = QHBoxLayout()
         out.addWidget(self.output, 1)
         out.addWidget(self.output_button)
         form = QFormLayout(self)
-        form.addRow("Preset:", files)
+        form.addRow("Preset:", self.presets)
+        form.addRow("Recipe file:", files)
         form.addRow("Results in:", out)
 
     def output_root(self) -> Path:
