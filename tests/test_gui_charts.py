@@ -50,7 +50,7 @@ def test_run_quality_chart_shows_perplexity_as_percent_change_on_a_sensible_axis
     low, high = _y_range(plots.quality_plot)
     assert low <= -5 and high >= 5  # the axis starts at "no change" and is not zoomed onto 0.09 %
     assert high < 10 and low > -10
-    assert "%" in plots.quality_plot.getAxis("left").labelText
+    assert plots.quality_plot.getAxis("left").labelText == "change (%)"
     title = plots.quality_plot.plotItem.titleLabel.text
     assert "18.01" in title and "18.02" in title and "+0.09%" in title  # the measured numbers stay readable
 
@@ -128,7 +128,8 @@ def test_log_axis_ticks_are_plain_numbers(qtbot):
 def test_tick_text_rounds_to_significant_figures():
     assert tick_text(18.00699999956, 1e-11) == "18.007"
     assert tick_text(0.30000000000000004, 0.1) == "0.3"
-    assert tick_text(-0.0, 0.5) == "0"
+    assert tick_text(-0.0, 0.5) == "0.0" and tick_text(-0.00001, 0.5) == "0.0"
+    assert tick_text(134.0, 0.2) == "134.0"  # the same decimals as its neighbours (134.2, 133.8)
     assert tick_text(2500.0, 500.0) == "2,500"
     assert tick_text(0.00125, 0.00025) == "0.00125"
 

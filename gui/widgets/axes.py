@@ -28,8 +28,8 @@ def _decimals(spacing: float) -> int:
 
 
 def tick_text(value: float, spacing: float) -> str:
-    """A tick label: as many decimals as the tick spacing needs, at most ``MAX_SIGNIFICANT`` significant
-    figures, thousands separated, no '-0'.  ``tick_text(18.00699999956, 1e-11) == '18.007'``."""
+    """A tick label: as many decimals as the tick spacing needs (the same for every tick of a level), at most
+    ``MAX_SIGNIFICANT`` significant figures, thousands separated, no '-0'.  ``tick_text(18.00699999956, 1e-11) == '18.007'``."""
     if not math.isfinite(value):
         return ""
     decimals = _decimals(spacing)
@@ -37,9 +37,7 @@ def tick_text(value: float, spacing: float) -> str:
         digits_before_point = math.floor(math.log10(abs(value))) + 1
         decimals = min(decimals, max(0, MAX_SIGNIFICANT - digits_before_point))
     text = f"{value:,.{decimals}f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
+    return text.lstrip("-") if float(text.replace(",", "")) == 0 else text  # no '-0.0'
 
 
 def plain_number(value: float) -> str:

@@ -87,7 +87,7 @@ class LivePlots(QWidget):
         self.loss_plot.addItem(self.loss_note)
         self.size_plot = make_plot("Non-zero parameters", "millions", "after step (0 = before)",
                                    "How many weights are not exactly zero, before the run and after each step.")
-        self.quality_plot = make_plot("Quality", "change from the original (%)", "", "Perplexity on the "
+        self.quality_plot = make_plot("Quality", "change (%)", "", "Perplexity on the "
                                       "evaluation text, drawn as the change from the original in percent: 0% = as "
                                       "before, +10% = 10% more surprised by the text (worse). The axis always shows "
                                       "at least ±5%, so a tiny change looks tiny; the measured numbers are in the "

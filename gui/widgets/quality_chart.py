@@ -53,7 +53,7 @@ def axis(kind: str, ys: Sequence[float]) -> tuple[str, float, float]:
     if kind == "perplexity":
         low, high = padded_range([-MIN_CHANGE_PERCENT, MIN_CHANGE_PERCENT, *ys], floor=-100.0,
                                  min_span_fraction=0.0, margin=0.05)
-        return "perplexity change from the original (%)", low, high
+        return "change (%)", low, high  # short: the chart is small; the title and tooltip say of what
     if kind == "accuracy":
         return "accuracy (%)", 0.0, 102.0
     low, high = padded_range(ys)

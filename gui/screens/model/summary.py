@@ -33,10 +33,11 @@ EMPTY = "—"
 
 
 def bits_text(summary: Any) -> str:
-    """'5.85 on disk · 32.00 in memory (float32)': bits per weight as stored, then as loaded."""
-    in_memory = f"{summary.bits_per_weight:.2f} in memory" + (f" ({summary.dtype})" if summary.dtype else "")
+    """'5.85 on disk, 32.00 in memory': bits per weight as stored, then as loaded (the number format is
+    on the 'Size in memory' line)."""
+    in_memory = f"{summary.bits_per_weight:.2f} in memory"
     on_disk = summary.bits_on_disk
-    return in_memory if on_disk is None else f"{on_disk:.2f} on disk · {in_memory}"
+    return in_memory if on_disk is None else f"{on_disk:.2f} on disk, {in_memory}"
 
 
 def summary_texts(summary: Any, source_kind: str | None = None) -> dict[str, str]:
