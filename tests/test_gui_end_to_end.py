@@ -17,6 +17,7 @@ import pytest  # noqa: E402
 from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtWidgets import QApplication, QFileDialog  # noqa: E402
 
+from core.eval.compare import divergence_sentence  # noqa: E402
 from gui.main_window import STEPS  # noqa: E402
 from tests.conftest import SAMPLE_TEXT  # noqa: E402
 from tests.helpers import choose_model, slowed, small_data  # noqa: E402
@@ -138,7 +139,7 @@ def test_choose_run_cancel_run_compare_export(qtbot, window, dialogs, save_as, t
     for side, answer in (("teacher", result.teacher), ("student", result.student)):
         assert answer.tokens and playground.answers[side].toPlainText().strip()
         assert "first token after" in playground.speeds[side].text()
-    assert "part at token" in playground.status.text() or "exactly the same" in playground.status.text()
+    assert playground.status.text() == divergence_sentence(result.divergence)  # where the answers part, in words
     _wait_job(qtbot, playground.job)
     with qtbot.waitSignal(playground.answered, timeout=TIMEOUT_MS):  # models kept: answers again
         playground.generate()
