@@ -112,8 +112,8 @@ def iter_choice_loglikelihoods(model: torch.nn.Module, tokenizer: Any, questions
 
     Questions are packed (see :mod:`core.eval.choice_packing`) unless ``share_context`` is off,
     then batched longest first under ``token_budget`` tokens per forward pass (default: by the
-    model's device, ``TOKEN_BUDGET``).  ``max_length``
-    (default: the model's context, as lm-eval resolves it) is where inputs are cut.  Before packing,
+    model's device, ``TOKEN_BUDGET``).  ``max_length`` (default: the model's context, as lm-eval
+    resolves it) is where inputs are cut.  Before packing,
     one question is scored both ways; a model whose attention ignores the packed mask (it gives
     different numbers) is scored one sequence per choice instead, with a Log saying so.
     """
