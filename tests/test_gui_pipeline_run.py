@@ -254,3 +254,10 @@ def test_cancel_mid_run_leaves_no_output(qtbot, window, dialogs, tiny_llama_dir,
     assert not run.output_dir.exists()
     assert not any((tmp_path / "out").iterdir())  # no partial folder either
     assert run.run_button.isEnabled() and not run.open_button.isEnabled() and not dialogs
+    # the time left of a run that will not go on is gone (issue 16, item 3), and no output path is named
+    run.progress.refresh()
+    qtbot.wait(1100)  # the progress clock ticks every second: it must not bring the estimate back
+    for label in (run.progress.overall_label, run.progress.stage_label):
+        assert "left" not in label.text() and "estimating" not in label.text(), label.text()
+    assert "stopped at" in run.progress.overall_label.text()
+    assert str(run.output_dir) not in run.status.text() + run.summary.text()

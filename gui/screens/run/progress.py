@@ -141,11 +141,15 @@ class RunProgress(QWidget):
         self.stage_label.setText(stage_text)
 
     def end(self, stage_text: str) -> None:
-        """Stopped without finishing (cancelled or failed): the bars stay where they were."""
+        """Stopped without finishing (cancelled or failed): the bars stay where they were, and no time
+        left is shown any more (the run will not go on)."""
         self.stop()
         self._stage_value = None
         self.stage_bar.setRange(0, RANGE)
         self.stage_label.setText(stage_text)
+        elapsed = format_duration(time.monotonic() - self.started)
+        where = f"{self.title} (stage {self.position} of {self.total})" if self.position else "Starting"
+        self.overall_label.setText(f"{where} — stopped at {self.overall:.0%} after {elapsed}")
 
     # -- labels ----------------------------------------------------------------------------------
     def overall_text(self, now: float) -> str:
