@@ -179,3 +179,18 @@ def test_html_report_and_cli(run_output, tmp_path, capsys):
     assert main(["-q", "report", str(tmp_path)]) == 2  # not a run's output folder
     assert "not the output of a run" in capsys.readouterr().err
     json.loads((out / "report.json").read_text())  # untouched
+
+
+def test_a_pipeline_that_already_quantizes_is_not_told_to_add_quantization():
+    """Issue 16, item 1: the 4-bit preset's result (117 MB vs the 98 MB GGUF) was advised to 'add a quantization
+    step'; it has one, so the note points at the GGUF export instead."""
+    from core.eval.compare import size_note
+
+    base = {"before": {"bytes_on_disk": 98_360_000, "on_disk_is": "the source weights as stored (x.Q4_1.gguf)"},
+            "after": {"bytes_on_disk": 117_300_000, "on_disk_is": "safetensors, floating-point weights as bfloat16"}}
+    for step in ({"technique": "gptq_quantize", "family": "quantization"}, {"technique": "rtn_quantize"},
+                 {"technique": "dynamic_int8"}):
+        note = size_note({**base, "steps": [{"technique": "magnitude_prune", "family": "pruning"}, step]})
+        assert "quantization step" not in note and "GGUF" in note, step
+    assert "Add a quantization step" in size_note({**base, "steps": [{"technique": "wanda_prune",
+                                                                        "family": "pruning"}]})

@@ -158,6 +158,7 @@ def test_the_recipe_scores_its_tasks_before_and_after(tmp_path, tiny_llama_dir, 
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", tiny_llama_dir, text_file,
                                       evaluation={"tasks": [str(questions)], "task_limit": 0}))
     events, report = collect(run_recipe(recipe, tmp_path / "out"))
+    assert report["steps"][0]["family"] == "pruning"  # what Compare's size advice reads
     for label in ("before", "after"):
         score = report[label]["tasks"][str(questions)]
         assert (score["n"], score["rows_total"], score["headline"], score["chance"]) == (6, 6, "acc", 0.5)

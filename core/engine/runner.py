@@ -317,7 +317,8 @@ def _run_loaded(recipe: Recipe, loaded: LoadedModel, output: Path, *, overwrite:
         replacement = ctx.take_replacement()
         if replacement is not None:  # e.g. distillation into a student model the user named
             model = replacement.to(device) if device != "cpu" else replacement
-        record = {"index": index, **step.to_dict(), "seconds": time.perf_counter() - step_started, **report.to_dict()}
+        record = {"index": index, **step.to_dict(), "family": info.family, "seconds": time.perf_counter() - step_started,
+                  **report.to_dict()}
         steps.append(record)
         nonzero = inspect_model(model, with_layers=False).nonzero_parameters
         yield Metric("nonzero_parameters", float(nonzero), step=index, step_index=index)

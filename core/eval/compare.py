@@ -175,15 +175,34 @@ def compare_rows(report: dict[str, Any]) -> list[CompareRow]:
 
 def size_note(report: dict[str, Any]) -> str | None:
     """A plain sentence when the result is larger on disk than the original (e.g. a 4-bit GGUF source
-    saved back as bfloat16), so the bigger number is explained instead of looking like a mistake."""
+    saved back as bfloat16), so the bigger number is explained instead of looking like a mistake.
+
+    It advises a quantization step only when the pipeline has none; a pipeline that already quantizes
+    is pointed at a GGUF export (the original's own compact format) instead.
+    """
     before, after = report.get("before") or {}, report.get("after") or {}
     teacher, student = _get(before, "bytes_on_disk"), _get(after, "bytes_on_disk")
     if teacher is None or student is None or student <= teacher:
         return None
-    return (f"The result is larger on disk than the original ({student / 1e6:,.1f} MB vs {teacher / 1e6:,.1f} MB): "
+    text = (f"The result is larger on disk than the original ({student / 1e6:,.1f} MB vs {teacher / 1e6:,.1f} MB): "
             f"the original is {before.get('on_disk_is', 'stored more compactly')}, the result is "
-            f"{after.get('on_disk_is', 'saved as floating-point weights')}. Add a quantization step to the "
-            "pipeline to make the file smaller.")
+            f"{after.get('on_disk_is', 'saved as floating-point weights')}.")
+    if _quantizes(report):
+        return text + (" The quantized layers are stored compactly, the rest as floating point: export the result "
+                       "as GGUF (Export page) for a file in the original's compact format.")
+    return text + " Add a quantization step to the pipeline to make the file smaller."
+
+
+def _quantizes(report: dict[str, Any]) -> bool:
+    """Whether an enabled step of the run quantized weights (its family, or by name in reports written before
+    steps recorded their family)."""
+    for step in report.get("steps") or []:
+        if not isinstance(step, dict):
+            continue
+        family, name = step.get("family"), str(step.get("technique", ""))
+        if family == "quantization" or (family is None and ("quantiz" in name or name == "dynamic_int8")):
+            return True
+    return False
 
 
 def format_value(value: float | None, unit: str = "") -> str:
