@@ -17,6 +17,7 @@ SHORTCUTS = {
     "Esc": "Cancel the run (nothing is written)",
     "Ctrl+O": "Open a model folder",
     "Ctrl+S": "Save the recipe as YAML",
+    "Ctrl+Z": "Pipeline page: undo the preset or recipe that replaced your pipeline",
     **{f"Ctrl+{n}": f"Show step {n}" for n in range(1, 7)},
 }
 
