@@ -20,8 +20,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,8 @@ from core.data.samples import bundled_dataset_path
 from core.data.task_rows import TASKS, task_file
 from core.data.texts import local_path
 from core.engine.recipe import Recipe
+from core.errors import StudioError
+from core.io.export import write_text_atomic
 from core.paths import data_dir
 
 MEASUREMENT_VERSION = 1  # raise when a measurement's method changes: earlier kept numbers are then ignored
@@ -106,15 +106,9 @@ def load_measurements(key: str) -> dict[str, Any] | None:
 
 def keep_measurements(key: str, before: dict[str, Any]) -> None:
     """Keep the original's measurements under ``key`` (written atomically; a failure to write is not an error)."""
-    folder = cache_folder()
     payload = {"measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "before": before}
-    tmp = None
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle)
-        os.replace(tmp, folder / f"{key}.json")
-    except (OSError, TypeError, ValueError):  # a full disk or an unexpected value: measure again next time
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+        cache_folder().mkdir(parents=True, exist_ok=True)
+        write_text_atomic(cache_folder() / f"{key}.json", json.dumps(payload))
+    except (StudioError, OSError, TypeError, ValueError):  # a full disk or an odd value: measure again next time
+        return

@@ -123,7 +123,7 @@ def iter_choice_loglikelihoods(model: torch.nn.Module, tokenizer: Any, questions
         raise DataError(f"The token budget must be at least 1, got {token_budget}.")
     max_length = max_length or model_max_length(model, tokenizer)
     encoded = [encode_choices(tokenizer, q.context, q.choices) for q in questions]
-    if share_context and questions and not (yield from _packing_agrees(model, encoded, max_length)):
+    if share_context and questions and not _packing_agrees(model, encoded, max_length):
         yield Log("This model's attention ignores custom masks: scoring each answer choice separately (slower).")
         share_context = False
     sequences = [s for i, e in enumerate(encoded) for s in pack_question(e, i, max_length, share_context)]
@@ -140,7 +140,7 @@ def iter_choice_loglikelihoods(model: torch.nn.Module, tokenizer: Any, questions
     return sums
 
 
-def _packing_agrees(model, encoded, max_length) -> Generator[Any, None, bool]:
+def _packing_agrees(model, encoded, max_length) -> bool:
     """Whether packed scoring of the first question that needs the packing mask (two or more choices of
     several tokens) equals one-sequence-per-choice scoring."""
     probe = next((i for i, e in enumerate(encoded) if sum(len(c) > 1 for c in e.continuations) > 1), None)
@@ -153,7 +153,6 @@ def _packing_agrees(model, encoded, max_length) -> Generator[Any, None, bool]:
             for sequence in pack_question(encoded[probe], 0, max_length, share):
                 _score_batch(model, [sequence], sums)
         results.append(sums[0])
-    yield from ()
     return all(abs(a - b) <= SELF_CHECK_TOLERANCE * max(1.0, abs(b)) for a, b in zip(*results, strict=True))
 
 
