@@ -4,7 +4,11 @@ speed against lm-evaluation-harness's on the same rows.
     .venv/bin/python bench/bench_tasks.py [--limit 500] [--speed-limit 100] [--models original,gptq,wanda]
 
 ``--limit N`` scores a seeded random N questions of each task (0 = every question: about two hours per
-model on two CPU cores).  Each model is loaded fresh; GPTQ uses the "4-bit for a laptop" preset's settings
+model on two CPU cores).  ``--resume`` (with ``--name``) scores in chunks of ``--chunk`` questions and keeps
+every finished chunk's log-likelihoods in ``bench/results/progress/<name>.json``, so a run stopped by the
+end of a session goes on where it stopped in the next; a chunk is only reused by the same model, the same
+scoring code (a hash of the files that compute log-likelihoods) and the same weights (a fingerprint of every
+parameter) is reused.  Each model is loaded fresh; GPTQ uses the "4-bit for a laptop" preset's settings
 (4-bit, groups of 64, asymmetric, act-order, MSE ranges) and Wanda 50% unstructured, both calibrated on
 64 windows of 512 tokens of bundled:wiki-calibration.
 
@@ -18,6 +22,9 @@ the same call on one question is recorded beside it, to show how much of it that
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -65,6 +72,93 @@ def score_model(name: str, tasks: list[str], limit: int, seed: int) -> dict:
     return row
 
 
+def weights_fingerprint(model) -> str:
+    """SHA-256 over every parameter's bytes: a resumed run must score the very weights it started with."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().contiguous().view(-1).view(dtype=torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+SCORING_CODE = ("core/eval/task_accuracy.py", "core/eval/choice_packing.py", "core/data/task_rows.py")
+
+
+def scoring_code_hash() -> str:
+    """A hash of the files that turn questions into log-likelihoods: a chunk from other code is not reused."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for name in SCORING_CODE:
+        digest.update((root / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class Progress:
+    """Finished chunks of a resumable run, written atomically after each chunk."""
+
+    def __init__(self, path: Path, code: str):
+        self.path, self.code = path, code
+        self.data = json.loads(path.read_text()) if path.exists() else {"chunks": {}}
+
+    def get(self, key: str, fingerprint: str) -> dict | None:
+        entry = self.data["chunks"].get(key)
+        if entry and entry["fingerprint"] == fingerprint and entry["code"] == self.code:
+            return entry
+        return None
+
+    def put(self, key: str, fingerprint: str, loglikelihoods: list, seconds: float) -> None:
+        self.data["chunks"][key] = {"fingerprint": fingerprint, "code": self.code, "seconds": seconds,
+                                    "load_average": os.getloadavg()[0],
+                                    "loglikelihoods": [[round(v, 6) for v in lls] for lls in loglikelihoods]}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".json.partial")
+        temporary.write_text(json.dumps(self.data) + "\n")
+        temporary.replace(self.path)
+
+
+def score_model_resumable(name: str, tasks: list[str], progress: Progress, chunk: int) -> dict:
+    """Every question of every task, in chunks that survive the run being stopped (see ``--resume``)."""
+    from core.data.task_rows import load_task
+    from core.eval.task_accuracy import iter_choice_loglikelihoods, score_questions
+    from core.events import drain
+
+    technique, params = MODELS[name]
+    model, tokenizer = load_fresh()
+    row: dict = {"model": name, "technique": technique, "params": params, "compress_s": 0.0, "tasks": {}}
+    if technique:
+        _, row["compress_s"] = apply_step(model, tokenizer, technique, params, sequence_length=512,
+                                          calibration_windows=64)
+    fingerprint = weights_fingerprint(model)
+    row["fingerprint"], row["scoring_s"], loads = fingerprint, 0.0, []
+    for task in tasks:
+        questions = load_task(task)
+        lls, seconds = [], 0.0
+        for start in range(0, len(questions), chunk):
+            key = f"{name}/{task}/{start}"
+            entry = progress.get(key, fingerprint)
+            if entry is None:
+                began = time.perf_counter()
+                part = drain(iter_choice_loglikelihoods(model, tokenizer, questions[start:start + chunk]))
+                progress.put(key, fingerprint, part, time.perf_counter() - began)
+                entry = progress.get(key, fingerprint)
+                print(f"  {name:<16} {task:<14} {start + len(part):>6,}/{len(questions):,} "
+                      f"({entry['seconds']:.0f} s)", flush=True)
+            lls += entry["loglikelihoods"]
+            seconds += entry["seconds"]
+            loads.append(entry["load_average"])
+        score = score_questions(task, questions, lls, rows_total=len(questions), seconds=seconds, subset="all")
+        row["tasks"][task] = score.to_dict()
+        row["scoring_s"] += seconds
+        print(f"  {name:<16} {score.title:<14} {score.headline} {score.headline_value:.1%} ± "
+              f"{score.headline_stderr:.1%} (n={score.n}, {seconds:.0f} s)", flush=True)
+    row["load_average_max"] = max(loads) if loads else None
+    headline = [row["tasks"][t]["acc" if row["tasks"][t]["headline"] == "acc" else "acc_norm"] for t in tasks]
+    row["average"] = sum(headline) / len(headline)
+    return row
+
+
 def speed_rows(tasks: list[str], count: int, folder: Path) -> list[dict]:
     """lm-eval and ours on the first ``count`` questions of each task: wall time and agreement."""
     from core.data.task_rows import load_task
@@ -106,6 +200,10 @@ def main() -> int:
                         "(0 = skip it)")
     parser.add_argument("--models", default="original,gptq,wanda")
     parser.add_argument("--tasks", default="arc_easy,arc_challenge,piqa,hellaswag,boolq")
+    parser.add_argument("--name", default="tasks", help="result file bench/results/NAME.json")
+    parser.add_argument("--resume", action="store_true", help="every question, in chunks kept across runs "
+                        "(implies --limit 0)")
+    parser.add_argument("--chunk", type=int, default=250, help="questions per kept chunk with --resume")
     args = parser.parse_args()
     import tempfile
 
@@ -123,10 +221,16 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as folder:
             speed = speed_rows(tasks, args.speed_limit, Path(folder))
     print(f"Accuracy, {args.limit or 'all'} questions per task:", flush=True)
-    rows = [score_model(name, tasks, args.limit, args.seed) for name in models]
+    if args.resume:
+        args.limit = 0
+        progress = Progress(Path(__file__).resolve().parent / "results" / "progress" / f"{args.name}.json",
+                            scoring_code_hash())
+        rows = [score_model_resumable(name, tasks, progress, args.chunk) for name in models]
+    else:
+        rows = [score_model(name, tasks, args.limit, args.seed) for name in models]
     print_table([{"model": r["model"], "average": r["average"], "scoring_s": r["scoring_s"]} for r in rows],
                 [("model", "model", "s"), ("average", "average headline", ".3f"), ("scoring_s", "scoring s", ".0f")])
-    path = write_results("tasks", rows, {"limit": args.limit, "seed": args.seed, "tasks": tasks,
+    path = write_results(args.name, rows, {"limit": args.limit, "seed": args.seed, "tasks": tasks,
                                          "speed_limit": args.speed_limit, "lm_eval_batch_size": LM_EVAL_BATCH,
                                          "token_budget": TOKEN_BUDGET["cpu"], "speed": speed}, started)
     print(f"Wrote {path}")
