@@ -61,3 +61,8 @@ def cache_dir() -> Path:
         return Path(override).expanduser()
     home = _home()
     return (home / "cache") if home else Path(user_cache_dir(APP_NAME, appauthor=False))
+
+
+def original_measurements_dir() -> Path:
+    """Folder of the original models' kept measurements (measured once per model and settings)."""
+    return data_dir() / "original-measurements"

@@ -104,8 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app([argv[0] if argv else "compression-studio", *qt_args])
 
     from gui.main_window import MainWindow
+    from gui.theme import follow_system
 
     window = MainWindow(source=args.source)
+    follow_system(app, window.settings)  # light or dark as the desktop (or View ▸ Appearance) says
     window.show()
     install_excepthook(window)
 

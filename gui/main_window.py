@@ -15,6 +15,7 @@ from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QHBoxLayout, QListWidget, QListWidgetItem, QMainWindow, QStackedWidget, QWidget
 
 from gui.errors import show_error
+from gui.menus import install_menus
 from gui.screens.compare.panel import ComparePanel
 from gui.screens.export.panel import ExportPanel
 from gui.screens.history.panel import HistoryPanel
@@ -98,6 +99,7 @@ class MainWindow(QMainWindow):
         self.compare_panel.run_opened.connect(self.export_panel.set_run)
         self.export_panel.run_opened.connect(self.compare_panel.set_run)
         install_shortcuts(self)  # Ctrl+R, Esc, Ctrl+O, Ctrl+S, Ctrl+1..6 (gui/shortcuts.py)
+        install_menus(self)  # File, View (pages, appearance), Run, Help (gui/menus.py)
         self._restore_state(source)
 
     # -- startup work that needs torch -----------------------------------------------------------

@@ -32,15 +32,11 @@ from gui.app import create_app
 
 
 def use_color_scheme(app, scheme: str) -> None:
-    """Ask the platform for a light/dark palette; where it cannot (Xvfb has no theme), simulate
-    one from a single window colour, so the grab shows how the app looks on such a desktop."""
-    from PySide6.QtCore import Qt
-    from PySide6.QtGui import QColor, QPalette
+    """Draw the app light or dark as View ▸ Appearance does (gui/theme.py: where the platform has no
+    scheme of its own, as under Xvfb, a complete dark palette stands in), so the grab shows how it looks."""
+    from gui.theme import apply_appearance
 
-    wanted = Qt.ColorScheme.Dark if scheme == "dark" else Qt.ColorScheme.Light
-    app.styleHints().setColorScheme(wanted)
-    if app.styleHints().colorScheme() != wanted:
-        app.setPalette(QPalette(QColor(0x35, 0x35, 0x35) if scheme == "dark" else QColor(0xEF, 0xEF, 0xEF)))
+    apply_appearance(app, scheme)
 
 
 def _prepare(window, name: str, technique: str, sparsity: float, calibration_windows: int | None = None,

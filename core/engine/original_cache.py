@@ -32,14 +32,14 @@ from core.data.texts import local_path
 from core.engine.recipe import Recipe
 from core.errors import StudioError
 from core.io.export import write_text_atomic
-from core.paths import data_dir
+from core.paths import original_measurements_dir
 
 MEASUREMENT_VERSION = 1  # raise when a measurement's method changes: earlier kept numbers are then ignored
 EDGE_BYTES = 4 << 20
 
 
 def cache_folder() -> Path:
-    return data_dir() / "original-measurements"
+    return original_measurements_dir()
 
 
 def file_fingerprint(path: Path) -> dict[str, Any]:
