@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.eval.compare import mean_task_accuracy
+from core.eval.verdict import INPUTS_KEY, quality_inputs
 
 
 def summarize_report(report: dict[str, Any]) -> dict[str, Any]:
@@ -39,4 +40,5 @@ def summarize_report(report: dict[str, Any]) -> dict[str, Any]:
     scored = (report.get("after") or {}).get("tasks")
     if isinstance(scored, dict) and scored:
         summary["tasks"] = list(scored)  # which tasks the average covers (averages of other tasks differ)
+    summary[INPUTS_KEY] = quality_inputs(report)  # what the quality verdict is judged from, when shown
     return summary
