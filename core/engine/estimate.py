@@ -1,0 +1,244 @@
+"""The pre-flight estimate: parameters, output size, peak memory and time of a run, before anything runs.
+
+Worked out per technique from what each step really does (:mod:`core.engine.estimate_rules`), on the
+loaded model's per-layer summary, with times from a forward pass measured on this machine
+(:mod:`core.engine.throughput`) where one is kept, or from plain arithmetic until then.  The time is
+split into the runner's phases (:attr:`Estimate.phase_seconds`: load, measure original, each step,
+measure result, save) so a person sees where it goes and the Run page can weight its progress.
+No Qt and no torch at import: the Pipeline page calls this on the GUI thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.engine.estimate_rules import Context, Layer, Machine, rule_for
+from core.engine.throughput import Throughput, load_throughput, throughput_key, torch_threads
+
+CPU_FLOPS = 1e11  # arithmetic fallback: effective float32 FLOP/s of a laptop CPU in a forward pass
+GPU_FLOPS = 2e13
+# The bench machine's probe (seconds per weight per token of a forward pass): Machine.scale = this machine's / it.
+REFERENCE_SECONDS_PER_PARAMETER_TOKEN = 1.2e-11
+LOAD_SECONDS = 2.0  # reading, building the modules, the tokenizer …
+LOAD_BYTES_PER_S = 4e8
+SAVE_SECONDS = 1.0
+SAVE_BYTES_PER_S = 2e8
+EVAL_BATCH = 4  # windows per batch in perplexity and KL (core.eval.perplexity)
+DECODE_TOKENS = 48  # new tokens per sample prompt (core.eval.speed)
+SPEED_RUN_TOKENS = 160  # prefill + decode tokens timed by the speed measurement, about
+FLOAT_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
+
+
+@dataclass
+class Estimate:
+    parameters: int
+    output_parameters: int
+    output_bytes: int
+    peak_bytes: int
+    seconds: float
+    available_bytes: int | None
+    notes: list[str] = field(default_factory=list)
+    output_dtype: str = ""  # how the saved weights are stored, per kind of layer ("4-bit packed (GPTQ) + …")
+    output_nonzero: int = 0
+    # (phase, seconds) in run order: "load", "measure original", "step 1: <technique>", …, "measure result", "save"
+    phase_seconds: list[tuple[str, float]] = field(default_factory=list)
+    timed: bool = False  # True: times from a forward pass measured on this machine; False: arithmetic
+
+    @property
+    def fits(self) -> bool:
+        return self.available_bytes is None or self.peak_bytes <= self.available_bytes
+
+    def step_seconds(self) -> float:
+        """The steps' share of the time (what the techniques themselves take)."""
+        return sum(s for name, s in self.phase_seconds if name.startswith("step "))
+
+    def measure_seconds(self) -> float:
+        return sum(s for name, s in self.phase_seconds if name.startswith("measure "))
+
+
+# -- the model's layers --------------------------------------------------------------------------------
+def _layers(summary: Any, stored_bits: float) -> list[Layer]:
+    """The summary's per-layer rows; without them (a bare summary), a plausible split of its parameters."""
+    rows = getattr(summary, "layers", None) or []
+    layers = []
+    for row in rows:
+        shape = list(getattr(row, "shape", []) or [])
+        out, width = (shape + [1, 1])[:2] if len(shape) >= 2 else (shape[0] if shape else 1, 1)
+        layers.append(Layer(row.name, row.kind, int(out), int(width), int(row.params), int(row.nonzero), stored_bits))
+    if layers:
+        return layers
+    params = int(summary.parameters)
+    hidden = int(getattr(summary, "hidden_size", None) or 1024)
+    vocab = getattr(summary, "vocab_size", None)
+    embed = min(params // 2, int(vocab) * hidden) if vocab else params // 5
+    count = max(1, int(getattr(summary, "num_layers", None) or 1))
+    per_block = (params - embed) // count
+    layers = [Layer("model.embed_tokens", "Embedding", int(vocab or embed // hidden), hidden, embed, embed, stored_bits)]
+    for index in range(count):
+        width = max(1, per_block // hidden)
+        layers.append(Layer(f"model.layers.{index}.linear", "Linear", width, hidden, per_block, per_block, stored_bits))
+    return layers
+
+
+def _saved_format(recipe: Any, summary_dtype: str) -> tuple[str, float]:
+    """(dtype name, bytes per ordinary weight) of the saved file, as core.io.save_dtype resolves ``auto``."""
+    choice = getattr(getattr(recipe, "output", None), "dtype", "auto")
+    if choice in FLOAT_BYTES:
+        return choice, float(FLOAT_BYTES[choice])
+    source = str(recipe.model.source)
+    if source.startswith("bundled:") or source.lower().endswith(".gguf"):
+        return "bfloat16", 2.0  # a GGUF of quantized blocks is saved as bfloat16 by auto
+    name = summary_dtype or "float32"
+    return name, float(FLOAT_BYTES.get(name, 4))
+
+
+# -- the machine ---------------------------------------------------------------------------------------
+def kept_throughput(summary: Any, recipe: Any, device: str) -> Throughput | None:
+    """The probe kept for this model, device and thread count, if the model-loading job measured one."""
+    try:
+        key = throughput_key(str(recipe.model.source), int(summary.parameters), str(getattr(summary, "dtype", "")),
+                             device, torch_threads())
+        return load_throughput(key)
+    except Exception:  # no torch, an unreadable file: arithmetic instead
+        return None
+
+
+def machine(parameters: int, device: str, throughput: Throughput | None) -> Machine:
+    """Forward seconds per token of this model here, the matrix rate that implies, and the speed vs the reference."""
+    if throughput is not None and throughput.seconds > 0:
+        per_weight = throughput.seconds_per_parameter_token
+    else:
+        per_weight = 2 / (CPU_FLOPS if device == "cpu" else GPU_FLOPS)
+    return Machine(device, per_weight * parameters, 2 / per_weight, per_weight / REFERENCE_SECONDS_PER_PARAMETER_TOKEN)
+
+
+def original_is_kept(recipe: Any, device: str) -> bool:
+    """Whether the original's measurements for this recipe are kept (core.engine.original_cache): a quick check
+    of file fingerprints; False whenever it cannot tell."""
+    try:
+        from core.engine.original_cache import cache_folder, measurement_key  # imports torch: only when asked
+        from core.models.loading import resolve_source
+
+        kind, where = resolve_source(recipe.model.source)
+        if kind == "hub":
+            return False
+        return (cache_folder() / f"{measurement_key(recipe, Path(where), device)}.json").is_file()
+    except Exception:
+        return False
+
+
+# -- evaluation ----------------------------------------------------------------------------------------
+def evaluation_windows(recipe: Any) -> int:
+    """Windows perplexity is scored on: ``max_windows``, or all the text holds (from its file size) when 0."""
+    if recipe.evaluation.max_windows:
+        return int(recipe.evaluation.max_windows)
+    try:
+        from core.data.samples import bundled_dataset_path
+        from core.data.texts import local_path
+
+        source = recipe.data.evaluation
+        path = bundled_dataset_path(source.removeprefix("bundled:")) if source.startswith("bundled:") \
+            else local_path(source)
+        return max(1, int(path.stat().st_size / 4.5 / recipe.data.sequence_length))
+    except Exception:
+        return 40
+
+
+def _measure_seconds(recipe: Any, windows: int, per_token: float, teacher_per_token: float | None,
+                     decode_seconds: float) -> float:
+    """Perplexity (and, after, the KL to the original: both models' forward passes), samples, speed."""
+    evaluation = recipe.evaluation
+    seconds = 0.0
+    if evaluation.perplexity and recipe.model.task == "causal-lm":
+        tokens = windows * recipe.data.sequence_length
+        seconds += tokens * per_token
+        if teacher_per_token is not None and evaluation.kl_to_teacher:
+            seconds += tokens * (per_token + teacher_per_token)
+    if recipe.model.task == "causal-lm":
+        seconds += len(evaluation.prompts) * DECODE_TOKENS * decode_seconds
+    if evaluation.speed:
+        seconds += SPEED_RUN_TOKENS * decode_seconds
+    return seconds
+
+
+def _format_text(formats: list[str], float_name: str, any_float_left: bool) -> str:
+    if not formats:
+        return float_name
+    text = " + ".join(dict.fromkeys(formats))
+    return f"{text} + {float_name} for the rest" if any_float_left else text
+
+
+# -- the estimate ----------------------------------------------------------------------------------------
+def estimate(summary: Any, recipe: Any, device: str, available_bytes: int | None, *,
+             throughput: Throughput | None = None, original_kept: bool | None = None) -> Estimate:
+    """Estimate a run of ``recipe`` on the loaded model.
+
+    ``summary``: core.models.model_info.ModelSummary of the loaded model (its per-layer rows make sizes exact);
+    ``recipe``: core.engine.recipe.Recipe; ``throughput``: a probe (default: the one kept for this model, device
+    and threads, else arithmetic); ``original_kept``: whether the original's measurements are kept (default: checked).
+    """
+    params = int(summary.parameters)
+    in_memory = int(summary.bytes_in_memory)
+    compute_dtype = str(getattr(summary, "dtype", "") or "float32")
+    float_name, float_bytes = _saved_format(recipe, compute_dtype)
+    layers = _layers(summary, float_bytes * 8)
+    layer_params = sum(layer.params for layer in layers) or params
+    if throughput is None:
+        throughput = kept_throughput(summary, recipe, device)
+    here = machine(params, device, throughput)
+    data = recipe.data
+    ctx = Context(hidden=int(getattr(summary, "hidden_size", None) or 1024),
+                  num_layers=int(getattr(summary, "num_layers", None) or 1),
+                  vocab=int(getattr(summary, "vocab_size", None) or 32000),
+                  sequence_length=int(data.sequence_length), calibration_windows=int(data.calibration_windows),
+                  compute_bytes=FLOAT_BYTES.get(compute_dtype, 4), machine=here)
+
+    notes: list[str] = []
+    formats: list[str] = []
+    working = 0
+    step_phases: list[tuple[str, float]] = []
+    for number, (_, step) in enumerate(recipe.enabled_steps(), start=1):
+        cost = rule_for(step.technique)(layers, step.config, ctx)
+        step_phases.append((f"step {number}: {step.technique}", max(0.0, cost.seconds)))
+        working = max(working, cost.working_bytes)
+        notes += cost.notes
+        if cost.stored_format:
+            formats.append(cost.stored_format)
+        if cost.guess:
+            notes.append(f"{step.technique}: its size and time are rough guesses.")
+
+    share = params / layer_params  # rows may miss a tied head or buffers: scale to the summary's totals
+    output_params = round(sum(layer.params for layer in layers) * share)
+    output_nonzero = round(sum(min(layer.nonzero, layer.params) for layer in layers) * share)
+    output_bytes = round(sum(layer.params * layer.stored_bits / 8 for layer in layers) * share)
+    any_float_left = any(layer.stored_bits == float_bytes * 8 for layer in layers)
+    result_cost = sum(layer.params * layer.forward_cost for layer in layers) / layer_params
+
+    windows = evaluation_windows(recipe)
+    decode = 200 * here.seconds_per_token  # a decoded token costs about as much as 200 prefilled ones (overhead)
+    teacher = recipe.evaluation.kl_to_teacher and recipe.evaluation.perplexity and recipe.model.task == "causal-lm"
+    if original_kept is None:
+        original_kept = original_is_kept(recipe, device)
+    phases = [("load", LOAD_SECONDS + in_memory / LOAD_BYTES_PER_S),
+              ("measure original", 0.0 if original_kept else
+               _measure_seconds(recipe, windows, here.seconds_per_token, None, decode)),
+              *step_phases,
+              ("measure result", _measure_seconds(recipe, windows, here.seconds_per_token * result_cost,
+                                                  here.seconds_per_token, decode * result_cost)),
+              ("save", SAVE_SECONDS + output_bytes / SAVE_BYTES_PER_S)]
+    seconds = sum(s for _, s in phases)
+
+    batch = min(EVAL_BATCH, windows)
+    logits = batch * data.sequence_length * ctx.vocab * 4 if recipe.evaluation.perplexity else 0
+    eval_working = logits * (4 if teacher else 2)
+    needs_copy = teacher or any(getattr(step.config, "student", None) is not None and step.technique.startswith("distill")
+                                for _, step in recipe.enabled_steps())
+    peak = in_memory * (2 if needs_copy else 1) + max(working, eval_working) + in_memory // 4
+    notes.append("Times from a forward pass timed on this machine when the model loaded." if throughput is not None
+                 else "No forward pass of this model has been timed here yet: the time is plain arithmetic.")
+    return Estimate(params, output_params, output_bytes, int(peak), seconds, available_bytes, notes,
+                    _format_text(formats, float_name, any_float_left), output_nonzero, phases,
+                    throughput is not None)
+
