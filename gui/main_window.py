@@ -64,7 +64,7 @@ class MainWindow(QMainWindow):
         self.stack = QStackedWidget()
         self.model_panel = ModelPanel()
         self.pipeline_panel = PipelinePanel(self.model_context)
-        self.run_panel = RunPanel(self.run_source)
+        self.run_panel = RunPanel(self.run_source, estimate_source=lambda: self.pipeline_panel.estimate_box.last)
         self.compare_panel = ComparePanel(self.model_panel.device)
         self.export_panel = ExportPanel(self._report_images, self.model_panel.device)
         self.history_panel = HistoryPanel()

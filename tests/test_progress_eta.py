@@ -65,19 +65,24 @@ def test_run_progress_widget_overall_and_stage(qtbot, monkeypatch):
     monkeypatch.setattr(run_progress.time, "monotonic", lambda: clock[0])
     widget = RunProgress()
     qtbot.addWidget(widget)
-    widget.start(steps=2)  # 6 stages
+    widget.start(steps=2)  # 6 stages, no pre-flight plan: default weights
     assert "estimating…" in widget.overall_text(clock[0])
     widget.stage_started(StageStarted("step", "Step 1 of 2: GPTQ", 3, 6, 0, "gptq", 1, 2))
-    assert widget.overall_bar.value() == round(2 / 6 * 1000) and widget.stage_bar.value() == 0
+    assert widget.stage_bar.value() == 0
     for i in range(11):
         clock[0] = 100.0 + i
         widget.progress(Progress("Calibrating blocks", i, 10, step_index=0))
     assert widget.stage_bar.value() < 1000  # bars repaint on their 100 ms timer, not per event
     widget.apply()
     assert widget.stage_bar.value() == 1000
-    assert widget.overall_bar.value() == round(3 / 6 * 1000)
+    # The step took 10 s of a plan of 30: the later phases are expected 3 times faster than planned too,
+    # and the overall bar stands where step 1 ends: 10 s done of 10 + 10 + 2 * 20 / 3 + 3 s.
+    left = 30 * (1 / 3) + 20 * (1 / 3) + 3
+    assert widget.eta.remaining == pytest.approx(left, abs=0.5)
+    assert widget.overall_bar.value() == pytest.approx(1000 * 10 / (10 + left), abs=2)
+    widget.refresh()
     text = widget.overall_text(clock[0])
-    assert "Step 1 of 2: GPTQ (stage 3 of 6)" in text and "50%" in text and "left" in text
+    assert "Step 1 of 2: GPTQ (stage 3 of 6)" in text and f"{widget.overall:.0%}" in text and "left" in text
     widget.stage_started(StageStarted("step", "Step 2 of 2: Wanda", 4, 6, 1, "wanda", 2, 2))
     clock[0] += 1
     widget.progress(Progress("Calibrating blocks", 1, 10, step_index=1))

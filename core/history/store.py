@@ -206,10 +206,12 @@ class History:
     def finish_run(self, run_id: int, status: str, metrics: dict[str, Any] | None = None,
                    message: str = "") -> None:
         """Set a run's final status (and its numbers or the reason it stopped; without ``metrics`` the
-        ones recorded at the start, the list of steps, stay)."""
+        ones recorded at the start, the list of steps, stay).  A cancelled run keeps no output path."""
         if status not in STATUSES or status == "running":
             raise ValueError(f"not a final status: {status!r}")
         with self.connect(write=True) as conn:
+            if status == "cancelled":  # it wrote nothing: no output folder to point at
+                conn.execute("UPDATE runs SET output = '' WHERE id = ?", (run_id,))
             if metrics is None:
                 conn.execute("UPDATE runs SET status = ?, finished = ?, message = ? WHERE id = ?",
                              (status, now_iso(), message, run_id))

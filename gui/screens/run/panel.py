@@ -3,7 +3,9 @@
 The core runner is a generator of events; ``start_job`` runs it in a QThread, so the window never
 freezes.  Events update progress and the log at once, and the plots through their 50 ms redraw.
 Cancel stops at the runner's next cancel point; its output folder is written atomically at the
-very end, so a cancelled run leaves nothing behind.
+very end, so a cancelled run leaves nothing behind.  A run going for more than a minute asks before it
+is stopped (:mod:`gui.screens.run.stop_dialog`).  The overall bar and time left use the Pipeline page's
+pre-flight estimate of each phase when ``estimate_source`` gives one (:mod:`core.engine.eta`).
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.engine.eta import Phase, plan_phases
 from core.engine.registry import get_technique
 from gui.errors import show_error
 from gui.screens.run.progress import RunProgress
+from gui.screens.run.stop_dialog import ASK_AFTER_S, confirm_stop
 from gui.screens.run.summary import ResultTable, summary_header
 from gui.widgets.formatting import format_bytes, format_duration
 from gui.widgets.labels import heading, rich_label
@@ -44,6 +48,8 @@ TRAINING_FAMILIES = ("distillation",)
 
 # Returns (recipe, output folder, device) for a new run, or raises StudioError saying what is missing.
 RunSource = Callable[[], tuple[Any, Path, str]]
+# Returns the pre-flight estimate of the pipeline about to run (with ``phase_seconds``), or None.
+EstimateSource = Callable[[], Any]
 
 
 def _metric_text(metric: Any) -> str:
@@ -62,13 +68,15 @@ class RunPanel(QWidget):
     run_finished = Signal(object)  # the run's report (dict)
     busy_changed = Signal(bool)
 
-    def __init__(self, run_source: RunSource | None = None, parent: QWidget | None = None):
+    def __init__(self, run_source: RunSource | None = None, parent: QWidget | None = None, *,
+                 estimate_source: EstimateSource | None = None):
         super().__init__(parent)
         self.run_source = run_source
+        self.estimate_source = estimate_source
         self.job: JobHandle | None = None
         self.output_dir: Path | None = None
         self.report: dict | None = None
-        self._started = 0.0
+        self._started: float | None = None  # when the last run started (time.monotonic)
         self._last_run: tuple[Any, Path, str] | None = None  # (recipe, output folder, device) of the last start
 
         self.run_button = QPushButton("Run  (Ctrl+R)")
@@ -78,7 +86,8 @@ class RunPanel(QWidget):
         self.run_button.clicked.connect(self.run)
         self.cancel_button = QPushButton("Cancel  (Esc)")
         self.cancel_button.setToolTip("Stop at the next safe point. Nothing is written: the output folder "
-                                      "only appears when a run completes.")
+                                      "only appears when a run completes. Once a run has gone on for more "
+                                      "than a minute, this button and Esc ask first.")
         self.cancel_button.clicked.connect(self.cancel)
         self.resume_button = QPushButton("Resume training")
         self.resume_button.setToolTip("Continue the cancelled run from its last training checkpoint, into the "
@@ -203,7 +212,7 @@ class RunPanel(QWidget):
         self.log.clear()
         self.summary.setText("Running… The before/after numbers appear here when the run is done.")
         self.result_table.show_report(None)
-        self.progress.start(steps)
+        self.progress.start(steps, self._plan(recipe))
         verb = "Resuming" if resume else "Running"
         self.status.setText(f"{verb} '{recipe.name}' on {device}; the result goes to {output_dir}.")
         self.job = start_job(lambda: run_pipeline(recipe, str(output_dir), device, resume), on_event=self.on_event,
@@ -213,8 +222,37 @@ class RunPanel(QWidget):
         self._set_busy(True)
         return self.job
 
+    def _plan(self, recipe: Any) -> tuple[list[Phase], bool]:
+        """The run's phases, with the pre-flight estimate's seconds when it describes this pipeline."""
+        steps = len(recipe.enabled_steps())
+        try:
+            estimate = self.estimate_source() if self.estimate_source is not None else None
+            seconds = getattr(estimate, "phase_seconds", None)
+            names = []
+            for _, step in recipe.enabled_steps():
+                names.append((step.technique, getattr(get_technique(step.technique), "title", "")))
+            return plan_phases(names, seconds)
+        except Exception:  # the plan only shapes the progress bar: it must never stop a run
+            return plan_phases(steps)
+
     def cancel(self) -> None:
-        if self.is_busy():
+        """Stop the run at the next safe point (Esc, the Cancel button, the Run menu).
+
+        After :data:`ASK_AFTER_S` of running it asks first and does nothing on "Keep running".
+        """
+        if not self.is_busy():
+            return
+        elapsed = time.monotonic() - self._started if self._started is not None else 0.0
+        if elapsed > ASK_AFTER_S:
+            training = self._last_run is not None and trains(self._last_run[0])
+            checkpoint = False
+            if training:
+                from core.engine.runner import has_resumable_checkpoint
+
+                checkpoint = has_resumable_checkpoint(*self._last_run[:2])
+            if not confirm_stop(self.window(), elapsed, checkpoint, training):
+                return
+        if self.is_busy():  # (it may have ended while the question was open)
             self.job.cancel()
             self.status.setText("Cancelling at the next safe point…")
             self.cancel_button.setEnabled(False)
@@ -246,7 +284,7 @@ class RunPanel(QWidget):
 
     def _on_finished(self, report: dict) -> None:
         self.report = report
-        elapsed = format_duration(time.monotonic() - self._started)
+        elapsed = format_duration(time.monotonic() - (self._started or 0.0))
         self.progress.finish(f"Done in {elapsed}", "Finished")
         self.status.setText(f"Done in {elapsed}. The compressed model is in {self.output_dir}.")
         self._show_result(report)
