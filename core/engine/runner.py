@@ -36,7 +36,7 @@ from core.io.output_rules import Input, check_output_dir
 from core.io.save_dtype import cast_floating_weights, dtype_name, resolve_save_dtype
 from core.io.saving import atomic_folder, write_model_files, write_run_files
 from core.models.loading import LoadedModel, iter_load_model, resolve_source, return_tokenizer
-from core.models.model_info import folder_weight_bytes, inspect_model
+from core.models.model_info import folder_weight_bytes, inspect_model, stored_sizes
 from core.paths import cache_dir
 
 
@@ -299,6 +299,7 @@ def _run_loaded(recipe: Recipe, loaded: LoadedModel, output: Path, *, overwrite:
     yield StageStarted("measure_before", "Measuring the original", 2, total)
     before = yield from _measure_original(model, tokenizer, recipe, eval_windows, loaded, device)
     before["on_disk_is"] = f"the source weights as stored ({loaded.source_path.name}, {loaded.kind})"
+    before.update(stored_sizes(model, loaded.source_path))  # also for measurements kept from before they had it
     compare_to_original = recipe.evaluation.kl_to_teacher and eval_windows is not None
     teacher = copy.deepcopy(model) if (compare_to_original or _needs_original(recipe)) else None
     checkpoints = checkpoint_root(recipe, output)

@@ -25,6 +25,7 @@ from typing import Any
 
 from core.data.task_rows import TASKS
 from core.errors import StudioError
+from core.eval.size_baseline import OriginalSize, is_smaller, original_size, size_change_words
 
 NOT_MEASURED = "not measured"
 # What 'KL to the teacher' measures, in plain words (its tooltip wherever it is shown).
@@ -174,14 +175,20 @@ def compare_rows(report: dict[str, Any]) -> list[CompareRow]:
 
 
 def size_note(report: dict[str, Any]) -> str | None:
-    """A plain sentence when the result is larger on disk than the original (e.g. a 4-bit GGUF source
-    saved back as bfloat16), so the bigger number is explained instead of looking like a mistake.
+    """One plain sentence about the result's size against the original's, or None when there is nothing to explain.
 
-    It advises a quantization step only when the pipeline has none; a pipeline that already quantizes
-    is pointed at a GGUF export (the original's own compact format) instead.
+    From a GGUF source stored in fewer than 16 bits (e.g. the bundled 4-bit SmolLM2) the sentence gives both of
+    the original's sizes, the file and the model as 16-bit weights, and compares the result (saved as
+    floating-point safetensors) with the 16-bit size, the same format (``core.eval.size_baseline``); when the
+    result is larger than the original's file it points at a GGUF export.  From any other source it explains a
+    result larger on disk than the original; a quantization step is advised only when the pipeline has none, a
+    pipeline that already quantizes is pointed at a GGUF export instead.
     """
     before, after = report.get("before") or {}, report.get("after") or {}
     teacher, student = _get(before, "bytes_on_disk"), _get(after, "bytes_on_disk")
+    original = original_size(before)
+    if original.compact_gguf and student is not None:
+        return _gguf_size_sentence(report, original, student)
     if teacher is None or student is None or student <= teacher:
         return None
     text = (f"The result is larger on disk than the original ({student / 1e6:,.1f} MB vs {teacher / 1e6:,.1f} MB): "
@@ -191,6 +198,22 @@ def size_note(report: dict[str, Any]) -> str | None:
         return text + (" The quantized layers are stored compactly, the rest as floating point: export the result "
                        "as GGUF (Export page) for a file in the original's compact format.")
     return text + " Add a quantization step to the pipeline to make the file smaller."
+
+
+def _gguf_size_sentence(report: dict[str, Any], original: OriginalSize, student: float) -> str:
+    """'The original file is 4-bit GGUF Q4_1 (98.4 MB); as a 16-bit model it is 269.0 MB. Your result (bfloat16,
+    269.1 MB) is compared with the 16-bit size: same size. To get a small file again, export it as GGUF Q4_0 on
+    the Export page.'"""
+    stored, as_16bit = original.stored or 0.0, original.as_16bit or 0.0
+    dtype = str((report.get("output") or {}).get("dtype") or "floating point")
+    what = f"{dtype} with quantized layers" if _quantizes(report) else dtype
+    text = (f"The original file is {original.stored_format} ({stored / 1e6:,.1f} MB); as a 16-bit model it is "
+            f"{as_16bit / 1e6:,.1f} MB. Your result ({what}, {student / 1e6:,.1f} MB) is compared with the 16-bit "
+            f"size: {size_change_words(student, as_16bit)}.")
+    if is_smaller(student, stored):
+        return text + " It is smaller than the original file too."
+    kind = "Q4_0" if (original.stored_bits or 4) <= 4 else "Q8_0"
+    return text + f" To get a small file again, export it as GGUF {kind} on the Export page."
 
 
 def _quantizes(report: dict[str, Any]) -> bool:

@@ -3,6 +3,10 @@
 A run is on the front when no other run is at least as small *and* at least as good, and
 strictly better in one of the two.  Smaller size is always better; quality is better when lower
 (perplexity, KL) or higher (accuracy, F1), as the caller says.
+
+:func:`best_trade_offs` is what the History page marks "best": the front of the results *and* their
+originals, keeping only results measurably smaller than their own original, so a result that is not
+smaller than what it was made from, or that has no measured quality, is never called best.
 """
 
 from __future__ import annotations
@@ -49,3 +53,29 @@ def dominates(a: tuple[float, float], b: tuple[float, float], higher_is_better: 
     size_a, cost_a = a[0], sign * a[1]
     size_b, cost_b = b[0], sign * b[1]
     return size_a <= size_b and cost_a <= cost_b and (size_a < size_b or cost_a < cost_b)
+
+
+def best_trade_offs(points: Sequence[tuple[float | None, float | None]],
+                    originals: Sequence[tuple[float | None, float | None]],
+                    higher_is_better: bool = False, same_size: float = 0.0) -> list[int]:
+    """Indices of the results that are best trade-offs measured against their original, by increasing size.
+
+    ``points[i]`` is result i's (size, quality); ``originals[i]`` its own original's (size it is compared
+    with, quality), measured before that run.  A result is a best trade-off only when
+
+    * its size and quality were measured, and so were its original's;
+    * it is smaller than its original by more than ``same_size`` (a share: 0.005 = half a percent), so a
+      result that is not smaller, however good, is never best;
+    * nothing dominates it: no other result and no original is at least as small and at least as good
+      and strictly better in one of the two (:func:`pareto_front` over results and originals together).
+    """
+    if len(points) != len(originals):
+        raise ValueError("every result needs its original (None values where it was not measured)")
+    front = set(pareto_front([*points, *originals], higher_is_better))
+    best = []
+    for index, ((size, quality), (original, original_quality)) in enumerate(zip(points, originals, strict=True)):
+        if not (_usable(size) and _usable(quality) and _usable(original) and _usable(original_quality)):
+            continue
+        if index in front and float(size) < float(original) * (1 - same_size):
+            best.append(index)
+    return sorted(best, key=lambda i: (float(points[i][0]), i))

@@ -10,13 +10,18 @@ from core.eval.verdict import INPUTS_KEY, quality_inputs
 
 def summarize_report(report: dict[str, Any]) -> dict[str, Any]:
     """The numbers worth keeping from a runner report: sizes, parameters, quality (perplexity, accuracy, the
-    average zero-shot task accuracy), KL, time."""
+    average zero-shot task accuracy), KL, time; for the original also its size as a 16-bit model and, for a
+    GGUF source, how the file stores its weights (what a result's size is compared with)."""
     summary: dict[str, Any] = {}
     for label in ("before", "after"):
         part = report.get(label) or {}
         for key in ("bytes_on_disk", "bytes_in_memory", "parameters", "nonzero_parameters"):
             if isinstance(part.get(key), int | float):
                 summary[f"{key}_{label}"] = part[key]
+        if label == "before":  # what the original's size is compared with (core.eval.size_baseline)
+            for key in ("bytes_as_16bit", "stored_bits", "stored_format"):
+                if isinstance(part.get(key), int | float | str) and part[key] != "":
+                    summary[f"{key}_before"] = part[key]
         ppl = (part.get("perplexity") or {}).get("perplexity")
         if isinstance(ppl, int | float):
             summary[f"perplexity_{label}"] = ppl

@@ -5,6 +5,12 @@ Sizes:
 - bytes in memory: the storage of every parameter and buffer as loaded (shared tensors once);
 - bytes on disk: the weight files of a saved folder or the source file, measured with ``stat``.
 
+- bytes as a 16-bit model: what the weights would take saved as a bfloat16 (or float16) transformers model,
+  every ordinary floating-point parameter and saved buffer at 2 bytes, anything kept in another format
+  (integers, packed layers, their scales) at its own size, shared tensors once.  A GGUF source is loaded
+  dequantized, and a result from it is saved as bfloat16 by default, so this, not the small GGUF file,
+  is the size such a result is compared with.
+
 Effective bits per weight = bytes in memory × 8 / parameters, and as stored on disk = bytes of the
 weight files × 8 / parameters: a 4-bit GGUF file is loaded as float32, so it takes about 5.9 bits per
 weight on disk (scales included) and 32 in memory.  A technique that stores weights
@@ -20,6 +26,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from core.models.gguf_header import gguf_storage
 
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
 
@@ -50,6 +58,9 @@ class ModelSummary:
     bits_per_weight: float
     dtype: str
     layers: list[LayerRow] = field(default_factory=list)
+    bytes_as_16bit: int | None = None  # the weights saved as a 16-bit (bfloat16) model: see bytes_as_16bit()
+    stored_format: str | None = None  # how a GGUF source stores its weights, in words: '4-bit GGUF Q4_1'
+    stored_bits: int | None = None  # the bits per weight that format stands for (4 for Q4_1), if known
 
     @property
     def bits_on_disk(self) -> float | None:
@@ -86,6 +97,43 @@ def _unique_tensors(module: nn.Module, recurse: bool = True) -> list[torch.Tenso
 def bytes_in_memory(model: nn.Module) -> int:
     """Bytes of all parameters and buffers, each shared tensor counted once."""
     return sum(t.numel() * t.element_size() for t in _unique_tensors(model))
+
+
+def _is_plain(module: nn.Module) -> bool:
+    """Whether every own tensor of ``module`` is an ordinary floating-point tensor (what a 16-bit save casts);
+    a module with packed or quantized tensors keeps all of them as they are (see core.io.save_dtype)."""
+    tensors = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+    return all(type(t) in (torch.Tensor, nn.Parameter) and t.is_floating_point() for t in tensors)
+
+
+def bytes_as_16bit(model: nn.Module) -> int:
+    """Bytes of the weights saved as a 16-bit (bfloat16) model: every saved tensor (parameters and persistent
+    buffers, shared ones once) of an ordinary floating-point module at 2 bytes per value, the tensors of a
+    module that stores them packed or quantized at their own size.  The file adds only its small header."""
+    seen: set[int] = set()
+    total = 0
+    for module in model.modules():
+        plain = _is_plain(module)
+        skip = getattr(module, "_non_persistent_buffers_set", set())
+        saved = [*module.parameters(recurse=False),
+                 *(b for name, b in module.named_buffers(recurse=False) if name not in skip)]
+        for tensor in saved:
+            key = tensor.data_ptr() if tensor.device.type != "meta" else id(tensor)
+            if key in seen or tensor.numel() == 0:
+                continue
+            seen.add(key)
+            total += tensor.numel() * (2 if plain and tensor.is_floating_point() else tensor.element_size())
+    return total
+
+
+def stored_sizes(model: nn.Module, on_disk: str | Path | None) -> dict[str, Any]:
+    """The model's size as a 16-bit model, and how its GGUF source (if ``on_disk`` is one) stores the weights:
+    ``{"bytes_as_16bit": …, "stored_format": '4-bit GGUF Q4_1' or None, "stored_bits": 4 or None}``."""
+    is_gguf = on_disk is not None and Path(on_disk).suffix.lower() == ".gguf"
+    storage = gguf_storage(on_disk) if is_gguf else None
+    words = storage.words if storage is not None else ("GGUF" if is_gguf else None)  # a header that does not say
+    return {"bytes_as_16bit": bytes_as_16bit(model), "stored_format": words,
+            "stored_bits": storage.bits if storage is not None else None}
 
 
 def folder_weight_bytes(path: str | Path) -> int:
@@ -174,7 +222,8 @@ def inspect_model(model: nn.Module, on_disk: str | Path | None = None, with_laye
         bytes_on_disk=folder_weight_bytes(on_disk) if on_disk else None,
         bits_per_weight=memory * 8 / params if params else 0.0,
         dtype=dtypes[0] if dtypes else "",
-        layers=rows if with_layers else [])
+        layers=rows if with_layers else [],
+        **stored_sizes(model, on_disk))
 
 
 def human_bytes(count: float | None) -> str:

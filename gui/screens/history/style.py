@@ -9,6 +9,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from core.eval.size_baseline import OriginalSize, original_size_of_metrics
 from gui.widgets.formatting import format_bytes, format_duration, short_count
 
 STATUS_WORDS = {
@@ -32,6 +33,12 @@ class Quality:
     @property
     def axis(self) -> str:
         return f"{self.label} ({'higher' if self.higher_is_better else 'lower'} is better)"
+
+    @property
+    def before_key(self) -> str | None:
+        """The same measure of the original, measured before the run ('perplexity_before'); None for a measure
+        of the result against the original (KL), which is 0 for the original by definition."""
+        return self.key.removesuffix("_after") + "_before" if self.key.endswith("_after") else None
 
 
 QUALITIES = (
@@ -104,3 +111,27 @@ def short_source(source: str) -> str:
     """A model source as a short name: the last part of a path or hub id."""
     text = source.rstrip("/\\")
     return text.rsplit("/", 1)[-1].rsplit("\\", 1)[-1] or source
+
+
+def original_quality(record: Any, quality: Quality) -> float | None:
+    """The original's ``quality`` as measured before ``record``'s run (its 'before' numbers); for KL to the
+    original, 0 (the original against itself) when the run measured KL; None when not measured."""
+    if quality.before_key is None:
+        return 0.0 if record.metric(quality.key) is not None else None
+    return record.metric(quality.before_key)
+
+
+def original_size(record: Any) -> OriginalSize:
+    """The original's sizes as measured before ``record``'s run (what its result's size is compared with)."""
+    return original_size_of_metrics(record.metrics)
+
+
+def original_size_words(size: OriginalSize) -> str:
+    """'269.0 MB as a 16-bit model (its file: 4-bit GGUF Q4_1, 98.4 MB)' or '98.4 MB on disk'."""
+    compared = size.compared()
+    if compared is None:
+        return "size not measured"
+    if size.compact_gguf:
+        return (f"{format_bytes(compared)} as a 16-bit model, the format results are saved in (its file: "
+                f"{size.stored_format}, {format_bytes(size.stored)})")
+    return f"{format_bytes(compared)} on disk"

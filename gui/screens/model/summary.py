@@ -7,6 +7,7 @@ from typing import Any
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFormLayout, QGroupBox, QLabel, QWidget
 
+from core.eval.size_baseline import OriginalSize
 from gui.widgets.formatting import format_count, short_count
 
 # key, label, tooltip
@@ -18,6 +19,11 @@ FIELDS = (
                             "Pruning raises the zero share; a dense file does not shrink from that alone."),
     ("disk", "Size on disk", "Bytes of the weight files this model was read from, as the file manager "
                              "counts them (1 GB = 1000³ bytes)."),
+    ("sixteen", "As a 16-bit model", "Bytes the weights take saved as a 16-bit (bfloat16) transformers model: "
+                                     "every weight × 2 bytes, shared weights once, anything stored in another "
+                                     "format at its own size. A result is saved in this format (bfloat16) when "
+                                     "the source is a 4- or 8-bit GGUF file, so its size is compared with this "
+                                     "number, not with the small file; the Export page writes a small GGUF again."),
     ("memory", "Size in memory", "Bytes the weights take in RAM or GPU memory once loaded, and the "
                                  "number format they are stored in."),
     ("bits", "Bits per weight", "How many bits each weight takes, two ways. On disk: size of the weight files "
@@ -40,6 +46,25 @@ def bits_text(summary: Any) -> str:
     return in_memory if on_disk is None else f"{on_disk:.2f} on disk, {in_memory}"
 
 
+def disk_text(summary: Any, disk_note: str | None, human_bytes: Any) -> str:
+    """'98.4 MB (bundled .gguf, stored as 4-bit GGUF Q4_1)': the bytes of the weight files, where they are and,
+    for a GGUF source, how it stores its weights."""
+    notes = [note for note in (disk_note, f"stored as {summary.stored_format}" if summary.stored_format else None)
+             if note]
+    return human_bytes(summary.bytes_on_disk) + (f" ({', '.join(notes)})" if notes else "")
+
+
+def sixteen_bit_text(summary: Any, human_bytes: Any) -> str:
+    """'269.0 MB (results are saved in this format and compared with this size)' for a 4- or 8-bit GGUF source;
+    just the size otherwise ('—' when not measured)."""
+    size = summary.bytes_as_16bit
+    if size is None:
+        return EMPTY
+    compact = OriginalSize(summary.bytes_on_disk, size, summary.stored_format, summary.stored_bits).compact_gguf
+    return human_bytes(size) + (" (a result is saved as bfloat16 by default: compared with this size)"
+                                if compact else "")
+
+
 def summary_texts(summary: Any, source_kind: str | None = None) -> dict[str, str]:
     """The text of every field for a ``core.models.model_info.ModelSummary``."""
     from core.models.model_info import human_bytes  # torch is loaded by now: a model was loaded
@@ -50,7 +75,8 @@ def summary_texts(summary: Any, source_kind: str | None = None) -> dict[str, str
         "architecture": f"{summary.architecture} ({summary.model_type})",
         "parameters": format_count(summary.parameters),
         "nonzero": f"{format_count(summary.nonzero_parameters)} ({summary.sparsity:.1%} zero)",
-        "disk": human_bytes(summary.bytes_on_disk) + (f" ({disk_note})" if disk_note else ""),
+        "disk": disk_text(summary, disk_note, human_bytes),
+        "sixteen": sixteen_bit_text(summary, human_bytes),
         "memory": f"{human_bytes(summary.bytes_in_memory)} as {summary.dtype}",
         "bits": bits_text(summary),
         "layers": format_count(summary.num_layers),
