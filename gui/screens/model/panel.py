@@ -205,7 +205,8 @@ class ModelPanel(QWidget):
         self._started_at = time.monotonic()
         self._stage_text = "Starting…"
         self.progress.setRange(0, 0)  # busy until a Progress event says how far
-        self.job = start_job(lambda: load_and_inspect(source, task, device), on_event=self._on_event,
+        self.job = start_job(lambda: load_and_probe(load_and_inspect(source, task, device), source, device),
+                             on_event=self._on_event,
                              on_finished=self._on_loaded, on_errored=self._on_error,
                              on_cancelled=self._on_cancelled, on_done=lambda: self._set_busy(False))
         self._set_busy(True)
@@ -269,3 +270,16 @@ class ModelPanel(QWidget):
     def _on_cancelled(self) -> None:
         self._finish_progress("Loading cancelled." + (" The previous model is still loaded." if self.result else ""),
                               False)
+
+
+def load_and_probe(loading: Any, source: str, device: str) -> Any:
+    """The load job, then (still in the worker) one timed forward pass for the Pipeline page's time estimate
+    (core.engine.throughput: skipped when this model was timed here before; a failure never fails the load)."""
+    result = yield from loading
+    try:
+        from core.engine.throughput import iter_probe
+
+        yield from iter_probe(result.loaded.model, source, result.summary, device)
+    except Exception:  # the estimate falls back to arithmetic
+        pass
+    return result

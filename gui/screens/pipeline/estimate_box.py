@@ -17,8 +17,9 @@ RED = "#d32f2f"
 class EstimateBox(QGroupBox):
     def __init__(self, parent: QWidget | None = None):
         super().__init__("Pre-flight estimate", parent)
-        self.setToolTip("Worked out from the loaded model and the settings above before anything runs. "
-                        "Sizes are close; the time is a rough guess that depends on your machine.")
+        self.setToolTip("Worked out from the loaded model and the settings above before anything runs: sizes "
+                        "from what each step stores, times from one forward pass of the model timed on this "
+                        "machine when it loaded (bench/bench_estimates.py compares them with real runs).")
         self.label = rich_label("Load a model on the Model page to see an estimate.", selectable=False, top_left=True)
         QVBoxLayout(self).addWidget(self.label)
         self.last: Any = None
@@ -38,15 +39,17 @@ class EstimateBox(QGroupBox):
         est = self.last = estimate(summary, recipe, device, available)
         self.fits = est.fits
         source = summary.bytes_on_disk
+        after = (f"{short_count(est.output_parameters)} after" if est.output_parameters != est.parameters
+                 else "the same count after")
+        if est.output_nonzero and est.output_nonzero < est.output_parameters * 0.99:
+            after += f", about {short_count(est.output_nonzero)} of them non-zero (zeros still count as parameters)"
         rows = [
-            ("Parameters", f"{short_count(est.parameters)} now, about {short_count(est.output_parameters)} after"
-                           + (" (zeros still count as parameters)" if est.output_parameters == est.parameters else "")),
+            ("Parameters", f"{short_count(est.parameters)} now, {after}"),
             ("Output size", f"about {format_bytes(est.output_bytes)} as safetensors ({escape(est.output_dtype or summary.dtype)})"
                             + (f"; the source file is {format_bytes(source)}" if source else "")),
             ("Peak memory", f"about {format_bytes(est.peak_bytes)}"
                             + (f" of {format_bytes(available)} free on {escape(device)}" if available else "")),
-            ("Time", f"roughly {format_duration(est.seconds + (task_seconds or 0))} on {escape(device)}"
-                     + (f", of which about {format_duration(task_seconds)} scoring the tasks" if task_seconds else "")),
+            ("Time", time_text(est, device, task_seconds)),
         ]
         html = "".join(f"<p style='margin:1px 0'><b>{name}:</b> {value}</p>" for name, value in rows)
         for note in dict.fromkeys(est.notes):
@@ -57,3 +60,23 @@ class EstimateBox(QGroupBox):
                      "other programs, use fewer calibration windows or a shorter sequence length, switch off "
                      "'KL to teacher', or choose a device with more memory.</p>")
         self.label.setText(html)
+
+
+def time_text(est: Any, device: str, task_seconds: float | None = None) -> str:
+    """"about 3 min on cpu: the step about 4 s, measuring the original and the result about 2 min, …"."""
+    total = est.seconds + (task_seconds or 0)
+    steps = est.step_seconds()
+    count = sum(1 for name, _ in est.phase_seconds if name.startswith("step "))
+    step_time = "under a second" if steps < 1 else f"about {format_duration(steps)}"
+    parts = [f"{'the step' if count == 1 else f'the {count} steps'} {step_time}"]
+    measuring = est.measure_seconds()
+    original = dict(est.phase_seconds).get("measure original")
+    if measuring:
+        what = "measuring the result" if original == 0 else "measuring the original and the result"
+        parts.append(f"{what} about {format_duration(measuring)}")
+    if original == 0 and measuring:
+        parts.append("the original's measurements are reused from an earlier run")
+    if task_seconds:
+        parts.append(f"scoring the tasks about {format_duration(task_seconds)}")
+    basis = "" if est.timed else " (no forward pass timed here yet: a rough guess)"
+    return f"about {format_duration(total)} on {escape(device)}{basis}: {', '.join(parts)}"
