@@ -128,14 +128,14 @@ class HistoryPlot(QWidget):
         for (x, y), ids in at_point.items():
             self._label(", ".join(f"#{run_id}" for run_id in sorted(ids)), FRONT_COLOUR, x, y)
         for x, y in zip(ox.tolist(), oy.tolist(), strict=True):
-            self._label("original", ORIGINAL_COLOUR, x, y)
+            self._label("original", ORIGINAL_COLOUR, x, y, anchor=(1.0, -0.1))  # below, ending at the diamond
         self.widget.setLabel("left", quality.axis + (", log scale" if self.log_y else ""))
         self.note.setText(self._note(records, usable, best, quality))
         self._set_ranges(np.concatenate([xs, ox]), np.concatenate([ys, oy]))
         return self.front_ids
 
-    def _label(self, text: str, colour: str, x: float, y: float) -> None:
-        label = pg.TextItem(text, color=colour, anchor=(0, 1.1))
+    def _label(self, text: str, colour: str, x: float, y: float, anchor: tuple[float, float] = (0, 1.1)) -> None:
+        label = pg.TextItem(text, color=colour, anchor=anchor)
         label.setPos(x, y)
         self.widget.addItem(label)
         self.labels.append(label)
@@ -158,11 +158,11 @@ class HistoryPlot(QWidget):
         note = (f"{len(usable)} finished run{'s' if len(usable) != 1 else ''} plotted; "
                 f"{len(best)} on the best-trade-off line (orange).")
         if self.originals:
-            where = "; ".join(f"{short_source(o.record.source)} at {original_size_words(o.sizes)}"
-                              for o in self.originals)
-            note += (f" The grey diamond is the original model, as measured before the runs ({where}). A run is a "
-                     "best trade-off only when it is smaller than the original and no other run, nor the original, "
-                     "is both smaller and better.")
+            where = " ".join(f"{short_source(o.record.source)}: {original_size_words(o.sizes)}."
+                             for o in self.originals)
+            diamond = "The grey diamond is the original" if len(self.originals) == 1 else "Grey diamonds are the originals"
+            note += (f" {diamond}, as measured before the runs. {where} A run is a best trade-off only when it is "
+                     "smaller than its original and no other run, nor an original, is both smaller and better.")
         else:
             note += " The original is not drawn: these runs did not record its size and quality."
         if self.log_y:

@@ -127,11 +127,12 @@ def original_size(record: Any) -> OriginalSize:
 
 
 def original_size_words(size: OriginalSize) -> str:
-    """'269.0 MB as a 16-bit model (its file: 4-bit GGUF Q4_1, 98.4 MB)' or '98.4 MB on disk'."""
+    """'269.0 MB as a 16-bit model, the format results are saved in; its file is 4-bit GGUF Q4_1, 98.4 MB' or
+    '98.4 MB on disk'."""
     compared = size.compared()
     if compared is None:
         return "size not measured"
     if size.compact_gguf:
-        return (f"{format_bytes(compared)} as a 16-bit model, the format results are saved in (its file: "
-                f"{size.stored_format}, {format_bytes(size.stored)})")
+        return (f"{format_bytes(compared)} as a 16-bit model, the format results are saved in; its file is "
+                f"{size.stored_format}, {format_bytes(size.stored)}")
     return f"{format_bytes(compared)} on disk"
