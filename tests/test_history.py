@@ -10,12 +10,13 @@ import threading
 
 import pytest
 
+from core.cli.history import history_lines
 from core.engine import registry
 from core.engine.recipe import load_recipe
 from core.eval.pareto import dominates, pareto_front
 from core.events import LayerStat, Log
 from core.history.recovery import delete_output, folder_size, process_start_time
-from core.history.store import SCHEMA_VERSION, History, HistoryError, recorded_run
+from core.history.store import SCHEMA_VERSION, History, HistoryError, RunRecord, recorded_run
 from core.history.summary import summarize_report
 from tests.helpers import collect, write_recipe
 
@@ -272,10 +273,29 @@ def test_cli_runs_are_recorded_and_listed(tmp_path, capsys, tiny_llama_dir, text
     assert main(["history"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split()[:2] == [str(refused.id), run.started[:10]] and "failed" in lines[1]
-    assert lines[3].startswith(f"{run.id:>4}*") and "done" in lines[3] and "ppl" in lines[3]
-    assert lines[-1].startswith("* best trade-off")
+    # 50% zeros saved dense is the original's size: no star, however good (the History page's rule)
+    assert lines[3].startswith(f"{run.id:>4} ") and "done" in lines[3] and "ppl" in lines[3]
+    assert not any(line.startswith("* best trade-off") for line in lines)
     assert main(["history", "--json"]) == 0
     assert '"status": "done"' in capsys.readouterr().out
+
+
+def _record(run_id: int, after_mb: float, ppl_after: float, before_mb: float = 100.0, ppl_before: float = 10.0,
+            status: str = "done") -> RunRecord:
+    return RunRecord(run_id, "2026-12-06T10:00:00", None, status, f"run {run_id}", "", "m", "causal-lm", "cpu", "out",
+                     {"bytes_on_disk_after": after_mb * 1e6, "perplexity_after": ppl_after,
+                      "bytes_on_disk_before": before_mb * 1e6, "perplexity_before": ppl_before})
+
+
+def test_cli_history_stars_only_results_smaller_than_their_original():
+    records = [_record(1, 50.0, 12.0),  # half the size, a little worse: best
+               _record(2, 100.0, 9.0),  # better but the original's size: not smaller, never best
+               _record(3, 60.0, 13.0),  # larger and worse than run 1: dominated
+               _record(4, 30.0, 20.0, status="failed")]
+    stars = {int(line[:4]) for line in history_lines(records)[1:] if line[:4].strip().isdigit() and line[4] == "*"}
+    assert stars == {1}
+    assert history_lines(records)[-1].startswith("* best trade-off")
+    assert not any("best trade-off" in line for line in history_lines([_record(2, 100.0, 9.0)]))
 
 
 def test_overwrite_killed_between_renames_puts_the_old_folder_back(tmp_path, recipe):

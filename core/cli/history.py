@@ -6,7 +6,8 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from core.eval.pareto import pareto_front
+from core.eval.pareto import best_trade_offs
+from core.eval.size_baseline import SAME_SIZE, original_size_of_metrics
 from core.history.store import History
 
 
@@ -22,10 +23,12 @@ def _number(value: float | None, kind: str) -> str:
 
 def history_lines(records: list[Any]) -> list[str]:
     """One line per run, newest first: id, start, status, size and quality after, recipe, output."""
-    front = set(pareto_front([(r.metric("bytes_on_disk_after"), r.metric("perplexity_after")) for r in records
-                              if r.status == "done"]))
-    done = [r.id for r in records if r.status == "done"]
-    best = {done[i] for i in front}
+    done = [r for r in records if r.status == "done"]
+    # the same rule as the History page: measured, smaller than the run's own original, and not dominated
+    best = {done[i].id for i in best_trade_offs(
+        [(r.metric("bytes_on_disk_after"), r.metric("perplexity_after")) for r in done],
+        [(original_size_of_metrics(r.metrics).compared(), r.metric("perplexity_before")) for r in done],
+        same_size=SAME_SIZE)}
     lines = [f"{'run':>5}  {'started (UTC)':<19}  {'status':<11}  {'size after':>10}  {'quality after':>16}  "
              f"recipe → output"]
     for r in records:
@@ -42,7 +45,8 @@ def history_lines(records: list[Any]) -> list[str]:
         if r.message and r.status != "done":
             lines.append(f"{'':>7}{r.message}")
     if best:
-        lines.append("* best trade-off between size on disk and perplexity (no other run is smaller and better)")
+        lines.append("* best trade-off between size on disk and perplexity: smaller than its original, and no other "
+                     "run nor original is smaller and better")
     return lines
 
 
