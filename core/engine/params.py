@@ -2,7 +2,9 @@
 
 A technique's config is a dataclass whose fields are declared with :func:`param`.  The same
 metadata drives validation (a message naming the field and the allowed range), the YAML/JSON
-round trip, the CLI, and the GUI's generated forms and tooltips.
+round trip, the CLI, and the GUI's generated forms and tooltips.  ``label`` is the plain-words name
+a form shows (the recipe key never changes); ``expert`` marks a setting whose default is safe and that
+only someone who knows the method needs to touch: forms put those under a closed "Advanced" fold.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from core.errors import RecipeError
 
 def param(default: Any, help: str, *, minimum: float | None = None, maximum: float | None = None,
           choices: tuple | None = None, label: str | None = None, exclusive_minimum: bool = False,
-          exclusive_maximum: bool = False) -> Any:
-    """Declare a config field with its valid range or choices and a plain-words explanation."""
+          exclusive_maximum: bool = False, expert: bool = False) -> Any:
+    """Declare a config field with its valid range or choices and a plain-words explanation
+    (``label``: the name a form shows; ``expert``: a safe default few need to change, shown under "Advanced")."""
     meta = {"help": help, "minimum": minimum, "maximum": maximum, "choices": choices, "label": label,
-            "exclusive_minimum": exclusive_minimum, "exclusive_maximum": exclusive_maximum}
+            "exclusive_minimum": exclusive_minimum, "exclusive_maximum": exclusive_maximum, "expert": expert}
     if isinstance(default, list | dict):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -41,6 +44,7 @@ class ParamSpec:
     choices: tuple | None
     exclusive_minimum: bool
     exclusive_maximum: bool
+    expert: bool = False  # a safe default few need to change: forms show it under "Advanced"
 
     def range_text(self) -> str:
         if self.choices:
@@ -63,7 +67,7 @@ def param_specs(config_cls: type) -> list[ParamSpec]:
             label=meta.get("label") or f.name.replace("_", " ").capitalize(),
             minimum=meta.get("minimum"), maximum=meta.get("maximum"), choices=meta.get("choices"),
             exclusive_minimum=meta.get("exclusive_minimum", False),
-            exclusive_maximum=meta.get("exclusive_maximum", False)))
+            exclusive_maximum=meta.get("exclusive_maximum", False), expert=meta.get("expert", False)))
     return specs
 
 

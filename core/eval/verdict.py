@@ -7,7 +7,8 @@ Pure (no torch, no Qt): the Run page, the Compare page, History and the HTML rep
   (nats per token), and task accuracy per task (:class:`TaskMeasure`) when the run scored tasks;
 * :func:`quality_inputs` picks those numbers out of a run report as a small JSON-safe dict (History
   keeps it with the run), :func:`inputs_verdict` judges such a dict, and :func:`report_verdict` does both;
-* :func:`metrics_verdict` judges a History record's metrics.
+* :func:`metrics_verdict` judges a History record's metrics, and :func:`task_measures` turns the Compare
+  page's task rows into what the verdict reads.
 
 Each measure gives a level on its own; the worst one decides ("better" only when no measure is worse),
 and the reason names the measure(s) that decided it.  A measure the run did not take is left out and the
@@ -20,7 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from core.eval.compare import task_rows
+from core.eval.compare import TaskRow, task_rows
 
 BETTER = "better"
 UNCHANGED = "nearly unchanged"
@@ -267,13 +268,18 @@ def _classification_measure(report: dict[str, Any]) -> TaskMeasure | None:
     return TaskMeasure("the labelled test set", b, a, math.hypot(b_err, a_err), chance, b_err)
 
 
+def task_measures(rows: list[TaskRow]) -> list[TaskMeasure]:
+    """The tasks of :func:`core.eval.compare.task_rows` scored on both sides, as the verdict reads them."""
+    return [TaskMeasure(r.title, r.teacher, r.student, r.change_stderr, r.chance, r.teacher_stderr)
+            for r in rows if r.measured]
+
+
 def quality_inputs(report: dict[str, Any]) -> dict[str, Any]:
     """The numbers a verdict needs from a run report, as a JSON-safe dict (kept in History with the run)."""
     before = ((report.get("before") or {}).get("perplexity") or {}).get("perplexity")
     after = ((report.get("after") or {}).get("perplexity") or {}).get("perplexity")
     kl = (report.get("comparison") or {}).get("kl_per_token")
-    tasks = [TaskMeasure(r.title, r.teacher, r.student, r.change_stderr, r.chance, r.teacher_stderr)
-             for r in task_rows(report) if r.measured]
+    tasks = task_measures(task_rows(report))
     labelled = _classification_measure(report)
     if labelled is not None:
         tasks.append(labelled)

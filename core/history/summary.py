@@ -45,5 +45,7 @@ def summarize_report(report: dict[str, Any]) -> dict[str, Any]:
     scored = (report.get("after") or {}).get("tasks")
     if isinstance(scored, dict) and scored:
         summary["tasks"] = list(scored)  # which tasks the average covers (averages of other tasks differ)
-    summary[INPUTS_KEY] = quality_inputs(report)  # what the quality verdict is judged from, when shown
+    inputs = quality_inputs(report)  # what the quality verdict is judged from, when shown
+    if any(value not in (None, []) for value in inputs.values()):
+        summary[INPUTS_KEY] = inputs
     return summary

@@ -1,6 +1,7 @@
 """A self-contained HTML report of a run, to send to a colleague (no Qt: the CLI writes it too).
 
-One file, no external resources: the comparison table (:func:`core.eval.compare.compare_rows`), the
+One file, no external resources: the plain quality verdict (:func:`core.eval.verdict.report_verdict`), the
+comparison table (:func:`core.eval.compare.compare_rows`), the
 zero-shot task accuracy when the run scored tasks (:func:`core.eval.compare.task_rows`), bar
 charts drawn here as inline SVG, the steps with their own summaries, sample answers when the run
 generated some, the environment and the recipe.  The app may add its own plot images (PNG bytes),
@@ -26,6 +27,7 @@ from core.eval.compare import (
     task_rows,
     task_summary,
 )
+from core.eval.verdict import Verdict, report_verdict
 from core.io.export import write_text_atomic
 
 TEACHER_COLOUR, STUDENT_COLOUR = "#7f7f7f", "#1f77b4"
@@ -38,6 +40,8 @@ text-align:left;vertical-align:top} td.num{text-align:right;font-variant-numeric
 th{background:#f4f4f4} .muted{color:#777} pre{background:#f6f6f6;padding:.8em;overflow:auto;font-size:.9em}
 .charts{display:flex;flex-wrap:wrap;gap:1.5em} figure{margin:0} figcaption{font-size:.9em;color:#555}
 img.plot{max-width:100%;border:1px solid #ddd}
+p.verdict{font-size:1.15em} .level-better,.level-nearly-unchanged{color:#2ca02c} .level-noticeably-worse{color:#e67e22}
+.level-broken{color:#d62728} .level-not-measured{color:#8c8c8c} details{margin:.4em 0} pre.rules{white-space:pre-wrap}
 """
 
 GENERATOR_META = "<meta name='generator' content='LLM Compression Studio'>"
@@ -138,6 +142,16 @@ def _tasks(report: dict[str, Any]) -> str:
     return "".join(body) + "</table>"
 
 
+def _verdict(verdict: Verdict) -> str:
+    """The plain verdict, what it was based on, and the thresholds (as its tooltip and, folded, as text)."""
+    level = verdict.level
+    return (f"<p class='verdict' title='{escape(verdict.thresholds)}'><b>Quality: "
+            f"<span class='level-{level.replace(' ', '-')}'>{escape(level)}</span></b> — {escape(verdict.reason)}</p>"
+            f"<p class='muted'>{escape(verdict.basis)}</p>"
+            f"<details><summary>How the verdict is decided</summary><pre class='rules'>{escape(verdict.thresholds)}"
+            "</pre></details>")
+
+
 def _steps(report: dict[str, Any]) -> str:
     steps = report.get("steps") or []
     if not steps:
@@ -194,7 +208,7 @@ def build_report_html(run: SavedRun, images: dict[str, bytes] | None = None) -> 
         f"{took}.</p>",
         "<p class='muted'>Every number below was measured by the run (none is estimated); a measure the run "
         "did not take says so. Timings depend on the machine and what else it was doing.</p>",
-        "<h2>Teacher and student</h2>", _table(rows),
+        "<h2>Teacher and student</h2>", _verdict(report_verdict(report)), _table(rows),
         f"<div class='charts'>{figures}</div>" if figures else "",
         _tasks(report),
         "<h2>Steps</h2>", _steps(report), _samples(report),

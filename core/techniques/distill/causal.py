@@ -33,16 +33,19 @@ SYNTHETIC = ("off", "add", "only")
 @dataclass
 class DistillCausalLMConfig(DistillationChecks, StudentOptions, LossOptions, TrainingOptions):
     sequence_length: int = param(0, "Tokens per training window (0 = the recipe's sequence length).", minimum=0,
-                                 maximum=8192)
+                                 maximum=8192, label="Tokens per training window", expert=True)
     train_windows: int = param(256, "How many windows of calibration text to train on (fewer if the text is "
-                               "shorter).", minimum=1, maximum=1_000_000)
+                               "shorter).", minimum=1, maximum=1_000_000, label="Training windows")
     validation_windows: int = param(8, "Windows held out from the calibration text to measure perplexity and "
-                                    "KL to the teacher at each evaluation.", minimum=1, maximum=10_000)
+                                    "KL to the teacher at each evaluation.", minimum=1, maximum=10_000,
+                                    label="Held-out windows", expert=True)
     synthetic: str = param("off", "Teacher-written text: off, add (train on both), only (train on it alone). The "
-                           "teacher continues prompts cut from the calibration text.", choices=SYNTHETIC)
+                           "teacher continues prompts cut from the calibration text.", choices=SYNTHETIC,
+                           label="Teacher-written text")
     synthetic_samples: int = param(32, "How many synthetic windows the teacher writes.", minimum=1,
-                                   maximum=100_000)
-    prompt_tokens: int = param(32, "Tokens of calibration text each synthetic window starts from.", minimum=1)
+                                   maximum=100_000, label="Teacher-written windows", expert=True)
+    prompt_tokens: int = param(32, "Tokens of calibration text each synthetic window starts from.", minimum=1,
+                               label="Prompt tokens per window", expert=True)
 
 
 

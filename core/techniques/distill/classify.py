@@ -32,9 +32,10 @@ TASK = ("sequence-classification",)
 
 @dataclass
 class ClassifierDataOptions:
-    max_length: int = param(128, "Longest text in tokens; longer texts are cut.", minimum=8, maximum=4096)
+    max_length: int = param(128, "Longest text in tokens; longer texts are cut.", minimum=8, maximum=4096,
+                            label="Longest text (tokens)", expert=True)
     train_examples: int = param(0, "Train on at most this many examples of the training split (0 = all).",
-                                minimum=0)
+                                minimum=0, label="Training examples (0 = all)")
 
 
 def load_splits(ctx):

@@ -14,21 +14,25 @@ from core.techniques.distill.trainer import SCHEDULES, TrainSettings
 @dataclass
 class TrainingOptions:
     learning_rate: float = param(5e-5, "Peak learning rate of AdamW.", minimum=0.0, exclusive_minimum=True,
-                                 maximum=1.0)
+                                 maximum=1.0, label="Learning rate", expert=True)
     schedule: str = param("linear", "How the learning rate changes after warm-up: constant, linear decay to 0, "
-                          "or cosine decay to 0.", choices=SCHEDULES)
-    warmup_steps: int = param(0, "Steps over which the learning rate rises linearly to its peak.", minimum=0)
+                          "or cosine decay to 0.", choices=SCHEDULES,
+                          label="Learning-rate schedule", expert=True)
+    warmup_steps: int = param(0, "Steps over which the learning rate rises linearly to its peak.", minimum=0,
+                              label="Warm-up steps", expert=True)
     weight_decay: float = param(0.01, "AdamW weight decay (not applied to biases and norms).", minimum=0.0,
-                                maximum=1.0)
+                                maximum=1.0, label="Weight decay", expert=True)
     batch_size: int = param(8, "Examples (text windows or labelled texts) per forward pass.", minimum=1,
-                            maximum=4096)
+                            maximum=4096, label="Batch size", expert=True)
     grad_accumulation: int = param(1, "Forward passes whose gradients add up before each optimizer step "
-                                   "(effective batch = batch_size × this).", minimum=1, maximum=1024)
-    max_steps: int = param(0, "Optimizer steps to train (0 = use epochs instead).", minimum=0)
+                                   "(effective batch = batch_size × this).", minimum=1, maximum=1024,
+                                   label="Batches per step (accumulation)", expert=True)
+    max_steps: int = param(0, "Optimizer steps to train (0 = use epochs instead).", minimum=0,
+                           label="Training steps (0 = use epochs)")
     epochs: float = param(1.0, "Passes over the training data when max_steps is 0.", minimum=0.0,
-                          exclusive_minimum=True, maximum=1000.0)
+                          exclusive_minimum=True, maximum=1000.0, label="Epochs")
     eval_every: int = param(0, "Evaluate (and write a checkpoint) every this many steps; 0 = once per epoch.",
-                            minimum=0)
+                            minimum=0, label="Evaluate every (steps)", expert=True)
 
     def check_training(self) -> None:
         if self.warmup_steps and self.max_steps and self.warmup_steps >= self.max_steps:
@@ -40,9 +44,11 @@ class TrainingOptions:
 class LossOptions:
     temperature: float = param(2.0, "Softens both models' probabilities before they are compared (1 = as they "
                                "are; 2–4 shows the student more of the teacher's 'dark knowledge').",
-                               minimum=0.0, exclusive_minimum=True, maximum=100.0)
+                               minimum=0.0, exclusive_minimum=True, maximum=100.0,
+                               label="Softening (temperature)", expert=True)
     alpha: float = param(0.5, "Weight of the teacher's soft targets; 1 − alpha goes to the true next token or "
-                         "label. 1 = imitate the teacher only, 0 = ordinary training.", minimum=0.0, maximum=1.0)
+                         "label. 1 = imitate the teacher only, 0 = ordinary training.", minimum=0.0, maximum=1.0,
+                         label="Weight of the teacher (alpha)", expert=True)
 
     def check_loss(self) -> None:
         check_loss_settings(self.alpha, self.temperature)

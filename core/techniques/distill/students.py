@@ -35,17 +35,22 @@ class StudentOptions:
     student: str = param("shrink", "shrink: a smaller copy of the model arriving at this step, which is the "
                          "teacher. current: the model as it arrives (after pruning etc.), taught by the original "
                          "model of the run. model: the model named in student_model, taught by the model arriving "
-                         "at this step.", choices=STUDENTS)
-    student_layers: int = param(0, "shrink: how many layers the student keeps (0 = all).", minimum=0)
+                         "at this step.", choices=STUDENTS, label="Student")
+    student_layers: int = param(0, "shrink: how many layers the student keeps (0 = all).", minimum=0,
+                                label="Layers the student keeps (0 = all)")
     layer_selection: str = param("evenly-spaced", "shrink: which layers to keep. evenly-spaced (every other "
                                  "layer when keeping half), block-influence (drop those that change the hidden "
-                                 "state least), list (the indices in layer_list).", choices=LAYER_SELECTIONS)
-    layer_list: list[int] = param([], "shrink with layer_selection = list: the layer indices to keep, from 0.")
-    student_heads: int = param(0, "shrink: attention heads per layer the student keeps (0 = all).", minimum=0)
+                                 "state least), list (the indices in layer_list).", choices=LAYER_SELECTIONS,
+                                 label="Which layers to keep")
+    layer_list: list[int] = param([], "shrink with layer_selection = list: the layer indices to keep, from 0.",
+                                  label="Layer list", expert=True)
+    student_heads: int = param(0, "shrink: attention heads per layer the student keeps (0 = all).", minimum=0,
+                               label="Attention heads kept (0 = all)", expert=True)
     mlp_reduction: float = param(0.0, "shrink (causal LMs): share of MLP neurons removed in every layer.",
-                                 minimum=0.0, maximum=1.0, exclusive_maximum=True)
+                                 minimum=0.0, maximum=1.0, exclusive_maximum=True,
+                                 label="Share of MLP neurons removed")
     student_model: str = param("", "student = model: the student model (folder or hub id); it must use the "
-                               "teacher's tokenizer.")
+                               "teacher's tokenizer.", label="Student model")
 
     def check_student(self) -> None:
         if self.student == "model" and not self.student_model.strip():

@@ -49,21 +49,28 @@ class SVDLowRankConfig:
     method: str = param("activation_aware", "plain: truncated SVD of the weights (no data). activation_aware: "
                         "whiten by calibration inputs first (SVD-LLM), so the layer's output changes least. "
                         "rom: project each layer on the principal directions of its outputs on calibration data.",
-                        choices=METHODS)
+                        choices=METHODS, label="Method")
     target_reduction: float = param(0.2, "Share of the targeted Linears' parameters to remove (0.2 = 20% fewer).",
-                                    minimum=0.0, maximum=1.0, exclusive_minimum=True, exclusive_maximum=True)
+                                    minimum=0.0, maximum=1.0, exclusive_minimum=True, exclusive_maximum=True,
+                                    label="Share removed")
     allocation: str = param("uniform", "How ranks are shared out: uniform (every layer loses the same share), "
                             "energy (keep the singular values with most energy per weight), sensitivity "
                             "(measure how much each layer hurts the loss when truncated; sensitive layers keep more).",
-                            choices=ALLOCATIONS)
+                            choices=ALLOCATIONS, label="How ranks are shared out", expert=True)
     rank: int | None = param(None, "A fixed rank for every layer instead of target_reduction (empty = use the target).",
-                             minimum=1)
-    dampening: float = param(0.01, "Added to XXᵀ's diagonal as a share of its mean before the Cholesky "
-                             "factorisation (activation_aware).", minimum=0.0, maximum=1.0, exclusive_minimum=True)
+                             minimum=1, label="Fixed rank (optional)", expert=True)
+    dampening: float = param(0.01, "activation_aware only: a small amount added for numerical stability "
+                             "before the statistics of the layer's inputs (XXᵀ) are factorised (Cholesky): added "
+                             "to their diagonal as a share of its mean (0.01 = 1%). Raise it only if a layer fails "
+                             "to factorise.", minimum=0.0, maximum=1.0, exclusive_minimum=True,
+                             label="Stabilizer (dampening)", expert=True)
     merge_to_dense: bool = param(False, "Multiply the factors back into dense Linears at the end, so plain "
-                                 "transformers loads the result. The merged model is NOT smaller than the original.")
-    targets: list[str] = param(list(DEFAULT_TARGETS), "Layer name patterns to factorize (shell globs, or re:regex).")
-    ignore: list[str] = param(list(DEFAULT_IGNORE), "Layer name patterns never factorized (the output head by default).")
+                                 "transformers loads the result. The merged model is NOT smaller than the original.",
+                                 label="Merge back into ordinary layers")
+    targets: list[str] = param(list(DEFAULT_TARGETS), "Layer name patterns to factorize (shell globs, or re:regex).",
+                               label="Layers to factorize (patterns)", expert=True)
+    ignore: list[str] = param(list(DEFAULT_IGNORE), "Layer name patterns never factorized (the output head by default).",
+                              label="Layers to skip (patterns)", expert=True)
 
     def validate(self) -> None:
         """Reject settings that cannot mean anything (RecipeError with the reason)."""

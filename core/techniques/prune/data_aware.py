@@ -44,16 +44,21 @@ class DataPruneConfig:
 
     sparsity: float = param(0.5, "Share of weights set to zero in the targeted layers (0.5 = half). "
                             "Ignored for the 2:4 and 4:8 patterns, which are always 50%.",
-                            minimum=0.0, maximum=1.0, exclusive_maximum=True)
-    pattern: str = param("unstructured", PATTERN_HELP, choices=PATTERNS)
-    schedule: str = param("uniform", SCHEDULE_HELP, choices=SCHEDULES)
+                            minimum=0.0, maximum=1.0, exclusive_maximum=True,
+                            label="Sparsity")
+    pattern: str = param("unstructured", PATTERN_HELP, choices=PATTERNS, label="Pattern")
+    schedule: str = param("uniform", SCHEDULE_HELP, choices=SCHEDULES, label="Sparsity per block")
     owl_lambda: float = param(DEFAULT_LAMBDA, "OWL only: how far a block's sparsity may move from the target "
-                              "(0.08 = ±8 points, the paper's value).", minimum=0.0, maximum=0.5)
+                              "(0.08 = ±8 points, the paper's value).", minimum=0.0, maximum=0.5,
+                              label="OWL: largest change per block", expert=True)
     owl_m: float = param(DEFAULT_M, "OWL only: a score counts as an outlier above this many times its "
-                         "block's mean (5 in the paper).", minimum=1.0, maximum=100.0)
-    targets: list[str] = param(list(DEFAULT_TARGETS), "Layer name patterns to prune (shell globs, or re:regex).")
-    ignore: list[str] = param(list(DEFAULT_IGNORE), "Layer name patterns never pruned (the output head by default).")
-    save_format: str = param("dense", SAVE_FORMAT_HELP, choices=SAVE_FORMATS)
+                         "block's mean (5 in the paper).", minimum=1.0, maximum=100.0,
+                         label="OWL: outlier threshold", expert=True)
+    targets: list[str] = param(list(DEFAULT_TARGETS), "Layer name patterns to prune (shell globs, or re:regex).",
+                               label="Layers to prune (patterns)", expert=True)
+    ignore: list[str] = param(list(DEFAULT_IGNORE), "Layer name patterns never pruned (the output head by default).",
+                              label="Layers to skip (patterns)", expert=True)
+    save_format: str = param("dense", SAVE_FORMAT_HELP, choices=SAVE_FORMATS, label="Save format")
 
     def validate(self) -> None:
         """Reject settings that cannot mean anything (RecipeError with the reason)."""

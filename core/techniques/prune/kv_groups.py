@@ -44,7 +44,7 @@ _ATTENTION_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj")
 class AttentionPruneConfig:
     kv_heads_to_remove: int = param(1, "How many key/value heads to remove in every layer, each together with "
                                     "the query heads that share it (all heads when the model has no grouped "
-                                    "attention).", minimum=1)
+                                    "attention).", minimum=1, label="Key/value heads to remove")
 
     def check_model(self, model: nn.Module) -> None:
         """RecipeError unless ``model`` has separate q/k/v/o projections and keeps at least one head."""

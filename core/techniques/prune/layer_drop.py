@@ -28,7 +28,7 @@ from core.techniques.prune.slicing import STRUCTURED_NOTES, parameter_count
 @dataclass
 class LayerDropConfig:
     layers_to_drop: int = param(1, "How many whole decoder layers to remove (those that change the hidden "
-                                "state least on calibration text).", minimum=1)
+                                "state least on calibration text).", minimum=1, label="Layers to remove")
 
     def check_model(self, model: nn.Module) -> None:
         """RecipeError unless at least one layer of ``model`` would remain."""

@@ -21,13 +21,16 @@ from core.techniques.prune.sparse_format import SAVE_FORMAT_HELP, SAVE_FORMATS, 
 @dataclass
 class MagnitudePruneConfig:
     sparsity: float = param(0.5, "Share of weights set to zero in each targeted layer (0.5 = half).",
-                            minimum=0.0, maximum=1.0, exclusive_maximum=True)
+                            minimum=0.0, maximum=1.0, exclusive_maximum=True,
+                            label="Sparsity")
     scope: str = param("per_layer", "per_layer: every layer loses the same share. global: one threshold "
                        "across all targeted layers, so layers with larger weights keep more.",
-                       choices=("per_layer", "global"))
-    targets: list[str] = param(list(DEFAULT_TARGETS), "Layer name patterns to prune (shell globs, or re:regex).")
-    ignore: list[str] = param(list(DEFAULT_IGNORE), "Layer name patterns never pruned (the output head by default).")
-    save_format: str = param("dense", SAVE_FORMAT_HELP, choices=SAVE_FORMATS)
+                       choices=("per_layer", "global"), label="Scope")
+    targets: list[str] = param(list(DEFAULT_TARGETS), "Layer name patterns to prune (shell globs, or re:regex).",
+                               label="Layers to prune (patterns)", expert=True)
+    ignore: list[str] = param(list(DEFAULT_IGNORE), "Layer name patterns never pruned (the output head by default).",
+                              label="Layers to skip (patterns)", expert=True)
+    save_format: str = param("dense", SAVE_FORMAT_HELP, choices=SAVE_FORMATS, label="Save format")
 
 
 def magnitude_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:

@@ -42,9 +42,10 @@ from core.techniques.prune.slicing import (
 class MLPPruneConfig:
     reduction: float = param(0.25, "Share of MLP neurons removed in every layer (0.25 = a quarter). Every "
                              "layer keeps the same number of neurons.",
-                             minimum=0.0, maximum=1.0, exclusive_minimum=True, exclusive_maximum=True)
+                             minimum=0.0, maximum=1.0, exclusive_minimum=True, exclusive_maximum=True,
+                             label="Share of neurons removed")
     multiple_of: int = param(8, "Round the number of neurons kept to a multiple of this (hardware-friendly "
-                             "widths run faster).", minimum=1)
+                             "widths run faster).", minimum=1, label="Keep a multiple of", expert=True)
 
     def check_model(self, model: nn.Module) -> None:
         """RecipeError unless ``model``'s MLPs are found by shape and the rounded width removes something."""

@@ -29,10 +29,13 @@ class SparseGPTConfig(DataPruneConfig):
 
     block_size: int = param(128, "Columns processed together: the unstructured mask is chosen per block, "
                             "and the error update is applied lazily to later blocks. 128 is the paper's value.",
-                            minimum=8, maximum=4096)
-    dampening: float = param(0.01, "Added to the Hessian's diagonal as a share of its mean, for numerical "
-                             "stability (0.01 = 1%). Raise it if a layer fails to factorise.",
-                             minimum=0.0, maximum=1.0, exclusive_minimum=True)
+                            minimum=8, maximum=4096, label="Columns per batch (block size)", expert=True)
+    dampening: float = param(0.01, "A small amount added for numerical stability when SparseGPT works out "
+                             "how to correct each removed weight: added to the diagonal of the Hessian (the matrix "
+                             "of how the layer's inputs vary together), as a share of its mean (0.01 = 1%). The "
+                             "default works; raise it only if a run stops because a layer fails to factorise.",
+                             minimum=0.0, maximum=1.0, exclusive_minimum=True,
+                             label="Stabilizer (dampening)", expert=True)
 
     def validate(self) -> None:
         """Reject settings that cannot mean anything (RecipeError with the reason)."""

@@ -52,16 +52,19 @@ def cpu_support_problem(version: str, has_cuda: bool) -> str | None:
 class BnbQuantizeConfig:
     mode: str = param("nf4", "int8: LLM.int8 (8-bit weights, outlier features kept in 16-bit). nf4: 4-bit "
                       "NormalFloat, best 4-bit quality for normally distributed weights. fp4: 4-bit float.",
-                      choices=MODES)
+                      choices=MODES, label="Format")
     double_quant: bool = param(False, "4-bit only: quantize the per-block scales too (saves about 0.4 bit "
-                               "per weight, costs a little accuracy).")
+                               "per weight, costs a little accuracy).",
+                               label="Compress the scales too (double quant)", expert=True)
     int8_threshold: float = param(6.0, "int8 only: input values larger than this stay in 16-bit (LLM.int8's "
                                   "outlier decomposition; bitsandbytes' default 6.0). Lower keeps more columns in "
                                   "16-bit: better quality, slower. On SmolLM2-135M (8 windows) 6.0 gave +2.5% "
-                                  "perplexity over float, 4.0 +1.5%, 2.0 +1.0%.", minimum=0.0, exclusive_minimum=True)
+                                  "perplexity over float, 4.0 +1.5%, 2.0 +1.0%.", minimum=0.0, exclusive_minimum=True,
+                                  label="Outlier threshold (int8)", expert=True)
     compute_dtype: str = param("float32", "4-bit only: the dtype the matrix products run in after the weights "
                                "are dequantized. bfloat16/float16 are faster on GPUs, float32 is the exact "
-                               "choice on CPU.", choices=COMPUTE_DTYPES)
+                               "choice on CPU.", choices=COMPUTE_DTYPES,
+                               label="Number format for computing", expert=True)
 
     def validate(self) -> None:
         """Reject combinations that mean nothing, and releases that cannot run on this machine."""

@@ -49,12 +49,14 @@ def check_group_setting(group_size: int) -> None:
 class WeightQuantConfig:
     """The settings every packed weight quantizer (RTN, GPTQ, mixed precision) shares."""
 
-    bits: int = param(4, BITS_HELP)
-    group_size: int = param(64, GROUP_HELP)
-    symmetric: bool = param(True, SYMMETRIC_HELP)
-    clip: str = param("none", CLIP_HELP, choices=CLIP_CHOICES)
-    targets: list[str] = param(list(DEFAULT_TARGETS), "Layer name patterns to quantize (shell globs, or re:regex).")
-    ignore: list[str] = param(list(DEFAULT_IGNORE), "Layer name patterns never quantized (the output head by default).")
+    bits: int = param(4, BITS_HELP, label="Bits per weight")
+    group_size: int = param(64, GROUP_HELP, label="Group size")
+    symmetric: bool = param(True, SYMMETRIC_HELP, label="Symmetric range (no zero point)", expert=True)
+    clip: str = param("none", CLIP_HELP, choices=CLIP_CHOICES, label="Range search (clipping)", expert=True)
+    targets: list[str] = param(list(DEFAULT_TARGETS), "Layer name patterns to quantize (shell globs, or re:regex).",
+                               label="Layers to quantize (patterns)", expert=True)
+    ignore: list[str] = param(list(DEFAULT_IGNORE), "Layer name patterns never quantized (the output head by default).",
+                              label="Layers to skip (patterns)", expert=True)
 
     def validate(self) -> None:
         """Reject settings that cannot work (RecipeError naming what to choose instead)."""

@@ -45,17 +45,21 @@ SMOOTHING_HELP = ("SmoothQuant strength α: before quantizing, move each input c
 
 @dataclass
 class DynamicInt8Config:
-    smoothing: float = param(0.75, SMOOTHING_HELP, minimum=0.0, maximum=1.0)
+    smoothing: float = param(0.75, SMOOTHING_HELP, minimum=0.0, maximum=1.0,
+                             label="Smoothing", expert=True)
     smoothing_windows: int = param(16, "Calibration windows whose largest activations set the smoothing (the "
                                    "first ones of the recipe's calibration text). More costs time: one pass each.",
-                                   minimum=1, maximum=4096)
-    per_channel: bool = param(True, "One int8 scale per output row (better quality) instead of one per layer.")
+                                   minimum=1, maximum=4096, label="Smoothing text windows", expert=True)
+    per_channel: bool = param(True, "One int8 scale per output row (better quality) instead of one per layer.",
+                              label="One scale per output row", expert=True)
     measure_speed: bool = param(True, "Time greedy decoding before and after (a few seconds on a small model) "
-                                "and report the measured speed-up.")
-    targets: list[str] = param(list(DEFAULT_TARGETS), "Layer name patterns to quantize (shell globs, or re:regex).")
+                                "and report the measured speed-up.", label="Measure the speed-up")
+    targets: list[str] = param(list(DEFAULT_TARGETS), "Layer name patterns to quantize (shell globs, or re:regex).",
+                               label="Layers to quantize (patterns)", expert=True)
     ignore: list[str] = param([*DEFAULT_IGNORE, "*down_proj"], "Layer name patterns kept in float. By default the output "
                          "head and the MLP down projections, whose inputs carry the largest outliers (on "
-                         "SmolLM2-135M quantizing them too costs about 1% more perplexity even with smoothing).")
+                         "SmolLM2-135M quantizing them too costs about 1% more perplexity even with smoothing).",
+                              label="Layers kept in float (patterns)", expert=True)
 
 
 def quantize_dynamic_int8(model: nn.Module, names: list[str], per_channel: bool = True) -> None:

@@ -59,20 +59,26 @@ from core.techniques.quantize.packed_linear import PackedLinear
 class GPTQConfig(WeightQuantConfig):
     act_order: bool = param(False, "Quantize the most active inputs first (by calibration energy), so the "
                             "error lands on the least important ones. On the bundled model it took 4-bit g64 "
-                            "from 25.6 to 23.5 perplexity (symmetric) at no extra cost; recommended.")
-    dampening: float = param(0.01, "Added to the Hessian's diagonal as a share of its mean (0.01 = 1%), for "
-                             "numerical stability. Raise it if a layer fails to factorise.",
-                             minimum=0.0, maximum=1.0, exclusive_minimum=True)
+                            "from 25.6 to 23.5 perplexity (symmetric) at no extra cost; recommended.",
+                            label="Most important inputs first (act-order)", expert=True)
+    dampening: float = param(0.01, "A small amount added for numerical stability when GPTQ works out how "
+                             "to correct each rounding: added to the diagonal of the Hessian (the matrix of how "
+                             "the layer's inputs vary together), as a share of its mean (0.01 = 1%). The default "
+                             "works; raise it only if a run stops because a layer fails to factorise.",
+                             minimum=0.0, maximum=1.0, exclusive_minimum=True,
+                             label="Stabilizer (dampening)", expert=True)
     block_size: int = param(128, "Columns whose error updates are applied together (lazy batch updates); "
                             "only speed changes, not the result's quality. 128 is the paper's value.",
-                            minimum=8, maximum=4096)
+                            minimum=8, maximum=4096, label="Columns per batch (block size)", expert=True)
     static_groups: bool = param(False, "Fit every group's range to the original weights before any column is "
                                 "changed (as llm-compressor and GPTQ's --static-groups do), instead of to the "
-                                "already-corrected weights when the group starts. Always on with act-order.")
+                                "already-corrected weights when the group starts. Always on with act-order.",
+                                label="Fix group ranges first (static groups)", expert=True)
     true_sequential: bool = param(False, "Inside each decoder block, quantize the layers in the order they run "
                                   "(attention inputs, attention output, MLP inputs, MLP output) and measure each "
                                   "group's inputs after the ones before it were quantized, so later layers make up "
-                                  "for earlier errors. One extra pass through the block per group.")
+                                  "for earlier errors. One extra pass through the block per group.",
+                                  label="Layer after layer, in running order", expert=True)
 
 
 @contextmanager

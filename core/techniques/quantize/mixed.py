@@ -35,22 +35,26 @@ from core.techniques.quantize.sensitivity import MEASURES, measure_sensitivities
 
 @dataclass
 class MixedPrecisionConfig(GPTQConfig):
-    bits: int = param(4, "The low bit width, what the least sensitive layers get (2–8; 4 is usual).")
-    high_bits: int = param(8, "The high bit width, kept by the most sensitive layers (more than the low one).")
+    bits: int = param(4, "The low bit width, what the least sensitive layers get (2–8; 4 is usual).",
+                      label="Low bit width")
+    high_bits: int = param(8, "The high bit width, kept by the most sensitive layers (more than the low one).",
+                           label="High bit width")
     target_bits: float = param(5.0, "Average stored bits per weight over the quantized layers, scales and zero "
                                "points included (4-bit with group 64 and 32-bit scales already stores 4.5). "
                                "The budget is filled with the most sensitive layers first.",
-                               minimum=2.0, maximum=16.0)
+                               minimum=2.0, maximum=16.0, label="Average bits per weight (target)")
     intermediate: bool = param(False, "Also allow every width between the low and the high one (e.g. 5, 6, 7), "
-                               "not only the two.")
+                               "not only the two.", label="Allow widths in between", expert=True)
     method: str = param("gptq", "How the layers are then quantized at their chosen widths: gptq (needs the "
-                        "calibration text anyway, better) or rtn (plain rounding).", choices=("gptq", "rtn"))
+                        "calibration text anyway, better) or rtn (plain rounding).", choices=("gptq", "rtn"),
+                        label="How layers are quantized", expert=True)
     sensitivity: str = param("fisher", "fisher: loss increase predicted from gradients (one backward pass per "
                              "window, all layers at once). loss: measured loss increase with each layer rounded "
                              "alone (exact, but one pass per layer and width: slow on big models).",
-                             choices=MEASURES)
+                             choices=MEASURES, label="How sensitivity is measured", expert=True)
     sensitivity_windows: int = param(8, "Calibration windows used to measure sensitivity (the first ones).",
-                                     minimum=1, maximum=4096)
+                                     minimum=1, maximum=4096,
+                                     label="Text windows for sensitivity", expert=True)
 
     def validate(self) -> None:
         """Reject widths and targets that cannot work, naming what to choose instead."""

@@ -38,20 +38,26 @@ class ShareLayersConfig:
     """Settings of the share_layers step."""
 
     num_shared: int = param(2, "How many decoder layers give up their own Linear weights and reuse another "
-                            "layer's (ignored when pairs are given).", minimum=1, maximum=1024)
+                            "layer's (ignored when pairs are given).", minimum=1, maximum=1024,
+                            label="Layers sharing weights")
     similarity: str = param("outputs", "How alike two layers are: outputs (how little a layer's output on "
                             "calibration text changes when it runs with the other layer's weights) or weights "
-                            "(cosine similarity of the weights, no data needed).", choices=("outputs", "weights"))
+                            "(cosine similarity of the weights, no data needed).", choices=("outputs", "weights"),
+                            label="Similarity measure", expert=True)
     pairs: list = param([], "Explicit source→follower layer index pairs, as [[2, 3]] or '2-3' (layer 3 uses layer "
-                        "2's weights). Empty = choose the most alike layers automatically.")
+                        "2's weights). Empty = choose the most alike layers automatically.",
+                        label="Layer pairs to share (optional)", expert=True)
     correction_rank: int = param(0, "Rank of a small per-layer low-rank correction added to every shared "
-                                 "Linear (0 = none).", minimum=0, maximum=4096)
+                                 "Linear (0 = none).", minimum=0, maximum=4096,
+                                 label="Correction size (rank)")
     correction_fit: str = param("outputs", "How the correction is fitted: outputs (the shared layer's outputs on "
                                 "calibration text change least, SVD-LLM whitening) or weights (closest weights, "
-                                "no data needed).", choices=("outputs", "weights"))
+                                "no data needed).", choices=("outputs", "weights"),
+                                label="How the correction is fitted", expert=True)
     max_distance: int = param(2, "With similarity 'outputs', only layers at most this far apart are compared.",
-                              minimum=1, maximum=1024)
-    score_windows: int = param(8, "Calibration windows used to compare layers' outputs.", minimum=1, maximum=4096)
+                              minimum=1, maximum=1024, label="Farthest layers compared", expert=True)
+    score_windows: int = param(8, "Calibration windows used to compare layers' outputs.", minimum=1, maximum=4096,
+                               label="Text windows for comparing", expert=True)
 
     def validate(self) -> None:
         """Reject malformed pairs and sharing a layer with itself (RecipeError with the reason)."""

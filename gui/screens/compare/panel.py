@@ -17,12 +17,14 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QScrollArea, QSplitter, QVBoxLayout, QWidget
 
 from core.eval.compare import compare_rows, read_output_folder, size_note
+from core.eval.verdict import report_verdict
 from gui.errors import show_error
 from gui.screens.compare.playground import Playground
 from gui.screens.compare.table import CompareCharts, CompareTable, plot_png
 from gui.screens.compare.tasks import TaskSection
 from gui.widgets.labels import heading, rich_label
 from gui.widgets.result_folder import OPEN_SHORTCUT, ask_result_folder, open_result_button
+from gui.widgets.verdict import verdict_html
 
 
 class ComparePanel(QWidget):
@@ -34,13 +36,18 @@ class ComparePanel(QWidget):
         self.open_button = open_result_button(self.open_folder)
         self.open_button.setShortcut(OPEN_SHORTCUT)
         self.title = rich_label("No result yet: run a pipeline, or open the output folder of an earlier run.")
+        self.verdict = rich_label("")  # the plain quality verdict; its tooltip says how it is decided
+        self.verdict.hide()
         self.table = CompareTable()
         self.charts = CompareCharts()
         self.tasks = TaskSection()
         self.playground = Playground(device)
 
         top = QHBoxLayout()
-        top.addWidget(self.title, 1)
+        words = QVBoxLayout()
+        words.addWidget(self.title)
+        words.addWidget(self.verdict)
+        top.addLayout(words, 1)
         top.addWidget(self.open_button, 0, Qt.AlignmentFlag.AlignTop)
         upper = QSplitter(Qt.Orientation.Horizontal)
         upper.addWidget(self.table)
@@ -72,10 +79,14 @@ class ComparePanel(QWidget):
         self.charts.show_rows(rows)
         self.tasks.show_report(run.report if run is not None else None)
         self.playground.set_run(run)
+        self.verdict.setVisible(run is not None)
         if run is None:
             self.title.setText("No result yet: run a pipeline, or open the output folder of an earlier run.")
             return
         report = run.report
+        verdict = report_verdict(report)
+        self.verdict.setText(verdict_html(verdict))
+        self.verdict.setToolTip(verdict.tooltip)
         note = size_note(report)
         self.title.setText(f"<b>{escape(str(report.get('recipe', run.folder.name)))}</b> — teacher: "
                            f"{escape(run.teacher_source)}; student: {escape(str(run.folder))}<br>"

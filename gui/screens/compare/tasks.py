@@ -8,6 +8,7 @@ dashed line at the score of guessing.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from html import escape
 from typing import Any
 
@@ -17,9 +18,11 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QGroupBox, QHBoxLayout, QSplitter, QTableWidgetItem, QVBoxLayout, QWidget
 
 from core.eval.compare import TaskRow, format_accuracy, format_points, subset_note, task_rows, task_summary
+from core.eval.verdict import quality_verdict, task_measures
 from gui.widgets.labels import rich_label
 from gui.widgets.plots import make_plot
 from gui.widgets.tables import ReadOnlyTable
+from gui.widgets.verdict import verdict_html
 
 TEACHER_BRUSH, STUDENT_BRUSH, CHANCE_PEN = "#7f7f7f", "#1f77b4", "#d62728"
 BAR_WIDTH = 0.38
@@ -34,6 +37,8 @@ TIPS = {
     "Guessing": "What picking answers at random would score: accuracy near this level means the model "
                 "does not know.",
 }
+TASK_BASIS = ("Based on the task accuracy alone; the verdict at the top of the page also weighs perplexity and "
+              "KL to the original.")
 
 
 class TaskTable(ReadOnlyTable):
@@ -156,6 +161,7 @@ class TaskSection(QGroupBox):
     def __init__(self, parent: QWidget | None = None):
         super().__init__("Task accuracy (zero-shot, scored as lm-eval scores it)", parent)
         self.setToolTip("Multiple-choice questions the original and the result both answered during the run.")
+        self.verdict = rich_label("")  # the verdict on task accuracy alone; its tooltip says how it is decided
         self.sentence = rich_label("")
         self.table = TaskTable()
         self.note = rich_label("")
@@ -164,6 +170,7 @@ class TaskSection(QGroupBox):
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(self.verdict)
         left_layout.addWidget(self.sentence)
         left_layout.addWidget(self.table)
         left_layout.addWidget(self.note)
@@ -178,6 +185,7 @@ class TaskSection(QGroupBox):
         self.left = left
         self.rows: list[TaskRow] = []
         self.summary: Any = None
+        self.task_verdict: Any = None
 
     def show_report(self, report: dict[str, Any] | None) -> None:
         """Show the tasks of a run report (hide the section when it has none)."""
@@ -193,6 +201,11 @@ class TaskSection(QGroupBox):
                                   if self.rows else "")
         else:
             self.sentence.setText(escape(self.summary.sentence, quote=False))
+        measures = task_measures(self.rows)
+        self.task_verdict = replace(quality_verdict(tasks=measures), basis=TASK_BASIS) if measures else None
+        self.verdict.setVisible(self.task_verdict is not None)
+        self.verdict.setText(verdict_html(self.task_verdict, "Task accuracy") if self.task_verdict else "")
+        self.verdict.setToolTip(self.task_verdict.tooltip if self.task_verdict else "")
         self._fit_height()
 
     def _fit_height(self) -> None:
@@ -201,6 +214,8 @@ class TaskSection(QGroupBox):
         width = max(self.left.width(), 200)
         spacing = self.left.layout().spacing()
         needed = self.sentence.heightForWidth(width) + self.table.minimumHeight() + spacing
+        if self.verdict.isVisibleTo(self):
+            needed += self.verdict.heightForWidth(width) + spacing
         if self.note.isVisibleTo(self):
             needed += self.note.heightForWidth(width) + spacing
         margins = self.layout().contentsMargins()

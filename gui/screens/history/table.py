@@ -1,4 +1,5 @@
-"""The table of runs, newest first: when, status (colour and words), recipe, model, size and quality."""
+"""The table of runs, newest first: when, status (colour and words), recipe, model, a plain quality verdict
+(:mod:`core.eval.verdict`), size and quality."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from PySide6.QtCore import QItemSelectionModel, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
+from core.eval.verdict import THRESHOLDS, metrics_verdict
 from gui.screens.history.style import (
     SIZE_KEY,
     Quality,
@@ -17,8 +19,10 @@ from gui.screens.history.style import (
     short_source,
     status_text,
 )
+from gui.widgets.verdict import level_colour
 
-COLUMNS = ("#", "Started", "Status", "Best", "Recipe", "Model", "Steps", "Size after", "Quality after", "Output")
+COLUMNS = ("#", "Started", "Status", "Best", "Recipe", "Model", "Steps", "Quality", "Size after", "Quality after",
+           "Output")
 TIPS = {
     "#": "The run's number in the history.",
     "Started": "When the run started (your local time).",
@@ -27,6 +31,8 @@ TIPS = {
     "Recipe": "The recipe's name; re-run it to load the same steps again.",
     "Model": "The model that was compressed.",
     "Steps": "The techniques the recipe applied, in order.",
+    "Quality": "A plain verdict on the result's quality against the original: better, nearly unchanged, "
+               "noticeably worse or broken. Hover a run's verdict for the numbers that decided it.\n\n" + THRESHOLDS,
     "Size after": "Bytes of the saved weight files.",
     "Quality after": "The quality measure chosen above the plot, after compression.",
     "Output": "The folder the compressed model was saved to.",
@@ -66,6 +72,7 @@ class RunTable(QTableWidget):
         for row, record in enumerate(records):
             words, colour, explanation = status_text(record.status)
             status_tip = explanation + (f"\n\n{record.message}" if record.message else "")
+            verdict = metrics_verdict(record.metrics) if record.status == "done" else None
             cells = [
                 (str(record.id), ""),
                 (local_time(record.started), f"Started {record.started}\nFinished {record.finished or '—'}"),
@@ -74,6 +81,7 @@ class RunTable(QTableWidget):
                 (record.recipe_name, ""),
                 (short_source(record.source), record.source),
                 (", ".join(record.metrics.get("steps", [])) or "—", ""),
+                (verdict.level, verdict.tooltip) if verdict else ("—", "No result to judge: the run did not finish."),
                 (format_metric(SIZE_KEY, record.metric(SIZE_KEY)), ""),
                 (format_metric(quality.key, record.metric(quality.key)), quality_note(record, quality)),
                 (record.output, record.output),
@@ -84,6 +92,8 @@ class RunTable(QTableWidget):
                 item.setToolTip(tip or TIPS[COLUMNS[column]])
                 if column == COLUMNS.index("Status"):
                     item.setForeground(QBrush(QColor(colour)))
+                if column == COLUMNS.index("Quality") and verdict:
+                    item.setForeground(QBrush(QColor(level_colour(verdict))))
                 if column == COLUMNS.index("Best") and text:
                     item.setForeground(QBrush(QColor("#e67e22")))
                     item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)

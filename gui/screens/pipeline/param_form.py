@@ -3,16 +3,19 @@
 Numbers get spin boxes limited to their valid range (an exclusive bound is left out; a typed number
 outside the range is explained in a red line under the box and the value is kept), choices a drop-down, switches a check box,
 lists a comma-separated text field.  Every control's tooltip is the field's help text plus what
-is allowed.  Edits are written straight back into the config object; the whole config is then
-checked with ``core.engine.params.validate_config`` and any problem is shown under the form.
+is allowed.  Expert fields (``param(..., expert=True)``) sit under a fold, "Advanced", closed until it is
+clicked, whose title counts the settings changed from their defaults.  Edits are written straight back
+into the config object; the whole config is then checked with ``core.engine.params.validate_config``
+and any problem is shown under the form.
 """
 
 from __future__ import annotations
 
+import re
 import typing
 from typing import Any
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -21,6 +24,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QSpinBox,
+    QToolButton,
     QWidget,
 )
 
@@ -30,6 +34,8 @@ from gui.screens.pipeline.range_spin import RangeDoubleSpinBox, RangeSpinBox, sp
 
 ERROR_STYLE = "color: #d32f2f;"
 DECIMALS = 4
+ADVANCED = "Advanced"
+ADVANCED_NOTE = "Safe defaults; change them only if you know why."
 
 
 def base_type(spec: ParamSpec) -> tuple[Any, bool]:
@@ -72,18 +78,35 @@ class ParamForm(QWidget):
             self.specs.sort(key=lambda s: wanted.index(s.name))
         self.editors: dict[str, QWidget] = {}
         self.range_notes: dict[str, QLabel] = {}  # number fields: the red line under the box
+        self._note_layouts: dict[str, QFormLayout] = {}
         self.error = ""
         layout = self._layout = QFormLayout(self)
         layout.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        for spec in self.specs:
-            editor = self._make_editor(spec)
-            editor.setToolTip(tooltip_for(spec))
-            self.editors[spec.name] = editor
-            label = QLabel(f"{(labels or {}).get(spec.name, spec.label)}:")
-            label.setToolTip(editor.toolTip())
-            layout.addRow(label, editor)
-            if isinstance(editor, RangeSpinBox | RangeDoubleSpinBox):
-                self._add_range_note(spec, editor)
+        everyday = [s for s in self.specs if not s.expert]
+        expert = [s for s in self.specs if s.expert]
+        for spec in everyday:
+            self._add_field(layout, spec, labels)
+        self.advanced_button = QToolButton()
+        self.advanced_button.setCheckable(True)
+        self.advanced_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.advanced_button.setAutoRaise(True)
+        self.advanced_button.setToolTip("Settings for people who know the method. Their defaults are safe: the "
+                                        "result is good without touching them. Click to show or hide them.")
+        self.advanced = QWidget()  # the fold's contents: the note, then the expert fields
+        advanced_layout = QFormLayout(self.advanced)
+        advanced_layout.setContentsMargins(12, 0, 0, 0)
+        advanced_layout.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        self.advanced_note = QLabel(ADVANCED_NOTE)
+        self.advanced_note.setWordWrap(True)
+        self.advanced_note.setStyleSheet("color: palette(placeholder-text);")
+        advanced_layout.addRow(self.advanced_note)
+        for spec in expert:
+            self._add_field(advanced_layout, spec, labels)
+        layout.addRow(self.advanced_button)
+        layout.addRow(self.advanced)
+        self.advanced_button.toggled.connect(self.set_advanced_open)
+        self.set_advanced_open(False)
+        layout.setRowVisible(self.advanced_button, bool(expert))
         self.error_label = QLabel()
         self.error_label.setWordWrap(True)
         self.error_label.setStyleSheet(ERROR_STYLE)
@@ -91,6 +114,39 @@ class ParamForm(QWidget):
         self.error_label.hide()
         layout.addRow(self.error_label)
         self.check()
+
+    def _add_field(self, layout: QFormLayout, spec: ParamSpec, labels: dict[str, str] | None) -> None:
+        editor = self._make_editor(spec)
+        editor.setToolTip(tooltip_for(spec))
+        self.editors[spec.name] = editor
+        label = QLabel(f"{(labels or {}).get(spec.name, spec.label)}:")
+        label.setToolTip(editor.toolTip())
+        layout.addRow(label, editor)
+        if isinstance(editor, RangeSpinBox | RangeDoubleSpinBox):
+            self._add_range_note(layout, spec, editor)
+
+    # -- the "Advanced" fold -----------------------------------------------------------------------
+    @property
+    def expert_fields(self) -> list[str]:
+        return [s.name for s in self.specs if s.expert]
+
+    @property
+    def advanced_open(self) -> bool:
+        return self.advanced_button.isChecked()
+
+    def set_advanced_open(self, open_: bool) -> None:
+        """Open or close the fold (clicking its title does the same)."""
+        if self.advanced_button.isChecked() != open_:
+            self.advanced_button.setChecked(open_)  # comes back here through toggled
+            return
+        self.advanced_button.setArrowType(Qt.ArrowType.DownArrow if open_ else Qt.ArrowType.RightArrow)
+        self._layout.setRowVisible(self.advanced, open_ and bool(self.expert_fields))
+        self._update_advanced_title()
+
+    def _update_advanced_title(self) -> None:
+        changed = [s for s in self.specs if s.expert and getattr(self.config, s.name) != s.default]
+        count = f" — {len(changed)} changed from the default{'' if len(changed) == 1 else 's'}" if changed else ""
+        self.advanced_button.setText(f"{ADVANCED} ({len(self.expert_fields)}){count}")
 
     # -- building ------------------------------------------------------------------------------
     def _make_editor(self, spec: ParamSpec) -> QWidget:
@@ -135,28 +191,30 @@ class ParamForm(QWidget):
         spin.valueChanged.connect(lambda v, n=spec.name: self._set(n, v))
         return spin
 
-    def _add_range_note(self, spec: ParamSpec, spin: RangeSpinBox | RangeDoubleSpinBox) -> None:
+    def _add_range_note(self, layout: QFormLayout, spec: ParamSpec, spin: RangeSpinBox | RangeDoubleSpinBox) -> None:
         note = QLabel()
         note.setWordWrap(True)
         note.setStyleSheet(ERROR_STYLE)
         note.setToolTip("The number typed above is not allowed; the setting keeps its value until you type "
                         "one inside the range.")
-        self._layout.addRow(note)
-        self._layout.setRowVisible(note, False)
+        layout.addRow(note)
+        layout.setRowVisible(note, False)
         self.range_notes[spec.name] = note
+        self._note_layouts[spec.name] = layout
         spin.out_of_range.connect(lambda typed, s=spec: self._show_range_note(s, typed))
-        spin.valueChanged.connect(lambda _v, n=spec.name: self._layout.setRowVisible(self.range_notes[n], False))
+        spin.valueChanged.connect(lambda _v, n=spec.name: layout.setRowVisible(self.range_notes[n], False))
 
     def _show_range_note(self, spec: ParamSpec, typed: str) -> None:
         note = self.range_notes[spec.name]
         if typed:
             note.setText(f"⚠ {typed} is outside the allowed range ({spec.range_text()}): "
                          f"the setting stays {getattr(self.config, spec.name)}.")
-        self._layout.setRowVisible(note, bool(typed))
+        self._note_layouts[spec.name].setRowVisible(note, bool(typed))
 
     # -- writing back --------------------------------------------------------------------------
     def _set(self, name: str, value: Any) -> None:
         setattr(self.config, name, value)
+        self._update_advanced_title()
         self.check()
         self.changed.emit()
 
@@ -199,6 +257,8 @@ class ParamForm(QWidget):
         return self.error
 
     def _show_error(self, text: str) -> None:
+        if text and any(re.search(rf"\b{re.escape(name)}\b", text) for name in self.expert_fields):
+            self.set_advanced_open(True)  # never leave a problem with a setting hidden in the closed fold
         self.error = text
         self.error_label.setText(f"⚠ {text[0].upper()}{text[1:]}" if text else "")
         self.error_label.setVisible(bool(text))

@@ -6,11 +6,16 @@ from html import escape
 from typing import Any
 
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QTableWidgetItem, QWidget
 
 from core.eval.compare import KL_EXPLANATION
+from core.eval.verdict import Verdict, report_verdict
 from gui.widgets.formatting import format_bytes, format_count
 from gui.widgets.tables import ReadOnlyTable
+from gui.widgets.verdict import level_colour
+
+VERDICT_MEASURE = "Quality verdict"
 
 
 def _ppl(part: dict) -> str:
@@ -60,17 +65,26 @@ def summary_header(report: dict[str, Any], output_dir: str) -> str:
     return f"<b>Done{took}.</b> Saved to {escape(output_dir)}"
 
 
+def verdict_row(verdict: Verdict) -> tuple[str, str, str, str, str]:
+    """The table's first row: the verdict word under 'After', the reason beside it, the thresholds as tooltip."""
+    return (VERDICT_MEASURE, "", verdict.level, verdict.reason, verdict.tooltip)
+
+
 class ResultTable(ReadOnlyTable):
-    """Measure | Before | After | What it measures, one row per measured number."""
+    """Measure | Before | After | What it measures: first the quality verdict (plain words), then one row per
+    measured number."""
 
     HEADERS = ("Measure", "Before", "After", "What it measures")
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(self.HEADERS, stretch_column=3, parent=parent)
-        self.setToolTip("The same measurements before and after the run. Hover over a row for what it measures.")
+        self.verdict: Verdict | None = None
+        self.setToolTip("The same measurements before and after the run, under a plain verdict on the quality. "
+                        "Hover over a row for what it measures, or over the verdict for how it is decided.")
 
     def show_report(self, report: dict[str, Any] | None) -> None:
-        rows = summary_rows(report) if report else []
+        self.verdict = report_verdict(report) if report else None
+        rows = [verdict_row(self.verdict), *summary_rows(report)] if report else []
         self.setVisible(bool(rows))
         self.setRowCount(len(rows))
         for row, values in enumerate(rows):
@@ -79,8 +93,21 @@ class ResultTable(ReadOnlyTable):
                 item.setToolTip(values[4])
                 if column in (1, 2):
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if values[0] == VERDICT_MEASURE and column in (0, 2):
+                    font = item.font()
+                    font.setBold(True)
+                    item.setFont(font)
+                    if column == 2:
+                        item.setForeground(QBrush(QColor(level_colour(self.verdict))))
                 self.setItem(row, column, item)
         self.resizeRowsToContents()
+
+    def text_at(self, measure: str, column: int) -> str:
+        """The text in ``column`` of the row called ``measure`` (for tests and screenshots)."""
+        for row in range(self.rowCount()):
+            if self.item(row, 0).text() == measure:
+                return self.item(row, column).text()
+        raise KeyError(measure)
 
     def resizeEvent(self, event: Any) -> None:
         super().resizeEvent(event)
