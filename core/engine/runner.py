@@ -24,6 +24,7 @@ from core.data.perplexity_windows import PerplexityWindows, perplexity_windows
 from core.data.task_rows import TASKS, load_task
 from core.data.texts import load_labelled, load_texts, local_path, token_windows
 from core.engine.original_cache import keep_measurements, load_measurements, measurement_key
+from core.engine.preflight import check_shapes_before_loading
 from core.engine.recipe import Recipe
 from core.engine.registry import get_technique
 from core.errors import RecipeError
@@ -120,7 +121,8 @@ def check_data(recipe: Recipe) -> None:
 
 def check_run(recipe: Recipe, output_dir: str | Path, *, overwrite: bool = False, device: str = "cpu",
               recipe_file: str | Path | None = None) -> tuple[Path, list[Input]]:
-    """Everything that can be checked before any work: steps, output folder, data files.
+    """Everything that can be checked before any work: steps, output folder, data files, and the steps'
+    settings against the model's layer shapes (on its skeleton: no weights are loaded).
 
     Returns the resolved output folder and the run's inputs; raises a StudioError saying what to change.
     """
@@ -128,6 +130,7 @@ def check_run(recipe: Recipe, output_dir: str | Path, *, overwrite: bool = False
     inputs = run_inputs(recipe, recipe_file)
     output = check_output_dir(output_dir, inputs, overwrite)
     check_data(recipe)
+    check_shapes_before_loading(recipe)
     return output, inputs
 
 

@@ -64,12 +64,17 @@ class WeightQuantConfig:
         check_group_setting(self.group_size)
         check_targets(self.targets, self.ignore)
 
+    def check_model(self, model: nn.Module) -> None:
+        """RecipeError unless the group size divides every targeted layer's width (runs on the skeleton too)."""
+        check_widths(model, self.targets, self.ignore, self.group_size)
+
 
 def check_widths(model: nn.Module, targets: list, ignore: list, group_size: int) -> list[tuple[str, nn.Linear]]:
     """The target Linears, after checking up front that the group size divides every input width."""
     chosen = select_linears(model, targets, ignore)
+    widths = [linear.in_features for _, linear in chosen]
     for name, linear in chosen:
-        check_group_size(linear.in_features, group_size, name)
+        check_group_size(linear.in_features, group_size, name, widths)
     return chosen
 
 

@@ -40,12 +40,19 @@ def valid_group_sizes(width: int) -> list[int]:
     return sizes or [g for g in range(8, width + 1) if width % g == 0] or [width]
 
 
-def check_group_size(width: int, group_size: int, layer: str = "this layer") -> None:
-    """Raise RecipeError, naming the valid choices, unless ``group_size`` splits ``width`` evenly."""
+def check_group_size(width: int, group_size: int, layer: str = "this layer", all_widths: list[int] | None = None) -> None:
+    """Raise RecipeError, naming the valid choices, unless ``group_size`` splits ``width`` evenly.
+
+    ``all_widths``: the input widths of every layer the step targets; the suggested sizes then divide
+    all of them (a size that fits this layer but not the next would only fail again).
+    """
     if group_size and (group_size > width or width % group_size):
-        choices = ", ".join(str(g) for g in valid_group_sizes(width))
+        widths = sorted(set(all_widths or [width]))
+        choices = ", ".join(str(g) for g in valid_group_sizes(math.gcd(*widths)))
+        others = (f" (the targeted layers have {', '.join(str(w) for w in widths[:-1])} and {widths[-1]} inputs; "
+                  "these sizes divide them all)") if len(widths) > 1 else ""
         raise RecipeError(f"{layer} has {width} inputs, which group size {group_size} does not divide "
-                          f"(groups must be equal; no remainder group is made): choose one of {choices}, "
+                          f"(groups must be equal; no remainder group is made): choose one of {choices}{others}, "
                           "or 0 for one scale per output channel")
 
 
