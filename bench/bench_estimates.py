@@ -141,9 +141,8 @@ def main() -> None:
     summary = inspect_model(loaded.model, loaded.source_path)
     wanted = {name.strip().removesuffix(".yaml") for name in args.presets.split(",") if name.strip()}
     rows, skipped = [], []
-    with tempfile.TemporaryDirectory() as home:
-        env = {"COMPRESSION_STUDIO_HOME": home, "COMPRESSION_STUDIO_CACHE": str(cache_dir()),
-               "COMPRESSION_STUDIO_DATA": str(datasets_dir())}
+    with tempfile.TemporaryDirectory() as homes:
+        env = {"COMPRESSION_STUDIO_CACHE": str(cache_dir()), "COMPRESSION_STUDIO_DATA": str(datasets_dir())}
         for path in sorted(PRESETS.glob("*.yaml")):
             if wanted and path.stem not in wanted:
                 continue
@@ -156,6 +155,7 @@ def main() -> None:
             est = estimate(summary, recipe, "cpu", None, throughput=probe, original_kept=False)
             with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
                 handle.write(json.dumps(recipe.to_dict()))
+            env["COMPRESSION_STUDIO_HOME"] = str(Path(homes) / path.stem)  # nothing kept from an earlier preset's run
             saved_env = {k: os.environ.get(k) for k in env}
             os.environ.update(env)
             try:

@@ -335,10 +335,43 @@ def tasks_speed() -> str:
          "same answer to every question", "largest log-likelihood difference"], body)
 
 
+def estimates() -> str:
+    """The pre-flight estimate next to the real run of each causal-LM preset (bench/bench_estimates.py)."""
+    result = load("estimates")
+    settings = result["settings"]
+
+    def mb(value: float) -> str:
+        return f"{value / 1e6:.0f}" if value >= 1e7 else f"{value / 1e6:.1f}"
+
+    def mark(ok: bool) -> str:
+        return "" if ok else " **✗**"
+
+    body = []
+    for r in result["rows"]:
+        step = next((s for name, s in r["phases"] if name.startswith("step ")), 0.0)
+        est_step = next((s for name, s in r["est_phases"] if name.startswith("step ")), 0.0)
+        body.append([f"`{r['preset']}`", r["est_output_format"],
+                     f"{r['est_parameters'] / 1e6:.1f} M / {r['parameters'] / 1e6:.1f} M",
+                     f"{mb(r['est_output_bytes'])} / {mb(r['output_bytes'])}{mark(r['size_ok'])}",
+                     f"{mb(r['est_peak_bytes'])} / {mb(r['peak_bytes'])}{mark(r['peak_ok'])}",
+                     f"{est_step:.0f} / {step:.0f}",
+                     f"{r['est_seconds']:.0f} / {r['seconds']:.0f}{mark(r['time_ok'])}"])
+    capped = (f" Evaluation windows capped at {settings['windows_cap']} and calibration windows at "
+              f"{settings['calibration_windows_cap']} to keep the runs short; the estimate is of exactly those "
+              "settings." if settings.get("windows_cap") or settings.get("calibration_windows_cap") else "")
+    skipped = (f" Not run: {', '.join(f'`{s}`' for s in settings['skipped'])} (a sequence-classification "
+               "recipe; its training steps' estimate is a rough guess)." if settings.get("skipped") else "")
+    return (source_line(["estimates"], ["bench/bench_estimates.py"])
+            + table(["preset", "stored as (estimated)", "parameters est / real", "saved MB est / real",
+                     "peak MB est / real", "step s est / real", "run s est / real"], body)
+            + f"\nBands: size and peak memory within {settings['size_band']:.0%}, time within "
+              f"{settings['time_band']:.0f}×; **✗** marks a miss.{capped}{skipped}\n")
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
     "baseline": baseline, "prune": prune, "prune-peers": prune_peers, "structured": structured, "quant": quant,
     "quant-ingredients": quant_ingredients, "quant-peers": quant_peers, "decode": decode, "lowrank": lowrank,
-    "distill": distill, "tasks": tasks, "tasks-speed": tasks_speed,
+    "distill": distill, "tasks": tasks, "tasks-speed": tasks_speed, "estimates": estimates,
 }
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from core.engine.estimate_rules import Context, Layer, Machine, rule_for
 from core.engine.throughput import Throughput, load_throughput, throughput_key, torch_threads
+from core.paths import data_dir
 
 CPU_FLOPS = 1e11  # arithmetic fallback: effective float32 FLOP/s of a laptop CPU in a forward pass
 GPU_FLOPS = 2e13
@@ -114,19 +115,31 @@ def machine(parameters: int, device: str, throughput: Throughput | None) -> Mach
     return Machine(device, per_weight * parameters, 2 / per_weight, per_weight / REFERENCE_SECONDS_PER_PARAMETER_TOKEN)
 
 
+_KEPT_MEMO: dict[str, tuple[float, bool]] = {}
+KEPT_MEMO_SECONDS = 30.0  # the check hashes the model's first and last 4 MiB: not again at every keystroke
+
+
 def original_is_kept(recipe: Any, device: str) -> bool:
     """Whether the original's measurements for this recipe are kept (core.engine.original_cache): a quick check
-    of file fingerprints; False whenever it cannot tell."""
+    of file fingerprints, remembered for half a minute per setting; False whenever it cannot tell."""
+    import json
+    import time
+
+    settings = json.dumps([str(data_dir()), recipe.model.source, recipe.model.task, device, recipe.seed, vars(recipe.evaluation),
+                           vars(recipe.data)], sort_keys=True, default=str)
+    memo = _KEPT_MEMO.get(settings)
+    if memo is not None and time.monotonic() - memo[0] < KEPT_MEMO_SECONDS:
+        return memo[1]
     try:
         from core.engine.original_cache import cache_folder, measurement_key  # imports torch: only when asked
         from core.models.loading import resolve_source
 
         kind, where = resolve_source(recipe.model.source)
-        if kind == "hub":
-            return False
-        return (cache_folder() / f"{measurement_key(recipe, Path(where), device)}.json").is_file()
+        kept = kind != "hub" and (cache_folder() / f"{measurement_key(recipe, Path(where), device)}.json").is_file()
     except Exception:
-        return False
+        kept = False
+    _KEPT_MEMO[settings] = (time.monotonic(), kept)
+    return kept
 
 
 # -- evaluation ----------------------------------------------------------------------------------------

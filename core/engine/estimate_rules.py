@@ -26,11 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Seconds per million targeted weights on the reference machine (bench/bench_estimates.py), × Machine.scale.
-MAGNITUDE_S_PER_M = 0.025
-RTN_S_PER_M = 0.03
+MAGNITUDE_S_PER_M = 0.04
+RTN_S_PER_M = 0.035
 MSE_CLIP_S_PER_M = 0.12  # the clip search tries 100 shrink factors per group (RTN; GPTQ act-order: a tenth)
-WANDA_S_PER_M = 0.05
-GPTQ_S_PER_COLUMN = 2.3e-5  # GPTQ/SparseGPT's column loop: many small tensor operations per input column
+WANDA_S_PER_M = 0.12
+GPTQ_S_PER_COLUMN = 1.0e-4  # per input column: the loop's small tensor operations (on one thread), packing
+SPARSEGPT_S_PER_COLUMN = 3.5e-4  # SparseGPT's loop updates a whole block row per column, on every thread
 SVD_S_PER_M = 0.5
 
 
@@ -144,8 +145,8 @@ def packed_bits(layer: Layer, bits: int, group_size: int, symmetric: bool, scale
 def packed_forward_cost(bits: int, group_size: int, device: str) -> float:
     """A packed layer's matrix product against a float one: CPU int4 kernel, or unpacking at every call."""
     if device != "cpu":
-        return 1.5
-    return 2.0 if bits == 4 and group_size in (32, 64, 128, 256) else 1.6
+        return 1.5  # not measured: a guess
+    return 0.8 if bits == 4 and group_size in (32, 64, 128, 256) else 1.1  # measured by bench/bench_estimates.py
 
 
 def _prune_density(config: Any) -> float:
@@ -196,7 +197,7 @@ def rtn(layers: list[Layer], config: Any, ctx: Context) -> StepCost:
     return StepCost(per_m * _weight_megas(chosen) * ctx.machine.scale, stored_format=_packed_label(str(config.bits), "RTN"))
 
 
-def _gptq_seconds(chosen: list[Layer], config: Any, ctx: Context) -> float:
+def _gptq_seconds(chosen: list[Layer], config: Any, ctx: Context, per_column: float = GPTQ_S_PER_COLUMN) -> float:
     tokens = ctx.calibration_tokens
     passes = 2.0 if getattr(config, "true_sequential", False) else 1.0
     columns = sum(layer.in_features for layer in chosen)
@@ -204,7 +205,7 @@ def _gptq_seconds(chosen: list[Layer], config: Any, ctx: Context) -> float:
     if getattr(config, "act_order", False):
         mse /= 10  # with static groups the clip search runs once per layer, on the original weights
     return (forward_seconds(tokens, ctx, passes) + hessian_seconds(chosen, tokens, ctx)
-            + (columns * GPTQ_S_PER_COLUMN + mse) * ctx.machine.scale)
+            + (columns * per_column + mse) * ctx.machine.scale)
 
 
 def _block_working_bytes(chosen: list[Layer], ctx: Context) -> int:
@@ -278,7 +279,7 @@ def wanda(layers: list[Layer], config: Any, ctx: Context) -> StepCost:
 def sparsegpt(layers: list[Layer], config: Any, ctx: Context) -> StepCost:
     cost, chosen = _zero_out(layers, config)
     owl = forward_seconds(ctx.calibration_tokens, ctx) if getattr(config, "schedule", "uniform") == "owl" else 0.0
-    cost.seconds = owl + _gptq_seconds(chosen, config, ctx)
+    cost.seconds = owl + _gptq_seconds(chosen, config, ctx, SPARSEGPT_S_PER_COLUMN)
     cost.working_bytes = _block_working_bytes(chosen, ctx)
     return cost
 
