@@ -33,7 +33,8 @@ from core.eval.verdict import (
     (20.0, 21.0, UNCHANGED),  # ratio exactly 1.05
     (20.0, 21.002, WORSE),  # just above 1.05
     (20.0, 40.0, WORSE),  # exactly doubled
-    (20.0, 40.002, BROKEN),  # more than doubled
+    (20.0, 80.0, WORSE),  # four times: fluent text still (Wanda 50% on the bundled model: ×2.18)
+    (20.0, 80.002, BROKEN),  # more than four times
     (20.0, math.inf, BROKEN),  # a model whose perplexity overflows
     (20.0, 19.0, UNCHANGED),  # exactly 5% lower
     (20.0, 18.998, BETTER),  # more than 5% lower
@@ -45,7 +46,7 @@ def test_perplexity_thresholds(before, after, level):
 
 
 @pytest.mark.parametrize(("kl", "level"), [
-    (0.0, UNCHANGED), (0.05, UNCHANGED), (0.0501, WORSE), (1.0, WORSE), (1.0001, BROKEN), (12.6, BROKEN),
+    (0.0, UNCHANGED), (0.05, UNCHANGED), (0.0501, WORSE), (2.0, WORSE), (2.0001, BROKEN), (12.6, BROKEN),
 ])
 def test_kl_thresholds(kl, level):
     verdict = quality_verdict(kl=kl)
@@ -126,7 +127,7 @@ def test_basis_names_what_was_and_was_not_measured():
 
 def test_tooltip_has_reason_basis_and_thresholds():
     verdict = quality_verdict(20.0, 21.5, 0.02)
-    for words in ("perplexity within 5%", "KL above 0.05", "more than 2 times the original's", "KL above 1",
+    for words in ("perplexity within 5%", "KL above 0.05", "more than 4 times the original's", "KL above 2",
                   "no better than guessing", "2 standard errors", verdict.reason, verdict.basis):
         assert words in verdict.tooltip, words
 
@@ -160,7 +161,7 @@ def test_history_metrics_keep_the_inputs_and_old_records_fall_back():
     metrics = json.loads(json.dumps(summarize_report(_report())))  # as the history database stores it
     assert metrics[INPUTS_KEY] == quality_inputs(_report())
     assert metrics_verdict(metrics) == report_verdict(_report())
-    old = {"perplexity_before": 20.0, "perplexity_after": 50.0}  # recorded before verdicts
+    old = {"perplexity_before": 20.0, "perplexity_after": 90.0}  # recorded before verdicts
     assert metrics_verdict(old).level == BROKEN
     assert inputs_verdict({}).level == NOT_MEASURED
 
