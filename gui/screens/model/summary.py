@@ -106,6 +106,8 @@ class ModelSummaryBox(QGroupBox):
             name = QLabel(label + ":")
             value = QLabel(EMPTY)
             value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            value.setWordWrap(True)  # long values ("98.4 MB (bundled .gguf, stored as 4-bit GGUF Q4_1)") wrap, not cut
+            name.setMinimumWidth(name.sizeHint().width())  # the names never get cut ("As a 16-bit mode")
             for widget in (name, value):
                 widget.setToolTip(tooltip)
             form.addRow(name, value)
