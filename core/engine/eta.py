@@ -44,7 +44,8 @@ def estimate_remaining(samples: list[tuple[float, float]] | deque, *, min_second
 class EtaTracker:
     """Keeps recent ``(time, fraction)`` samples of one progress bar and estimates the time left.
 
-    A fraction lower than the last one (a new bar, a restarted stage) starts over.  Samples older
+    A fraction lower than the last one (a new bar, a restarted stage) starts over; the same one again
+    adds nothing (a busy meter repeats itself).  Samples older
     than ``window_s`` are dropped, keeping one just before the window so the span covers it.
     """
 
@@ -59,6 +60,8 @@ class EtaTracker:
     def add(self, now: float, fraction: float) -> None:
         if self.samples and fraction < self.samples[-1][1]:
             self.samples.clear()
+        if self.samples and fraction == self.samples[-1][1]:
+            return  # no news: the sample of when this fraction was reached stays the last
         self.samples.append((now, fraction))
         while len(self.samples) > 2 and now - self.samples[1][0] > self.window_s:
             self.samples.popleft()
@@ -69,6 +72,26 @@ class EtaTracker:
         if now is not None and samples and now > samples[-1][0]:
             samples.append((now, samples[-1][1]))
         return estimate_remaining(samples, min_seconds=self.min_seconds, min_progress=self.min_progress)
+
+    def remaining_between(self, now: float) -> float | None:
+        """Seconds left at ``now`` for a meter that reports in coarse steps, without a jump between them.
+
+        The work is taken to go on at the measured rate after the last sample, but never past the
+        next step (the usual gain between samples), which has not come yet.  Once that much time has
+        gone by, the wait counts as slower work, as if the next step were just arriving: the time
+        left then grows slowly, from where the countdown reached.
+        """
+        base = self.remaining()
+        if base is None or base == 0.0:
+            return base
+        (t_first, f_first), (t_last, f_last) = self.samples[0], self.samples[-1]
+        rate = (f_last - f_first) / (t_last - t_first)
+        step = (f_last - f_first) / max(1, len(self.samples) - 1)
+        since = max(0.0, now - t_last)
+        if rate * since <= step:
+            return max(0.0, base - since)
+        reached = min(1.0, f_last + step)
+        return max(0.0, (1.0 - reached) * (now - t_first) / (reached - f_first))
 
 
 # -- the whole run: one model for the overall bar and the time left --------------------------------
@@ -83,7 +106,8 @@ REVISE_MIN_S = 20.0  # ... and at least this many seconds more ...
 REVISE_AFTER_S = 5.0  # ... for this long (a rate measured over a few seconds is noisy)
 REVISED_SHOWN_S = 30.0  # "(revised)" stays on screen this long after a revision
 MAX_RUNNING_FRACTION = 0.99  # a run still going never reads 100%
-PART_MIN_SECONDS = 5.0  # a running part's rate counts once it was watched this long
+PART_MIN_SECONDS = 5.0  # a running part's rate counts once it was watched this long ...
+PART_WINDOW_S = 300.0  # ... over its last five minutes (a few coarse steps make a noisy rate)
 
 
 @dataclass(frozen=True)
@@ -202,8 +226,9 @@ class RunEta:
     that reported no progress (the original's measurements reused from an earlier run) is not taken
     as a speed.  Without a pre-flight plan, no time left is given until one phase has been measured.
 
-    The overall fraction is ``elapsed / (elapsed + time left)``: when the running part reaches 100%,
-    its share is all elapsed, so the overall bar stands at that phase's end.  It never moves back;
+    The overall fraction is ``elapsed / (elapsed + time left)``: when a step's bar reaches 100%, its
+    share is all elapsed, so the overall bar stands at that step's end.  Measuring runs several meters
+    one after another, so there the plan's remainder also counts until the phase ends.  It never moves back;
     the time left shown never goes up except by a revision (:class:`Countdown`).
     """
 
@@ -217,7 +242,7 @@ class RunEta:
         self.part = ""
         self.part_known = False
         self.part_fraction = 0.0
-        self.part_eta = EtaTracker(min_seconds=PART_MIN_SECONDS)
+        self.part_eta = EtaTracker(window_s=PART_WINDOW_S, min_seconds=PART_MIN_SECONDS)
         self.phase_measured = False  # a part of the running phase has had a measured rate
         self.countdown = Countdown(ratio, min_s)
         self.fraction = 0.0
@@ -260,7 +285,7 @@ class RunEta:
                  if worked and phase.kind not in IO_KINDS and phase.seconds > 0]
         phase = self.phases[self.current] if self.current >= 0 else None
         part_left = self._part_left(now)
-        if phase is not None and phase.kind not in IO_KINDS and phase.seconds > 0 and part_left is not None:
+        if phase is not None and phase.kind == "step" and phase.seconds > 0 and part_left is not None:
             pairs.append((phase.kind, now - self.phase_start + part_left, phase.seconds))
         same = [p for p in pairs if p[0] == kind] or pairs
         if not same:
@@ -269,7 +294,11 @@ class RunEta:
         return min(high, max(low, sum(p[1] for p in same) / sum(p[2] for p in same)))
 
     def _part_left(self, now: float) -> float | None:
-        return self.part_eta.remaining(now) if self.part_known else None
+        return self.part_eta.remaining_between(now) if self.part_known else None
+
+    def _plan_known(self, kind: str) -> bool:
+        """Whether a phase of ``kind`` has seconds worth adding: a pre-flight plan, or one measured."""
+        return self.calibrated or any(worked and phase.kind == kind for phase, _took, worked in self.finished)
 
     def model_remaining(self, now: float) -> tuple[float, bool]:
         """(seconds left by the model, whether every figure in it was measured or planned)."""
@@ -289,11 +318,18 @@ class RunEta:
 
         left = 0.0
         if self.current >= 0:
+            phase = self.phases[self.current]
             part_left = self._part_left(now)
             if part_left is not None:
                 left, self.phase_measured = part_left, True
+                if phase.kind == "measure" and self._plan_known("measure"):
+                    # measuring runs several meters in turn (perplexity, task scores, speed, closeness to
+                    # the original): the plan's remainder counts for the ones still to come
+                    plan_left = planned(phase) - (now - self.phase_start)
+                    if plan_left > part_left:
+                        left, firm = plan_left, False
             else:
-                left = max(0.0, planned(self.phases[self.current]) - (now - self.phase_start))
+                left = max(0.0, planned(phase) - (now - self.phase_start))
                 firm = not self.phase_measured
         for phase in self.phases[self.current + 1:]:
             left += planned(phase)

@@ -46,8 +46,10 @@ class RunProgress(QWidget):
                                 "as the run goes; it only counts down, unless the run turns out much slower "
                                 "(then it says 'revised').")
         self.stage_label = QLabel("Current stage")
-        self.stage_bar = _bar("The part running now (a technique's layers, an evaluation, loading). The time "
-                              "left is estimated from its recent speed.")
+        self.stage_bar = _bar("The part running now (a technique's layers, an evaluation, loading). Measuring a "
+                              "model runs several measurements one after another (perplexity, task scores, "
+                              "speed, closeness to the original): this bar shows the one running now. The "
+                              "time left is estimated from its recent speed.")
         layout = QGridLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.overall_label, 0, 0)
@@ -186,7 +188,7 @@ class RunProgress(QWidget):
         name = self.sub_stage or self.title
         if not self.total_known:
             return f"{name}: working…"
-        left = self.stage_countdown.update(now, self.stage_eta.remaining(now))
+        left = self.stage_countdown.update(now, self.stage_eta.remaining_between(now)) if self.stage_eta.samples else None
         return f"{name}: {self.stage_fraction:.0%}, {eta_text(left, format_duration)}"
 
     def refresh(self) -> None:
