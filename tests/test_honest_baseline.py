@@ -273,3 +273,17 @@ def test_a_run_from_the_bundled_gguf_records_and_compares_the_16_bit_size(qtbot,
     assert plot.original.data["x"].tolist() == [pytest.approx(AS_16BIT / 1e6)]
     assert plot.original.data["y"].tolist() == [pytest.approx(before["perplexity"]["perplexity"])]
     assert plot.front_ids == []  # the same size as the original, and worse: not a best trade-off
+
+
+def test_compare_table_has_a_like_for_like_row_for_a_4bit_gguf_source():
+    from core.eval.compare import compare_rows
+
+    before = {"bytes_on_disk": 98_362_432, "bytes_as_16bit": 269_030_016, "stored_format": "4-bit GGUF Q4_1",
+              "stored_bits": 4, "parameters": 134_515_008}
+    after = {"bytes_on_disk": 269_060_552, "parameters": 134_515_008}
+    rows = {row.label: row for row in compare_rows({"before": before, "after": after})}
+    assert rows["Size on disk"].ratio == pytest.approx(2.735, abs=1e-3)  # the file, as it is
+    assert rows["Size as a 16-bit model"].ratio == pytest.approx(1.0, abs=1e-3)  # same format: same size
+    assert "4-bit GGUF Q4_1" in rows["Size as a 16-bit model"].explanation
+    plain = {row.label for row in compare_rows({"before": {"bytes_on_disk": 4e6}, "after": {"bytes_on_disk": 2e6}})}
+    assert "Size as a 16-bit model" not in plain  # a safetensors source: its file is the like-for-like size
