@@ -104,7 +104,7 @@ class CompareCharts(QWidget):
         self.student_bars = _bars(self.size_plot, STUDENT_BRUSH)
         legend.addItem(self.teacher_bars, "teacher")  # the legend draws a bar's own brush
         legend.addItem(self.student_bars, "student")
-        self.ratio_plot = make_plot("Student / teacher", "ratio", "", "Each measured number of the student divided "
+        self.ratio_plot = make_plot("Ratios", "ratio", "", "Each measured number of the student divided "
                                     "by the teacher's. The red line at 1 means 'the same as the teacher'.")
         self.ratio_plot.setLabel("left", "")
         self.ratio_plot.setLabel("bottom", "student ÷ teacher")
@@ -133,7 +133,7 @@ class CompareCharts(QWidget):
         self.size_plot.setYRange(0, top * 1.15)
         rated = [r for r in rows if r.ratio is not None]
         self.ratio_bars.setOpts(x0=0, y=np.arange(len(rated)), width=np.array([r.ratio for r in rated]), height=0.6)
-        short = {"nonzero_parameters": "non-zero", "disk_mb": "disk", "memory_mb": "memory",
+        short = {"nonzero_parameters": "non-zero", "disk_mb": "disk", "disk_16bit_mb": "16-bit", "memory_mb": "memory",
                  "decode_tokens_per_s": "speed", "parameters": "params"}
         self.ratio_plot.getAxis("left").setTicks([[(i, short.get(r.key, r.label.lower()))
                                                    for i, r in enumerate(rated)]])
