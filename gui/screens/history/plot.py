@@ -78,6 +78,8 @@ class HistoryPlot(QWidget):
         self.labels: list[pg.TextItem] = []
         self.note = QLabel()
         self.note.setWordWrap(True)
+        self.note.setToolTip("A run is a best trade-off only when it is smaller than its original and no other run, "
+                             "nor an original, is both smaller and better.")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.widget, 1)
@@ -161,8 +163,7 @@ class HistoryPlot(QWidget):
             where = " ".join(f"{short_source(o.record.source)}: {original_size_words(o.sizes)}."
                              for o in self.originals)
             diamond = "The grey diamond is the original" if len(self.originals) == 1 else "Grey diamonds are the originals"
-            note += (f" {diamond}, as measured before the runs. {where} A run is a best trade-off only when it is "
-                     "smaller than its original and no other run, nor an original, is both smaller and better.")
+            note += f" {diamond}, as measured before the runs. {where}"  # the best rule is in the tooltip
         else:
             note += " The original is not drawn: these runs did not record its size and quality."
         if self.log_y:
