@@ -352,6 +352,7 @@ def estimates() -> str:
         est_step = next((s for name, s in r["est_phases"] if name.startswith("step ")), 0.0)
         body.append([f"`{r['preset']}`", r["est_output_format"],
                      f"{r['est_parameters'] / 1e6:.1f} M / {r['parameters'] / 1e6:.1f} M",
+                     f"{r['est_nonzero'] / 1e6:.1f} M / {r['nonzero'] / 1e6:.1f} M",
                      f"{mb(r['est_output_bytes'])} / {mb(r['output_bytes'])}{mark(r['size_ok'])}",
                      f"{mb(r['est_peak_bytes'])} / {mb(r['peak_bytes'])}{mark(r['peak_ok'])}",
                      f"{est_step:.0f} / {step:.0f}",
@@ -362,7 +363,8 @@ def estimates() -> str:
     skipped = (f" Not run: {', '.join(f'`{s}`' for s in settings['skipped'])} (a sequence-classification "
                "recipe; its training steps' estimate is a rough guess)." if settings.get("skipped") else "")
     return (source_line(["estimates"], ["bench/bench_estimates.py"])
-            + table(["preset", "stored as (estimated)", "parameters est / real", "saved MB est / real",
+            + table(["preset", "stored as (estimated)", "parameters est / real", "non-zero est / real",
+                     "saved MB est / real",
                      "peak MB est / real", "step s est / real", "run s est / real"], body)
             + f"\nBands: size and peak memory within {settings['size_band']:.0%}, time within "
               f"{settings['time_band']:.0f}×; **✗** marks a miss.{capped}{skipped}\n")
