@@ -164,8 +164,8 @@ def _zero_out(layers: list[Layer], config: Any) -> tuple[StepCost, list[Layer]]:
         layer.nonzero = min(layer.nonzero, int(layer.params * density))
         if sparse:  # bitmask (1 bit per weight) + the kept values
             layer.stored_bits = 1.0 + layer.stored_bits * density
-    notes = [] if sparse else ["Pruning to zeros keeps every parameter and does not shrink a dense file: zeros "
-                               "take as many bytes as any other number (choose save_format: sparse for a "
+    notes = [] if sparse else ["Pruning to zeros keeps every parameter and does not shrink the saved file: zeros "
+                               "in a dense tensor take as many bytes as any other number (choose save_format: sparse for a "
                                "smaller file)."]
     return StepCost(0.0, stored_format="sparse bitmask" if sparse else None, notes=notes), chosen
 

@@ -63,7 +63,7 @@ class EstimateBox(QGroupBox):
 
 
 def time_text(est: Any, device: str, task_seconds: float | None = None) -> str:
-    """"about 3 min on cpu: the step about 4 s, measuring the original and the result about 2 min, …"."""
+    """"about 3 min on cpu; the step about 4 s, measuring the original and the result about 2 min, …"."""
     total = est.seconds + (task_seconds or 0)
     steps = est.step_seconds()
     count = sum(1 for name, _ in est.phase_seconds if name.startswith("step "))
@@ -76,7 +76,6 @@ def time_text(est: Any, device: str, task_seconds: float | None = None) -> str:
         parts.append(f"{what} about {format_duration(measuring)}")
     if original == 0 and measuring:
         parts.append("the original's measurements are reused from an earlier run")
-    if task_seconds:
-        parts.append(f"scoring the tasks about {format_duration(task_seconds)}")
+    tasks = f", of which about {format_duration(task_seconds)} scoring the tasks" if task_seconds else ""
     basis = "" if est.timed else " (no forward pass timed here yet: a rough guess)"
-    return f"about {format_duration(total)} on {escape(device)}{basis}: {', '.join(parts)}"
+    return f"about {format_duration(total)} on {escape(device)}{basis}{tasks}; {', '.join(parts)}"
