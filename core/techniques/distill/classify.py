@@ -4,7 +4,14 @@
 Data come from ``recipe.data.labelled`` through :func:`core.data.texts.load_labelled`: seeded train /
 validation / test splits that never share an example.  Accuracy, precision, recall and F1 (macro)
 are measured on validation after every epoch (the best epoch's weights are kept) and on the
-untouched test split once at the end.  Texts are tokenized once, truncated to ``max_length``.
+untouched test split once at the end.  Texts are tokenized once; a text longer than ``max_length``
+tokens is cut, keeping its beginning (head), its end (tail) or both halves (head+tail), and the
+share of texts cut is logged and reported.
+
+The classifier's outputs are the data's labels in the data's order (``load_labelled`` sorts the
+label names: numerically when all are whole numbers, otherwise alphabetically): ``train_classifier``
+fits the head to them (:mod:`core.techniques.distill.class_heads`), so the saved folder loads in
+plain transformers and predicts label names; a distilled student gets the teacher's outputs.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from core.engine.registry import Needs, StepReport, register
 from core.errors import DataError, RecipeError
 from core.eval.metrics import classification_metrics
 from core.events import Log, Metric, ProgressMeter
+from core.techniques.distill.class_heads import fit_head, match_head, output_names
 from core.techniques.distill.losses import distillation_loss
 from core.techniques.distill.options import LossOptions, TrainingOptions, settings_for, shuffled_batch
 from core.techniques.distill.session import checkpoint_store, prepare_pair
@@ -28,12 +36,17 @@ from core.techniques.distill.trainer import train
 from core.techniques.prune.slicing import parameter_count
 
 TASK = ("sequence-classification",)
+KEEP = ("head", "tail", "head+tail")
+PART_KEPT = {"head": "their beginning", "tail": "their end", "head+tail": "their beginning and their end"}
 
 
 @dataclass
 class ClassifierDataOptions:
     max_length: int = param(128, "Longest text in tokens; longer texts are cut.", minimum=8, maximum=4096,
                             label="Longest text (tokens)", expert=True)
+    keep: str = param("head", "Which part of a text longer than max_length is kept: head (its beginning), tail "
+                      "(its end) or head+tail (the first half and the last half of the tokens allowed).",
+                      choices=KEEP, label="Part of a long text kept", expert=True)
     train_examples: int = param(0, "Train on at most this many examples of the training split (0 = all).",
                                 minimum=0, label="Training examples (0 = all)")
 
@@ -55,16 +68,44 @@ def model_label_ids(model, names: list[str]) -> list[int]:
     """For each dataset label id, the model output that means it (by name when the model names its labels)."""
     outputs = int(getattr(model.config, "num_labels", 0) or 0)
     if outputs != len(names):
-        raise RecipeError(f"the classifier has {outputs} outputs but the data has {len(names)} labels "
-                          f"({', '.join(names)}); give the model a head with {len(names)} outputs")
+        raise RecipeError(f"the classifier has {outputs} outputs ({', '.join(output_names(model))}) but the data "
+                          f"has {len(names)} labels ({', '.join(names)}); add a 'Train a teacher classifier' step "
+                          "(train_classifier) before this one: it gives the model a head with one output per "
+                          "label, named after the labels, and trains it")
     by_name = {str(v).lower(): int(k) for k, v in (model.config.id2label or {}).items()}
     if all(n.lower() in by_name for n in names):
         return [by_name[n.lower()] for n in names]
     return list(range(len(names)))
 
 
-def _encode(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
-    return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+def special_tokens(tokenizer) -> tuple[list[int], list[int]]:
+    """The token ids the tokenizer puts before and after one text (e.g. [CLS] and [SEP])."""
+    body = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(body) + 1):
+        if full[start:start + len(body)] == body:
+            return full[:start], full[start + len(body):]
+    return [], []
+
+
+def encode_texts(tokenizer, texts: list[str], max_length: int, keep: str = "head") -> tuple[list[list[int]], int]:
+    """Token ids of each text (special tokens included, at most ``max_length``) and how many texts were cut.
+
+    A text longer than the room left by the special tokens keeps its first tokens (head), its last
+    (tail), or the first half and the last half of that room (head+tail; the head gets the odd token).
+    """
+    if keep not in KEEP:
+        raise RecipeError(f"keep must be one of {', '.join(KEEP)}, not {keep!r}")
+    before, after = special_tokens(tokenizer)
+    room = max(1, max_length - len(before) - len(after))
+    ids, cut = [], 0
+    for row in tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]:
+        if len(row) > room:
+            cut += 1
+            front = room if keep == "head" else 0 if keep == "tail" else (room + 1) // 2
+            row = row[:front] + row[len(row) - (room - front):]
+        ids.append(before + row + after)
+    return ids, cut
 
 
 def _collate(ids: list[list[int]], pad_id: int, device) -> dict[str, torch.Tensor]:
@@ -105,9 +146,18 @@ def _train_classifier(student, teacher, config, ctx, splits, notes: list[str], n
     train_texts, train_labels = splits.train.texts, splits.train.labels
     if config.train_examples:
         train_texts, train_labels = train_texts[:config.train_examples], train_labels[:config.train_examples]
-    train_ids = _encode(tokenizer, train_texts, config.max_length)
+    keep = getattr(config, "keep", "head")
+    train_ids, train_cut = encode_texts(tokenizer, train_texts, config.max_length, keep)
     targets = torch.tensor([to_model[y] for y in train_labels])
-    val_ids = _encode(tokenizer, splits.validation.texts, config.max_length)
+    val_ids, val_cut = encode_texts(tokenizer, splits.validation.texts, config.max_length, keep)
+    test_ids, test_cut = encode_texts(tokenizer, splits.test.texts, config.max_length, keep)
+    encoded = len(train_ids) + len(val_ids) + len(test_ids)
+    cut = train_cut + val_cut + test_cut
+    share = f"{cut / encoded:.1%}" if cut == 0 or cut / encoded >= 0.001 else "under 0.1%"
+    cut_note = (f"{share} of the texts ({cut} of {encoded}) were longer than {config.max_length} tokens "
+                f"and were cut, keeping {PART_KEPT[keep]}.")
+    notes.append(cut_note)
+    yield Log(cut_note)
     device = next(student.parameters()).device
     seed = ctx.recipe.seed + 7919 * (ctx.step_index + 1)
     settings = settings_for(config, len(train_ids), seed=seed, device=str(device), metric="accuracy",
@@ -142,13 +192,13 @@ def _train_classifier(student, teacher, config, ctx, splits, notes: list[str], n
     result = yield from train(student, batch_at=batch_at, compute_loss=compute_loss, evaluate=evaluate,
                               settings=settings, store=checkpoint_store(ctx, name),
                               resume=bool(getattr(ctx, "resume", False)))
-    test_ids = _encode(tokenizer, splits.test.texts, config.max_length)
     test = yield from iter_scores(student, test_ids, splits.test.labels, to_model, names, pad_id, "Test split")
     for key, value in test.items():
         yield Metric(f"test/{key}", value, step_index=ctx.step_index)
     metrics = {"steps": result.steps, "best_step": result.best_step or 0,
                "validation_accuracy_best": result.best_metric or 0.0, "parameters": parameter_count(student),
-               "train_examples": len(train_ids), "seconds": result.seconds,
+               "train_examples": len(train_ids), "seconds": result.seconds, "texts_cut_share": cut / encoded,
+               "classes": len(names),
                **{f"test_{k}": v for k, v in test.items()}}
     if teacher is not None:
         t_test = yield from iter_scores(teacher, test_ids, splits.test.labels, model_label_ids(teacher, names),
@@ -173,14 +223,14 @@ class TrainClassifierConfig(ClassifierDataOptions, TrainingOptions):
 def apply_train_classifier(model, config: TrainClassifierConfig, ctx):
     """Handler: name the head's outputs after the dataset's labels, fine-tune, keep the best epoch."""
     splits = load_splits(ctx)
-    names = splits.label_names
-    generic = [str(v) for v in (model.config.id2label or {}).values()] == [f"LABEL_{i}" for i in range(len(names))]
-    if generic:
-        model.config.id2label = dict(enumerate(names))
-        model.config.label2id = {n: i for i, n in enumerate(names)}
+    notes: list[str] = []
+    change = fit_head(model, splits.label_names)
+    if change:
+        notes.append(change)
+        yield Log(change)
     for parameter in model.parameters():
         parameter.requires_grad_(True)
-    result, metrics = yield from _train_classifier(model, None, config, ctx, splits, [], "teacher",
+    result, metrics = yield from _train_classifier(model, None, config, ctx, splits, notes, "teacher",
                                                    "Training the teacher")
     if getattr(ctx, "teacher", None) is not None:
         ctx.teacher = copy.deepcopy(model)  # later recovery steps learn from the trained classifier
@@ -189,7 +239,8 @@ def apply_train_classifier(model, config: TrainClassifierConfig, ctx):
                               f"macro F1 {metrics['test_macro_f1']:.3f} (best validation at step "
                               f"{result.best_step}).",
                       metrics=metrics, layers=result.history,
-                      notes=["Test figures are on the split never used for training or choosing the epoch."])
+                      notes=notes + ["Test figures are on the split never used for training or choosing the "
+                                     "epoch."])
 
 
 @dataclass
@@ -206,9 +257,16 @@ class DistillClassifierConfig(DistillationChecks, StudentOptions, LossOptions, C
 def apply_distill_classifier(model, config: DistillClassifierConfig, ctx):
     """Handler: validate the data first, build the pair, distil, keep the best epoch, score the test split."""
     splits = load_splits(ctx)
+    teacher = getattr(ctx, "teacher", None) if config.student == "current" else model
+    if teacher is not None:  # refuse a teacher that does not predict these labels before building a student
+        model_label_ids(teacher, splits.label_names)
     student, teacher, notes = yield from prepare_pair(model, config, ctx, "sequence-classification",
                                                       splits.train.texts)
     model_label_ids(teacher, splits.label_names)
+    change = match_head(student, teacher)
+    if change:
+        notes.append(change)
+        yield Log(change)
     result, metrics = yield from _train_classifier(student, teacher, config, ctx, splits, notes, "distill",
                                                    "Distilling")
     gap = metrics["teacher_test_accuracy"] - metrics["test_accuracy"]
