@@ -198,9 +198,7 @@ def load_labelled(source: str, text_column: str = "text", label_column: str = "l
         raise DataError(f"{source} is plain text without labels; use a .csv or .jsonl file with "
                         f"'{text_column}' and '{label_column}' columns.")
     table = _load_table(source)
-    texts, labels = table.column(text_column), table.column(label_column)
-    rows = [(str(t).strip(), str(lb).strip()) for t, lb in zip(texts, labels, strict=True)
-            if t is not None and lb is not None and str(t).strip() and str(lb).strip()]
+    rows = _labelled_rows(table, text_column, label_column)
     names = sorted({lb for _, lb in rows}, key=_label_key)
     if len(names) < 2:
         found = f"only '{names[0]}'" if names else "none"
@@ -220,7 +218,44 @@ def load_labelled(source: str, text_column: str = "text", label_column: str = "l
     return LabelledData(*splits, label_names=names)
 
 
+FEW_EXAMPLES = 10  # a class with fewer labelled rows than this can hardly be learnt or measured
+DOMINANT_SHARE = 0.8  # a class with more than this share of the rows makes accuracy misleading
+
+
+def label_counts(source: str, text_column: str = "text", label_column: str = "label") -> dict[str, int]:
+    """How many usable rows (non-empty text and label) each label has, in ``load_labelled``'s label order
+    (sorted: numerically when all labels are whole numbers).  Raises DataError like ``load_labelled``."""
+    rows = _labelled_rows(_load_table(source), text_column, label_column)
+    counts: dict[str, int] = {}
+    for _, label in rows:
+        counts[label] = counts.get(label, 0) + 1
+    return {name: counts[name] for name in sorted(counts, key=_label_key)}
+
+
+def label_warnings(counts: dict[str, int]) -> list[str]:
+    """Plain sentences about labels that make training or measuring unreliable (few examples, one dominating)."""
+    total = sum(counts.values())
+    warnings = []
+    if len(counts) < 2:
+        warnings.append("Classification needs at least two different labels.")
+    few = [f"{name} ({count})" for name, count in counts.items() if count < FEW_EXAMPLES]
+    if few:
+        warnings.append(f"Very few examples (under {FEW_EXAMPLES}) for: {', '.join(few)}. After the split into "
+                        "training, validation and test, such a class is barely learnt and its scores are noise.")
+    for name, count in counts.items():
+        if total and len(counts) > 1 and count / total > DOMINANT_SHARE:
+            warnings.append(f"'{name}' is {count / total:.0%} of the examples: a model that always answers "
+                            f"'{name}' already scores {count / total:.0%} accuracy, so look at the per-class F1.")
+    return warnings
+
+
 # ----------------------------------------------------------------------------- helpers
+
+def _labelled_rows(table, text_column: str, label_column: str) -> list[tuple[str, str]]:
+    texts, labels = table.column(text_column), table.column(label_column)
+    return [(str(t).strip(), str(lb).strip()) for t, lb in zip(texts, labels, strict=True)
+            if t is not None and lb is not None and str(t).strip() and str(lb).strip()]
+
 
 def _label_key(label: str):
     return (0, int(label), label) if re.fullmatch(r"-?\d+", label) else (1, 0, label)

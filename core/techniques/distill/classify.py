@@ -12,6 +12,9 @@ The classifier's outputs are the data's labels in the data's order (``load_label
 label names: numerically when all are whole numbers, otherwise alphabetically): ``train_classifier``
 fits the head to them (:mod:`core.techniques.distill.class_heads`), so the saved folder loads in
 plain transformers and predicts label names; a distilled student gets the teacher's outputs.
+Besides the headline numbers, a step's metrics hold ``test_per_class`` (precision, recall, F1 and
+support per label name) and ``test_confusion_matrix`` (rows: true label, columns: predicted, in the
+label order), and for a distillation step the same for the teacher (``teacher_test_...``).
 """
 
 from __future__ import annotations
@@ -108,6 +111,11 @@ def encode_texts(tokenizer, texts: list[str], max_length: int, keep: str = "head
     return ids, cut
 
 
+def _encode(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
+    """Token ids of each text, long ones keeping their beginning (used by bench/bench_distill.py)."""
+    return encode_texts(tokenizer, texts, max_length)[0]
+
+
 def _collate(ids: list[list[int]], pad_id: int, device) -> dict[str, torch.Tensor]:
     width = max(len(row) for row in ids)
     input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
@@ -120,7 +128,8 @@ def _collate(ids: list[list[int]], pad_id: int, device) -> dict[str, torch.Tenso
 
 def iter_scores(model, ids: list[list[int]], labels: list[int], to_model: list[int], names: list[str], pad_id: int,
                 stage: str, batch_size: int = 64):
-    """Job: accuracy, macro precision/recall/F1 of ``model`` on pre-tokenized examples."""
+    """Job: classification_metrics (accuracy, macro and per-class figures, confusion) of ``model`` on pre-tokenized
+    examples."""
     device = next(model.parameters()).device
     back = {m: d for d, m in enumerate(to_model)}
     predicted: list[int] = []
@@ -133,8 +142,10 @@ def iter_scores(model, ids: list[list[int]], labels: list[int], to_model: list[i
             event = meter.update(len(predicted))
             if event:
                 yield event
-    scores = classification_metrics(labels, predicted, names)
-    return {k: scores[k] for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1")}
+    return classification_metrics(labels, predicted, names)
+
+
+HEADLINE = ("accuracy", "macro_precision", "macro_recall", "macro_f1")
 
 
 def _train_classifier(student, teacher, config, ctx, splits, notes: list[str], name: str, stage: str):
@@ -184,26 +195,31 @@ def _train_classifier(student, teacher, config, ctx, splits, notes: list[str], n
         return total, soft.detach(), hard.detach(), len(rows)
 
     def evaluate(net):
-        return (yield from iter_scores(net, val_ids, splits.validation.labels, to_model, names, pad_id,
-                                       "Validation"))
+        scores = yield from iter_scores(net, val_ids, splits.validation.labels, to_model, names, pad_id,
+                                        "Validation")
+        return {k: scores[k] for k in HEADLINE}
 
     yield Log(f"{stage}: {settings.total_steps} steps on {len(train_ids)} examples, "
               f"validation on {len(val_ids)} after every {settings.eval_every} steps")
     result = yield from train(student, batch_at=batch_at, compute_loss=compute_loss, evaluate=evaluate,
                               settings=settings, store=checkpoint_store(ctx, name),
                               resume=bool(getattr(ctx, "resume", False)))
-    test = yield from iter_scores(student, test_ids, splits.test.labels, to_model, names, pad_id, "Test split")
+    scores = yield from iter_scores(student, test_ids, splits.test.labels, to_model, names, pad_id, "Test split")
+    test = {k: scores[k] for k in HEADLINE}
     for key, value in test.items():
         yield Metric(f"test/{key}", value, step_index=ctx.step_index)
     metrics = {"steps": result.steps, "best_step": result.best_step or 0,
                "validation_accuracy_best": result.best_metric or 0.0, "parameters": parameter_count(student),
                "train_examples": len(train_ids), "seconds": result.seconds, "texts_cut_share": cut / encoded,
                "classes": len(names),
-               **{f"test_{k}": v for k, v in test.items()}}
+               **{f"test_{k}": v for k, v in test.items()},
+               "test_per_class": scores["per_class"], "test_confusion_matrix": scores["confusion_matrix"]}
     if teacher is not None:
         t_test = yield from iter_scores(teacher, test_ids, splits.test.labels, model_label_ids(teacher, names),
                                         names, pad_id, "Teacher on the test split")
-        metrics.update({f"teacher_test_{k}": v for k, v in t_test.items()})
+        metrics.update({f"teacher_test_{k}": t_test[k] for k in HEADLINE})
+        metrics.update(teacher_test_per_class=t_test["per_class"],
+                       teacher_test_confusion_matrix=t_test["confusion_matrix"])
         metrics["teacher_parameters"] = parameter_count(teacher)
     if result.resumed_from is not None:
         metrics["resumed_from_step"] = result.resumed_from
