@@ -61,7 +61,7 @@ def make_plot(title: str, left: str, bottom: str, tooltip: str) -> pg.PlotWidget
     widget.showGrid(x=True, y=True, alpha=0.2)
     widget.setMenuEnabled(False)
     widget.setToolTip(tooltip)
-    widget.setMinimumHeight(160)
+    widget.setMinimumHeight(110)  # small windows: the Run page's result gets room when a run ends
     for axis in ("left", "bottom"):
         widget.getAxis(axis).enableAutoSIPrefix(False)  # 0.5 stays 0.5, not "500 (x0.001)"
     for axis in ("left", "bottom", "top", "right"):

@@ -37,6 +37,7 @@ from gui.screens.run.summary import ResultTable, summary_header
 from gui.widgets.formatting import format_bytes, format_duration
 from gui.widgets.labels import heading, rich_label
 from gui.widgets.plots import LivePlots
+from gui.widgets.verdict import verdict_html
 from gui.worker import JobHandle, start_job
 
 # The run's thread waits this long before loading the model, so the Run page's first repaint (the
@@ -127,7 +128,7 @@ class RunPanel(QWidget):
         result_layout.addWidget(self.result_table, 1)
         result_layout.addStretch(0)
         result_layout.addWidget(self.open_button, 0, Qt.AlignmentFlag.AlignLeft)
-        bottom = QSplitter(Qt.Orientation.Horizontal)
+        self.bottom = bottom = QSplitter(Qt.Orientation.Horizontal)
         bottom.addWidget(log_group)
         bottom.addWidget(result_group)
         bottom.setSizes([360, 640])
@@ -143,6 +144,13 @@ class RunPanel(QWidget):
         layout.addLayout(top)
         layout.addWidget(self.progress)
         layout.addWidget(self.splitter, 1)
+
+    def _make_room_for_result(self) -> None:
+        """A finished run's numbers matter more than the live plots: give the result most of the page."""
+        height, width = self.splitter.height(), self.bottom.width()
+        if height > 0 and width > 0:
+            self.splitter.setSizes([int(height * 0.45), height - int(height * 0.45)])
+            self.bottom.setSizes([int(width * 0.3), width - int(width * 0.3)])
 
     # -- state ---------------------------------------------------------------------------------
     def is_busy(self) -> bool:
@@ -315,8 +323,13 @@ class RunPanel(QWidget):
             self.summary.setText("Cancelled — nothing was written. Press Run to start again.")
 
     def _show_result(self, report: dict) -> None:
-        self.summary.setText(summary_header(report, str(self.output_dir)))
         self.result_table.show_report(report)
+        verdict = self.result_table.verdict
+        # the verdict in full width above the table: the table's own row is narrow at 1024 px
+        self.summary.setText(summary_header(report, str(self.output_dir))
+                             + (f"<br>{verdict_html(verdict)}" if verdict is not None else ""))
+        self.summary.setToolTip(verdict.tooltip if verdict is not None else "")
+        self._make_room_for_result()
 
     def open_output(self) -> None:
         if self.output_dir is not None and self.output_dir.is_dir():

@@ -50,6 +50,8 @@ class RunProgress(QWidget):
                               "model runs several measurements one after another (perplexity, task scores, "
                               "speed, closeness to the original): this bar shows the one running now. The "
                               "time left is estimated from its recent speed.")
+        for label in (self.overall_label, self.stage_label):
+            label.setWordWrap(True)  # a long line wraps instead of squeezing its bar (1024 px windows)
         layout = QGridLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.overall_label, 0, 0)

@@ -109,6 +109,9 @@ class ResultTable(ReadOnlyTable):
                 return self.item(row, column).text()
         raise KeyError(measure)
 
+    NARROW_PX = 640  # below this the explanations (also every row's tooltip) are left out: numbers first
+
     def resizeEvent(self, event: Any) -> None:
         super().resizeEvent(event)
+        self.setColumnHidden(3, self.width() < self.NARROW_PX)
         self.resizeRowsToContents()  # re-wrap the explanations to the new width
