@@ -61,3 +61,96 @@ def test_data_box_shows_the_bundled_reviews_labels(qtbot):
     assert list(counts) == ["fresh", "rotten"] and sum(counts.values()) > 10_000
     assert box.labels_found.text().startswith(f"2 labels found ({sum(counts.values()):,} examples): "
                                               f"fresh {counts['fresh']:,}, rotten {counts['rotten']:,}.")
+
+
+# ----------------------------------------------------------------------------------- Compare
+NAMES = ["animals", "chemistry", "countries"]
+TRUE = [0] * 10 + [1] * 10 + [2] * 10
+
+
+def _classifier_report(distilled: bool = True) -> dict:
+    from core.eval.metrics import classification_metrics
+
+    original = classification_metrics(TRUE, [0] * 30, NAMES)  # an untrained head: always 'animals'
+    teacher = classification_metrics(TRUE, TRUE, NAMES)  # perfect
+    student = classification_metrics(TRUE, [0] * 10 + [1] * 10 + [2] * 6 + [1] * 4, NAMES)  # 4 countries → chemistry
+    size = {"parameters": 1000, "nonzero_parameters": 1000, "bytes_on_disk": 4_000_000, "bytes_in_memory": 4_000_000}
+    steps = [{"technique": "train_classifier", "metrics": {"test_accuracy": 1.0}}]
+    if distilled:
+        steps.append({"technique": "distill_classifier",
+                      "metrics": {"test_accuracy": student["accuracy"], "teacher_test_per_class": teacher["per_class"],
+                                  "teacher_test_confusion_matrix": teacher["confusion_matrix"]}})
+    return {"recipe": "classes", "source": "bundled:minilm-l6", "task": "sequence-classification",
+            "before": {**size, "classification": original}, "after": {**size, "classification": student},
+            "comparison": {}, "steps": steps}
+
+
+def _saved(tmp_path, report):
+    import json
+
+    from core.eval.compare import read_output_folder
+
+    folder = tmp_path / "result"
+    folder.mkdir()
+    (folder / "report.json").write_text(json.dumps(report))
+    (folder / "recipe.yaml").write_text("name: classes\n")
+    return read_output_folder(folder)
+
+
+def _cell(table, row, header):
+    headers = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
+    return table.item(row, headers.index(header)).text()
+
+
+def test_compare_shows_each_class_for_teacher_and_student(qtbot, tmp_path):
+    from gui.screens.compare.panel import ComparePanel
+
+    panel = ComparePanel()
+    qtbot.addWidget(panel)
+    panel.resize(1280, 900)
+    panel.set_run(_saved(tmp_path, _classifier_report()))
+    section = panel.classes
+    assert not section.isHidden()
+    table = section.table
+    assert [table.item(r, 0).text() for r in range(table.rowCount())] == NAMES
+    # countries: the teacher is perfect; the student finds 6 of 10 (recall 0.6), all right (precision 1)
+    assert _cell(table, 2, "Teacher F1") == "1.000" and _cell(table, 2, "Student recall") == "0.600"
+    assert _cell(table, 2, "Student precision") == "1.000" and _cell(table, 2, "Student F1") == "0.750"
+    assert _cell(table, 2, "F1 change") == "−0.250"
+    # chemistry: 10 right and 4 countries called chemistry: precision 10/14, F1 = 2·(10/14)/(1 + 10/14) = 0.833
+    assert _cell(table, 1, "Student precision") == "0.714" and _cell(table, 1, "Student F1") == "0.833"
+    assert _cell(table, 0, "F1 change") == "+0.000" and _cell(table, 0, "Test examples") == "10"
+    assert section.sentence.text().count("worse") == 1
+    assert "2 classes got worse" in section.sentence.text()
+    assert "countries (F1 1.00 → 0.75)" in section.sentence.text()  # the largest fall first
+    assert section.sentence.text().index("countries") < section.sentence.text().index("chemistry")
+    student = section.student_confusion
+    assert student.item(2, 3).text() == "6" and student.item(2, 2).text() == "4"  # countries: 4 called chemistry
+    assert section.teacher_confusion.item(2, 3).text() == "10"
+    panel.scroll.ensureWidgetVisible(section)
+    assert not panel.grab().isNull()
+
+
+def test_compare_without_a_distillation_step_compares_with_the_original(qtbot, tmp_path):
+    from gui.screens.compare.panel import ComparePanel
+
+    panel = ComparePanel()
+    qtbot.addWidget(panel)
+    panel.set_run(_saved(tmp_path, _classifier_report(distilled=False)))
+    table = panel.classes.table
+    assert table.horizontalHeaderItem(2).text() == "Original precision"
+    assert _cell(table, 0, "Original recall") == "1.000" and _cell(table, 1, "Original F1") == "0.000"
+    assert "No class got worse" in panel.classes.sentence.text()
+
+
+def test_compare_hides_the_class_section_for_a_language_model(qtbot, tmp_path):
+    from gui.screens.compare.panel import ComparePanel
+
+    panel = ComparePanel()
+    qtbot.addWidget(panel)
+    report = _classifier_report()
+    for side in ("before", "after"):
+        del report[side]["classification"]
+    report["task"] = "causal-lm"
+    panel.set_run(_saved(tmp_path, report))
+    assert panel.classes.isHidden()

@@ -2,7 +2,8 @@
 
 The table and charts come from the run's ``report.json``: every number was measured by the run,
 and a number it did not measure says how to get it.  When the run scored zero-shot tasks, their
-accuracy follows (:mod:`gui.screens.compare.tasks`).  Below them the generation playground asks
+accuracy follows (:mod:`gui.screens.compare.tasks`); for a classifier, each class's scores
+(:mod:`gui.screens.compare.classes`).  Below them the generation playground asks
 both models the same prompt.  Works for the run just finished, or any saved output folder.
 """
 
@@ -19,6 +20,7 @@ from PySide6.QtWidgets import QFrame, QHBoxLayout, QScrollArea, QSplitter, QVBox
 from core.eval.compare import compare_rows, read_output_folder, size_note
 from core.eval.verdict import report_verdict
 from gui.errors import show_error
+from gui.screens.compare.classes import ClassSection
 from gui.screens.compare.playground import Playground
 from gui.screens.compare.table import CompareCharts, CompareTable, plot_png
 from gui.screens.compare.tasks import TaskSection
@@ -41,6 +43,7 @@ class ComparePanel(QWidget):
         self.table = CompareTable()
         self.charts = CompareCharts()
         self.tasks = TaskSection()
+        self.classes = ClassSection()  # classifiers: each class's scores, teacher and student
         self.playground = Playground(device)
 
         top = QHBoxLayout()
@@ -56,8 +59,9 @@ class ComparePanel(QWidget):
         self.splitter = QSplitter(Qt.Orientation.Vertical)
         self.splitter.addWidget(upper)
         self.splitter.addWidget(self.tasks)
+        self.splitter.addWidget(self.classes)
         self.splitter.addWidget(self.playground)
-        self.splitter.setSizes([300, 300, 220])
+        self.splitter.setSizes([300, 300, 300, 220])
         self.splitter.setChildrenCollapsible(False)
         # The page scrolls rather than squeezing the task section and the playground in a short window.
         self.scroll = QScrollArea()
@@ -78,6 +82,7 @@ class ComparePanel(QWidget):
         self.table.show_rows(rows)
         self.charts.show_rows(rows)
         self.tasks.show_report(run.report if run is not None else None)
+        self.classes.show_report(run.report if run is not None else None)
         self.playground.set_run(run)
         self.verdict.setVisible(run is not None)
         if run is None:
