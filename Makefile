@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # torch is pinned to the CPU wheel that lies on disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: run test lint data bench mutants screenshots package clean
+.PHONY: run test lint data bench mutants screenshots screenshot-tour package clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,13 @@ screenshots: data
 			xvfb-run -a $(PY) -m gui.screenshot --source bundled:smollm2-135m --timeout 900 \
 			--step $$step --out docs/screenshots/$$(echo $$step | tr A-Z a-z).png || exit 1; \
 	done
+
+# Every page, before, mid-run and after a Wanda 50% run, at 1024x700 and 1600x1000 (docs/screenshots/tour/).
+screenshot-tour: data
+	data=$$($(PY) -c "from core.paths import datasets_dir as d; print(d())"); \
+	cache=$$($(PY) -c "from core.paths import cache_dir as d; print(d())"); \
+	COMPRESSION_STUDIO_HOME=$$(mktemp -d) COMPRESSION_STUDIO_DATA=$$data COMPRESSION_STUDIO_CACHE=$$cache \
+		xvfb-run -a $(PY) -m gui.screenshot_tour --out docs/screenshots/tour --sizes 1024x700,1600x1000
 
 # A one-folder PyInstaller bundle in dist/compression-studio/ (takes minutes; see packaging/README.md).
 # `make data` first, so the sample texts ship inside the bundle.
