@@ -294,6 +294,19 @@ def distill() -> str:
     return source_line(["distill"], ["bench/bench_distill.py"]) + text
 
 
+def classify() -> str:
+    """Issue 19: teacher and student test accuracy of the "Distil a small classifier" pipeline on two data sets."""
+    rows = load("classify")["rows"]
+    titles = {"reviews": "Rotten Tomatoes reviews (bundled sample)", "topics": "Wikipedia topics (bundled articles)"}
+    return source_line(["classify"], ["bench/bench_classify.py"]) + table(
+        ["data set", "classes", "examples (test)", "majority class", "teacher accuracy (6 layers)",
+         "student accuracy", "student layers, parameters", "wall s"],
+        [[titles.get(row["set"], row["set"]), str(row["classes"]), f"{row['examples']:,} ({row['test_examples']})",
+          f"{row['chance']:.0%}", f"{row['teacher_accuracy']:.1%}", f"{row['student_accuracy']:.1%}",
+          f"{row.get('student_layers', 3)}, {row['student_parameters'] / 1e6:.1f} M", f"{row['wall_s']:.0f}"]
+         for row in rows])
+
+
 TASK_TITLES = {"arc_easy": "ARC-Easy", "arc_challenge": "ARC-Challenge", "piqa": "PIQA", "hellaswag": "HellaSwag",
                "boolq": "BoolQ"}
 
@@ -373,7 +386,7 @@ def estimates() -> str:
 RENDERERS: dict[str, Callable[[], str]] = {
     "baseline": baseline, "prune": prune, "prune-peers": prune_peers, "structured": structured, "quant": quant,
     "quant-ingredients": quant_ingredients, "quant-peers": quant_peers, "decode": decode, "lowrank": lowrank,
-    "distill": distill, "tasks": tasks, "tasks-speed": tasks_speed, "estimates": estimates,
+    "distill": distill, "classify": classify, "tasks": tasks, "tasks-speed": tasks_speed, "estimates": estimates,
 }
 
 
