@@ -56,6 +56,10 @@ def test_resolve_auto_and_explicit(tmp_path, tiny_llama):
         dtype, why = resolve_save_dtype("auto", tiny_llama, "gguf", path)
         assert dtype == expected and path.name in why
     assert "Q4_1" in resolve_save_dtype("auto", tiny_llama, "bundled", tmp_path / "m3.gguf")[1]
+    folder = tmp_path / "bundled-encoder"  # a bundled safetensors folder (the MiniLM) is no GGUF
+    folder.mkdir()
+    dtype, why = resolve_save_dtype("auto", tiny_llama.to(torch.float32), "bundled", folder)
+    assert dtype == torch.float32 and "GGUF" not in why and "source's weights are float32" in why
 
 
 def test_recipe_output_dtype_round_trip_and_validation():

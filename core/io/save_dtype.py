@@ -78,7 +78,8 @@ def resolve_save_dtype(choice: str, model: Any, source_kind: str = "folder",
         return _DTYPES[choice], "chosen in the recipe"
     if choice != "auto":
         raise ValueError(f"unknown save dtype {choice!r}; choose one of {', '.join(SAVE_DTYPES)}")
-    if source_kind in ("gguf", "bundled") and source_path is not None:
+    # a bundled model may be a GGUF file (SmolLM2) or a safetensors folder (MiniLM): only a file is a GGUF
+    if source_kind in ("gguf", "bundled") and source_path is not None and Path(source_path).suffix.lower() == ".gguf":
         file_type = gguf_file_type(source_path)
         name = Path(source_path).name
         if file_type in _GGUF_FILE_TYPES:
