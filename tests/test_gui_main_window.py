@@ -94,6 +94,11 @@ def test_every_step_opens_its_own_page(qtbot, window):
 def test_gui_modules_do_not_import_torch():
     code = "import sys, gui.app, gui.main_window; sys.exit('torch' in sys.modules or 'transformers' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+    # and building the window (the Pipeline page counts the labelled data's labels then) loads neither
+    code = ("import os, sys; os.environ['QT_QPA_PLATFORM'] = 'offscreen'; from PySide6.QtWidgets import QApplication; "
+            "app = QApplication([]); from gui.main_window import MainWindow; window = MainWindow(); "
+            "sys.exit('torch' in sys.modules or 'transformers' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 
 def test_load_tiny_model_fills_summary_and_table(qtbot, window, dialogs, tiny_llama_dir, tiny_llama):

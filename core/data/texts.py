@@ -20,11 +20,13 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from core.data.samples import bundled_dataset_path
 from core.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
 
 _KINDS = ".txt, .jsonl or .csv file, a saved Hugging Face dataset folder, bundled:NAME or hub:OWNER/NAME"
 
@@ -173,6 +175,8 @@ def token_windows(texts: list[str], tokenizer, sequence_length: int,
     if not windows:
         raise DataError(f"The text is too short: it has {len(stream)} tokens but one window needs "
                         f"{sequence_length}; use more text or a shorter sequence length.")
+    import torch  # here, not at the top: the Pipeline page counts labels at start-up, before torch is loaded
+
     return torch.tensor(windows, dtype=torch.long)
 
 
