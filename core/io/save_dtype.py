@@ -14,12 +14,13 @@ they are; non-persistent buffers (never saved) are left alone too.
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
 import gguf
 import torch
+
+from core.models.gguf_header import gguf_file_type  # reads the header up to general.file_type only (fast)
 
 SAVE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -31,28 +32,6 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 # -- reading a GGUF header ---------------------------------------------------------------------------
-def gguf_file_type(path: str | Path) -> int | None:
-    """The ``general.file_type`` of a GGUF file (llama.cpp's ``LlamaFileType``), or None if absent or unreadable.
-
-    ``gguf.GGUFReader`` parses the whole header, tokenizer included (about 2 s for SmolLM2's 49k tokens),
-    so the answer is kept per file version: a second run from the same GGUF does not pay again.
-    """
-    try:
-        stat = Path(path).stat()
-    except OSError:
-        return None
-    return _file_type(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=16)
-def _file_type(path: str, _size: int, _mtime_ns: int) -> int | None:
-    try:
-        field = gguf.GGUFReader(path).get_field(gguf.Keys.General.FILE_TYPE)
-        return int(field.contents()) if field is not None else None
-    except Exception:  # not a GGUF, cut short or damaged: the caller falls back to the loaded weights' dtype
-        return None
-
-
 def _quantized_name(file_type: int | None) -> str:
     """"Q4_1" for llama.cpp's MOSTLY_Q4_1, and so on."""
     try:
