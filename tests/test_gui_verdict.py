@@ -208,3 +208,27 @@ def test_recipe_keys_are_unchanged():
     assert list(config.__dataclass_fields__) == [
         "bits", "group_size", "symmetric", "clip", "targets", "ignore", "act_order", "dampening", "block_size",
         "static_groups", "true_sequential"]
+
+
+def test_run_page_at_1024_puts_the_verdict_above_a_table_of_numbers(qtbot, tmp_path):
+    """At 1024×700 the verdict row's reason used to wrap into a narrow fourth column, one word per line."""
+    from gui.main_window import STEPS, MainWindow
+
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.resize(1024, 700)
+    window.show()
+    qtbot.waitExposed(window)
+    window.nav.setCurrentRow(STEPS.index("Run"))
+    panel = window.run_panel
+    panel.output_dir = tmp_path
+    panel._show_result(WORSE)
+    qtbot.wait(50)
+    assert "noticeably worse" in panel.summary.text() and "Perplexity rose 25%" in panel.summary.text()
+    assert THRESHOLDS in panel.summary.toolTip()
+    table = panel.result_table
+    assert table.width() < ResultTable.NARROW_PX and table.isColumnHidden(3)  # explanations: in each row's tooltip
+    assert table.text_at("Perplexity", 2) == "25.000" and table.item(1, 0).toolTip()
+    window.resize(1600, 1000)
+    qtbot.wait(50)
+    assert not table.isColumnHidden(3)  # room enough: the explanations are back
