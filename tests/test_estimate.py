@@ -199,3 +199,90 @@ def test_a_kept_probe_is_found_by_model_device_and_threads():
     est = estimate(SUMMARY, _recipe("magnitude_prune"), "cpu", None, original_kept=False)
     assert est.timed and est.seconds == pytest.approx(_estimate(_recipe("magnitude_prune")).seconds)
     assert load_throughput(throughput_key("some/folder", SUMMARY.parameters, "float32", "cuda:0", 2)) is None
+
+
+def test_task_scoring_is_planned_meter_by_meter_under_the_names_the_runner_reports(
+        tmp_path, tiny_llama, tiny_llama_dir, text_file):
+    """Scoring tasks takes minutes: the plan counts it, per task, in both measuring phases, under the
+    names the runner's progress events really carry (so the Run page knows which meters are still to come)."""
+    from core.events import Progress, StageStarted
+    from core.models.model_info import inspect_model
+    from tests.helpers import run_step
+
+    evaluation = {"tasks": ["arc_easy", "hellaswag"], "task_limit": 4, "speed": True, "kl_to_teacher": True}
+    summary = inspect_model(tiny_llama, with_layers=True)
+    recipe = _recipe("magnitude_prune", source=str(tiny_llama_dir), sparsity=0.5)
+    recipe.evaluation.tasks, recipe.evaluation.task_limit = evaluation["tasks"], evaluation["task_limit"]
+    recipe.evaluation.speed = True
+    est = _estimate(recipe, summary=summary)
+    plain = _recipe("magnitude_prune", source=str(tiny_llama_dir), sparsity=0.5)
+    plain.evaluation.speed = True
+    without = _estimate(plain, summary=summary)
+    for phase in ("measure original", "measure result"):
+        parts = dict(est.measure_parts[phase])
+        assert sum(parts.values()) == pytest.approx(dict(est.phase_seconds)[phase])
+        # HellaSwag's questions are about four times as long as ARC-Easy's
+        assert parts["task HellaSwag"] == pytest.approx(parts["task ARC-Easy"] * 161 / 40)
+        assert dict(est.phase_seconds)[phase] - dict(without.phase_seconds)[phase] == pytest.approx(
+            parts["task HellaSwag"] + parts["task ARC-Easy"])
+    assert "kl" in dict(est.measure_parts["measure result"]) and "kl" not in dict(est.measure_parts["measure original"])
+
+    events, _report = run_step(tmp_path, tiny_llama_dir, text_file, "magnitude_prune", {"sparsity": 0.5},
+                               evaluation=evaluation)
+    reported: dict[str, list[str]] = {}
+    phase = None
+    for event in events:
+        if isinstance(event, StageStarted):
+            phase = {"measure_before": "measure original", "measure_after": "measure result"}.get(event.stage)
+        elif isinstance(event, Progress) and phase is not None and event.stage not in reported.setdefault(phase, []):
+            reported[phase].append(event.stage)
+    planned = {phase: [name for name, _ in parts] for phase, parts in est.measure_parts.items()}
+    assert reported == planned
+
+
+def test_a_busy_machine_is_said_now_and_a_probe_timed_busy_says_its_times_may_be_long(monkeypatch):
+    import core.engine.estimate as estimate_module
+
+    monkeypatch.setattr(estimate_module, "machine_load", lambda: (8.1, 2))
+    busy_now = _estimate(_recipe("magnitude_prune"))
+    assert any("busy now (load 8.1 on 2 cores)" in note for note in busy_now.notes)
+    monkeypatch.setattr(estimate_module, "machine_load", lambda: (0.4, 2))
+    quiet = _estimate(_recipe("magnitude_prune"))
+    assert not any("busy" in note for note in quiet.notes)
+    timed_busy = Throughput(seconds=1.4, tokens=256, parameters=SUMMARY.parameters, device="cpu", threads=2,
+                            load_average=8.1, cores=2)
+    assert timed_busy.busy and not FAST.busy
+    assert any("timed while the machine was busy" in note
+               for note in _estimate(_recipe("magnitude_prune"), throughput=timed_busy).notes)
+
+
+def test_a_probe_timed_on_a_busy_machine_is_timed_again_and_the_quicker_one_kept(monkeypatch):
+    """Wanda 50% was estimated at 15.6 min (real 4–5) from a probe taken under load 8: it must not stay."""
+    import core.engine.throughput as throughput
+    from core.engine.throughput import iter_probe, torch_threads
+    from core.events import drain
+
+    summary = SimpleNamespace(parameters=SUMMARY.parameters, dtype="float32")
+    key = throughput_key("some/folder", summary.parameters, "float32", "cpu", torch_threads())
+    slow = Throughput(seconds=1.4, tokens=256, parameters=summary.parameters, device="cpu", threads=2,
+                      load_average=8.1, cores=2)
+    quick = Throughput(seconds=0.35, tokens=256, parameters=summary.parameters, device="cpu", threads=2,
+                       load_average=0.5, cores=2)
+    timed = []
+
+    def fake_measure(model, parameters, device):
+        timed.append(1)
+        return measured
+
+    monkeypatch.setattr(throughput, "measure_throughput", fake_measure)
+    keep_throughput(key, slow)
+    measured = quick
+    assert drain(iter_probe(None, "some/folder", summary, "cpu")) == quick and timed == [1]
+    assert load_throughput(key) == quick
+    # a quiet probe is kept: the next load does not time again
+    assert drain(iter_probe(None, "some/folder", summary, "cpu")) == quick and timed == [1]
+    # a busy probe timed again on a machine even slower now keeps the quicker (older) one
+    keep_throughput(key, slow)
+    measured = Throughput(seconds=2.0, tokens=256, parameters=summary.parameters, device="cpu", threads=2,
+                          load_average=9.0, cores=2)
+    assert drain(iter_probe(None, "some/folder", summary, "cpu")) == slow and load_throughput(key) == slow

@@ -189,3 +189,47 @@ def test_coarse_meters_and_a_plan_far_too_quick_few_revisions_and_no_false_almos
     for t, left, *_ in rows:
         if left is not None and t >= 402:
             assert abs(left - truth[t]) <= max(40, truth[t] / 3), (t, left, truth[t])
+
+
+def test_measuring_with_known_meters_counts_only_those_still_to_come():
+    """Measuring the result runs perplexity, a task's scores and the KL to the original in turn.  The plan
+    (120 s) over-rates the KL (60 s planned, 20 s real): while the KL runs, the time left must be the KL's
+    own remainder, not the plan's — the old model stayed 40 s high until the phase ended."""
+    seconds = [("load", 2), ("measure original", 0), ("step 1: gptq", 10), ("measure result", 120), ("save", 2)]
+    parts = {"measure result": [("perplexity", 30), ("task ARC-Easy", 30), ("kl", 60)]}
+    timeline = [("perplexity", 30), ("task ARC-Easy", 30), ("kl", 20)]  # real seconds per meter
+    for with_parts in (True, False):
+        eta = RunEta(*plan_phases(1, seconds, parts if with_parts else None), start=0.0)
+        for position, at in enumerate((0, 2, 2, 12), start=1):
+            eta.stage_started(at, position)
+        now, lefts = 12.0, []
+        for meter, real in timeline:
+            for tick in range(real + 1):
+                eta.progress(now + tick, meter, tick / real)
+                eta.update(now + tick)
+                truth = 12 + 80 + 2 - (now + tick)
+                lefts.append((meter, now + tick, eta.model_remaining(now + tick)[0], truth))
+            now += real
+        kl_rows = [(t, left, truth) for meter, t, left, truth in lefts if meter == "kl" and t >= 12 + 60 + 6]
+        if with_parts:
+            for t, left, truth in kl_rows:
+                assert abs(left - truth) <= 3, (t, left, truth)
+            # between meters (perplexity done, the task not started yet), the task and the KL are still to come
+            between = RunEta(*plan_phases(1, seconds, parts), start=0.0)
+            for position, at in enumerate((0, 2, 2, 12), start=1):
+                between.stage_started(at, position)
+            between.progress(12, "perplexity", 0.0)
+            between.progress(42, "perplexity", 1.0)
+            assert between.model_remaining(42)[0] == pytest.approx(30 + 60 + 2, abs=1)
+        else:
+            assert any(left - truth > 20 for _t, left, truth in kl_rows)  # what the person saw before
+
+
+def test_plan_phases_keeps_measure_parts_only_when_they_add_up():
+    seconds = [("load", 2), ("measure original", 40), ("step 1: gptq", 10), ("measure result", 50), ("save", 2)]
+    good = {"measure original": [("perplexity", 30), ("speed", 10)], "measure result": [("perplexity", 50)]}
+    phases, _ = plan_phases(1, seconds, good)
+    assert phases[1].parts == (("perplexity", 30.0), ("speed", 10.0)) and phases[3].parts == (("perplexity", 50.0),)
+    bad = {"measure original": [("perplexity", 30)], "measure result": [("perplexity", -1), ("kl", 51)]}
+    phases, _ = plan_phases(1, seconds, bad)
+    assert phases[1].parts == () and phases[3].parts == ()

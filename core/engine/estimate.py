@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.data.task_rows import task_title
 from core.engine.estimate_rules import Context, Layer, Machine, rule_for
-from core.engine.throughput import Throughput, load_throughput, throughput_key, torch_threads
+from core.engine.throughput import Throughput, load_throughput, machine_load, throughput_key, torch_threads
+from core.eval.task_time import task_tokens
 from core.paths import data_dir
 
 CPU_FLOPS = 1e11  # arithmetic fallback: effective float32 FLOP/s of a laptop CPU in a forward pass
@@ -45,6 +47,9 @@ class Estimate:
     output_nonzero: int = 0
     # (phase, seconds) in run order: "load", "measure original", "step 1: <technique>", …, "measure result", "save"
     phase_seconds: list[tuple[str, float]] = field(default_factory=list)
+    # per measuring phase ("measure original", "measure result"): (meter, seconds) in the order the runner runs
+    # them, named as its Progress events name them ("perplexity", "task ARC-Easy", "samples", "speed", "kl")
+    measure_parts: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     timed: bool = False  # True: times from a forward pass measured on this machine; False: arithmetic
 
     @property
@@ -159,21 +164,28 @@ def evaluation_windows(recipe: Any) -> int:
         return 40
 
 
-def _measure_seconds(recipe: Any, windows: int, per_token: float, teacher_per_token: float | None,
-                     decode_seconds: float) -> float:
-    """Perplexity (and, after, the KL to the original: both models' forward passes), samples, speed."""
+def measure_parts(recipe: Any, windows: int, per_token: float, teacher_per_token: float | None,
+                  decode_seconds: float) -> list[tuple[str, float]]:
+    """The meters one measuring phase runs, in the runner's order, and their seconds: perplexity, each task's
+    scores, samples, speed and (after, with ``teacher_per_token``) the KL to the original (both models' passes).
+
+    Names are those of the meters' Progress events, so the Run page can tell which are still to come."""
     evaluation = recipe.evaluation
-    seconds = 0.0
-    if evaluation.perplexity and recipe.model.task == "causal-lm":
-        tokens = windows * recipe.data.sequence_length
-        seconds += tokens * per_token
-        if teacher_per_token is not None and evaluation.kl_to_teacher:
-            seconds += tokens * (per_token + teacher_per_token)
-    if recipe.model.task == "causal-lm":
-        seconds += len(evaluation.prompts) * DECODE_TOKENS * decode_seconds
+    causal = recipe.model.task == "causal-lm"
+    tokens = windows * recipe.data.sequence_length
+    parts: list[tuple[str, float]] = []
+    if evaluation.perplexity and causal:
+        parts.append(("perplexity", tokens * per_token))
+    if evaluation.tasks and causal:
+        for task in evaluation.tasks:
+            parts.append((f"task {task_title(task)}", task_tokens(task, evaluation.task_limit or None) * per_token))
+    if evaluation.prompts and causal:
+        parts.append(("samples", len(evaluation.prompts) * DECODE_TOKENS * decode_seconds))
     if evaluation.speed:
-        seconds += SPEED_RUN_TOKENS * decode_seconds
-    return seconds
+        parts.append(("speed", SPEED_RUN_TOKENS * decode_seconds))
+    if teacher_per_token is not None and evaluation.kl_to_teacher and evaluation.perplexity and causal:
+        parts.append(("kl", tokens * (per_token + teacher_per_token)))
+    return parts
 
 
 def _format_text(formats: list[str], float_name: str, any_float_left: bool) -> str:
@@ -234,12 +246,14 @@ def estimate(summary: Any, recipe: Any, device: str, available_bytes: int | None
     teacher = recipe.evaluation.kl_to_teacher and recipe.evaluation.perplexity and recipe.model.task == "causal-lm"
     if original_kept is None:
         original_kept = original_is_kept(recipe, device)
+    parts = {"measure original": [] if original_kept else
+             measure_parts(recipe, windows, here.seconds_per_token, None, decode),
+             "measure result": measure_parts(recipe, windows, here.seconds_per_token * result_cost,
+                                             here.seconds_per_token, decode * result_cost)}
     phases = [("load", LOAD_SECONDS + in_memory / LOAD_BYTES_PER_S),
-              ("measure original", 0.0 if original_kept else
-               _measure_seconds(recipe, windows, here.seconds_per_token, None, decode)),
+              ("measure original", sum(s for _, s in parts["measure original"])),
               *step_phases,
-              ("measure result", _measure_seconds(recipe, windows, here.seconds_per_token * result_cost,
-                                                  here.seconds_per_token, decode * result_cost)),
+              ("measure result", sum(s for _, s in parts["measure result"])),
               ("save", SAVE_SECONDS + output_bytes / SAVE_BYTES_PER_S)]
     seconds = sum(s for _, s in phases)
 
@@ -251,7 +265,23 @@ def estimate(summary: Any, recipe: Any, device: str, available_bytes: int | None
     peak = in_memory * (2 if needs_copy else 1) + max(working, eval_working) + in_memory // 4
     notes.append("Times from a forward pass timed on this machine when the model loaded." if throughput is not None
                  else "No forward pass of this model has been timed here yet: the time is plain arithmetic.")
+    notes += _busy_notes(throughput, device)
     return Estimate(params, output_params, output_bytes, int(peak), seconds, available_bytes, notes,
-                    _format_text(formats, float_name, any_float_left), output_nonzero, phases,
+                    _format_text(formats, float_name, any_float_left), output_nonzero, phases, parts,
                     throughput is not None)
+
+
+def _busy_notes(throughput: Throughput | None, device: str) -> list[str]:
+    """Say so when other programs share the CPUs now, or did when the forward pass was timed."""
+    if device != "cpu":
+        return []
+    notes = []
+    load, cores = machine_load()
+    if load is not None and load > cores:
+        notes.append(f"Other programs keep this machine busy now (load {load:.1f} on {cores} cores): "
+                     "the run may take longer than this.")
+    if throughput is not None and throughput.busy:
+        notes.append("The forward pass was timed while the machine was busy, so these times may be long; "
+                     "the next load of the model times it again.")
+    return notes
 

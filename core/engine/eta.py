@@ -117,6 +117,8 @@ class Phase:
     name: str
     kind: str
     seconds: float  # planned (from the pre-flight estimate, or a default weight)
+    # a measuring phase's meters and their planned seconds, named as their Progress events are
+    parts: tuple[tuple[str, float], ...] = ()
 
 
 def _phase_key(name: str) -> str:
@@ -126,7 +128,8 @@ def _phase_key(name: str) -> str:
 
 
 def plan_phases(steps: int | Sequence[Sequence[str]],
-                phase_seconds: Sequence[tuple[str, float]] | None = None) -> tuple[list[Phase], bool]:
+                phase_seconds: Sequence[tuple[str, float]] | None = None,
+                measure_parts: dict[str, Sequence[tuple[str, float]]] | None = None) -> tuple[list[Phase], bool]:
     """The run's phases in order (load, measure original, step 1…N, measure result, save) and their seconds.
 
     ``steps``: how many enabled steps, or for each one the names it may go by (its technique's key
@@ -134,7 +137,9 @@ def plan_phases(steps: int | Sequence[Sequence[str]],
     ``phase_seconds`` (:attr:`Estimate.phase_seconds` of the pre-flight estimate) gives the planned
     seconds; the second value returned says whether they were used.  A list that does not describe
     this run (another pipeline, a missing or negative phase) is ignored: every phase then gets
-    :data:`DEFAULT_SECONDS` and the plan is only a shape until measured.
+    :data:`DEFAULT_SECONDS` and the plan is only a shape until measured.  ``measure_parts``
+    (:attr:`Estimate.measure_parts`) names the meters each measuring phase will run, so that its time
+    left counts only the meters still to come.
     """
     aliases = [()] * steps if isinstance(steps, int) else [tuple(a.lower() for a in names if a) for names in steps]
     phases = [Phase("load", "load", DEFAULT_SECONDS["load"]),
@@ -161,8 +166,21 @@ def plan_phases(steps: int | Sequence[Sequence[str]],
             names = aliases[int(phase.name.split()[1]) - 1]
             if names and not any(alias in name for alias in names):
                 return phases, False  # an estimate of another pipeline
-        planned.append(Phase(phase.name, phase.kind, seconds))
+        parts = _parts((measure_parts or {}).get(phase.name, ()), seconds) if phase.kind == "measure" else ()
+        planned.append(Phase(phase.name, phase.kind, seconds, parts))
     return planned, True
+
+
+def _parts(parts: Sequence[tuple[str, float]], seconds: float) -> tuple[tuple[str, float], ...]:
+    """A phase's meters, kept only when they are well formed and add up to the phase's seconds."""
+    try:
+        kept = tuple((str(name), float(s)) for name, s in parts)
+    except (TypeError, ValueError):
+        return ()
+    if not kept or any(not (math.isfinite(s) and s >= 0) for _, s in kept) \
+            or not math.isclose(sum(s for _, s in kept), seconds, rel_tol=1e-6, abs_tol=1e-6):
+        return ()
+    return kept
 
 
 class Countdown:
@@ -244,6 +262,7 @@ class RunEta:
         self.part_fraction = 0.0
         self.part_eta = EtaTracker(window_s=PART_WINDOW_S, min_seconds=PART_MIN_SECONDS)
         self.phase_measured = False  # a part of the running phase has had a measured rate
+        self.parts_seen: set[str] = set()  # the running phase's meters that have reported progress
         self.countdown = Countdown(ratio, min_s)
         self.fraction = 0.0
         self.remaining: float | None = None  # as shown
@@ -258,6 +277,7 @@ class RunEta:
                 self.finished.append((self.phases[self.current], max(0.0, now - self.phase_start), self.worked))
             self.current += 1
             self.phase_start, self.worked, self.phase_measured = now, False, False
+            self.parts_seen = set()
         self.part, self.part_known, self.part_fraction = "", False, 0.0
         self.part_eta.reset()
 
@@ -266,6 +286,7 @@ class RunEta:
         if self.current < 0:
             return
         self.worked = True
+        self.parts_seen.add(part)
         if part != self.part or fraction < self.part_fraction:
             self.part = part
             self.part_eta.reset()
@@ -320,7 +341,13 @@ class RunEta:
         if self.current >= 0:
             phase = self.phases[self.current]
             part_left = self._part_left(now)
-            if part_left is not None:
+            if phase.parts:
+                # a measuring phase whose meters are known: the running one's rate where measured, then the
+                # planned seconds of those still to come (at the measured speed)
+                self.phase_measured |= part_left is not None
+                left = (part_left or 0.0) + self._parts_to_come(phase, now, part_left is not None)
+                firm = part_left is not None or not self.phase_measured
+            elif part_left is not None:
                 left, self.phase_measured = part_left, True
                 if phase.kind == "measure" and self._plan_known("measure"):
                     # measuring runs several meters in turn (perplexity, task scores, speed, closeness to
@@ -334,6 +361,18 @@ class RunEta:
         for phase in self.phases[self.current + 1:]:
             left += planned(phase)
         return left, known, firm
+
+    def _parts_to_come(self, phase: Phase, now: float, running_measured: bool) -> float:
+        """Planned seconds (at the measured speed) of the running phase's meters that have not reported yet,
+        plus the running meter's unfinished share of its plan while its own rate is not measured yet."""
+        k = self.speed(phase.kind, now) or 1.0
+        left = 0.0
+        for name, seconds in phase.parts:
+            if name == self.part and not running_measured:
+                left += seconds * k * (1.0 - self.part_fraction)
+            elif name not in self.parts_seen:
+                left += seconds * k
+        return left
 
     def update(self, now: float) -> None:
         """Work out the overall fraction and the time left to show at ``now``."""

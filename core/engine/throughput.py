@@ -8,6 +8,10 @@ job (a worker thread), never on the GUI thread.  The result is kept in the app's
 the model's identity (source, parameter count, dtype), the device, the torch threads and torch's
 version, so a model loaded again is not timed again.  Until a probe is kept, the estimate falls back to
 plain arithmetic (and says so).
+
+A probe taken while other programs kept the CPUs busy (a one-minute load average above the core count)
+times the machine at a fraction of its speed and would make every later estimate too long, so it is
+kept only until the next load of the model, which times it again and keeps the quicker of the two.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import time
 from collections.abc import Generator
 from dataclasses import asdict, dataclass
@@ -40,6 +45,13 @@ class Throughput:
     device: str
     threads: int
     measured_at: str = ""
+    load_average: float | None = None  # the machine's one-minute load average when it was timed
+    cores: int = 0  # the CPUs this process could run on then
+
+    @property
+    def busy(self) -> bool:
+        """Whether it was timed while more programs wanted the CPUs than there were (it reads slow)."""
+        return self.load_average is not None and self.cores > 0 and self.load_average > self.cores
 
     @property
     def seconds_per_token(self) -> float:
@@ -49,6 +61,18 @@ class Throughput:
     def seconds_per_parameter_token(self) -> float:
         """Seconds per weight per token: the machine's speed on this model, independent of its size."""
         return self.seconds_per_token / max(1, self.parameters)
+
+
+def machine_load() -> tuple[float | None, int]:
+    """(one-minute load average or None where the system does not say, CPUs this process may use)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        return float(os.getloadavg()[0]), cores
+    except (AttributeError, OSError):  # Windows has no load average
+        return None, cores
 
 
 def torch_threads() -> int:
@@ -113,6 +137,7 @@ def measure_throughput(model: Any, parameters: int, device: str, tokens: int = P
     tokens = max(8, min(tokens, int(limit)))
     model_device = next(iter(model.parameters())).device
     ids = (torch.arange(tokens, device=model_device) % 1000 + 10).unsqueeze(0)
+    load_average, cores = machine_load()
     timings = []
     with torch.inference_mode():
         model(input_ids=ids[:, :8], use_cache=False)
@@ -126,22 +151,26 @@ def measure_throughput(model: Any, parameters: int, device: str, tokens: int = P
             timings.append(time.perf_counter() - started)
     seconds = min(timings)
     return Throughput(seconds, tokens, int(parameters), str(device), torch_threads(),
-                      dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+                      dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), load_average, cores)
 
 
 def iter_probe(model: Any, source: str, summary: Any, device: str) -> Generator[Any, None, Throughput | None]:
-    """At model load: time a forward pass unless this model, device and thread count were timed before.
+    """At model load: time a forward pass unless this model, device and thread count were timed before
+    on a machine that was not busy (a busy probe is timed again and the quicker one kept).
 
     Returns the kept or new probe; a failure is not an error (the estimate then uses arithmetic).
     """
     key = throughput_key(source, summary.parameters, summary.dtype, device, torch_threads())
     kept = load_throughput(key)
-    if kept is not None:
+    if kept is not None and not kept.busy:
         return kept
-    yield Log("Timing one forward pass for the time estimate…")
+    yield Log("Timing one forward pass for the time estimate…" if kept is None else
+              "Timing one forward pass again for the time estimate (the machine was busy the last time)…")
     try:
         measured = measure_throughput(model, summary.parameters, device)
     except Exception:  # an unusual model (no input_ids, say): the estimate falls back to arithmetic
-        return None
+        return kept
+    if kept is not None and kept.seconds_per_token < measured.seconds_per_token:
+        return kept  # the machine is slower now than at the busy probe: keep the quicker one
     keep_throughput(key, measured)
     return measured

@@ -29,19 +29,23 @@ def estimate_task_seconds(tasks: list[str], limit: int | None, parameters: int, 
         flops = CPU_FLOPS_PER_THREAD * (threads or _cpu_threads())
     else:
         flops = GPU_FLOPS
-    tokens = 0.0
-    for task in tasks:
-        if task in TASKS:
-            count, per_question = TASKS[task].rows, TOKENS_PER_QUESTION[task]
-        else:
-            try:
-                with open(task, encoding="utf-8") as handle:
-                    count = sum(1 for line in handle if line.strip())
-            except OSError:
-                count = 0
-            per_question = OWN_FILE_TOKENS_PER_QUESTION
-        tokens += min(count, limit or count) * per_question
+    tokens = sum(task_tokens(task, limit) for task in tasks)
     return tokens * 2 * parameters / flops
+
+
+def task_tokens(task: str, limit: int | None) -> float:
+    """About how many tokens scoring ``task`` (a bundled name or a person's .jsonl) reads at ``limit``
+    questions (None: all), once its choices are packed."""
+    if task in TASKS:
+        count, per_question = TASKS[task].rows, TOKENS_PER_QUESTION[task]
+    else:
+        try:
+            with open(task, encoding="utf-8") as handle:
+                count = sum(1 for line in handle if line.strip())
+        except OSError:
+            count = 0
+        per_question = OWN_FILE_TOKENS_PER_QUESTION
+    return float(min(count, limit or count) * per_question)
 
 
 def _cpu_threads() -> int:

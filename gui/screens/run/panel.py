@@ -239,7 +239,7 @@ class RunPanel(QWidget):
             names = []
             for _, step in recipe.enabled_steps():
                 names.append((step.technique, getattr(get_technique(step.technique), "title", "")))
-            return plan_phases(names, seconds)
+            return plan_phases(names, seconds, getattr(estimate, "measure_parts", None))
         except Exception:  # the plan only shapes the progress bar: it must never stop a run
             return plan_phases(steps)
 
