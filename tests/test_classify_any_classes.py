@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -25,6 +26,8 @@ from core.paths import datasets_dir
 from core.techniques.distill.class_heads import fit_head, match_head, output_names
 from core.techniques.distill.classify import encode_texts
 from tests.helpers import collect
+
+PRESETS = Path(__file__).resolve().parents[1] / "resources" / "presets"
 
 # ----------------------------------------------------------------------------- the head, on the tiny BERT
 
@@ -151,6 +154,27 @@ def test_train_classifier_reports_the_share_of_texts_cut_and_names_a_three_class
     assert sum(map(sum, report.metrics["test_confusion_matrix"])) == report.metrics["test_per_class"]["x"]["support"] * 3
 
 
+@pytest.mark.parametrize("keep", ["tail", "head+tail"])
+def test_the_runs_accuracy_reads_each_text_as_the_classifier_step_did(tiny_bert, tiny_tokenizer, tmp_path, keep):
+    """Every text is longer than max_length: the report's before/after accuracy must read the same part of
+    each text (the tail, or head and tail) as the step trained and scored on, so the two accuracies agree."""
+    tiny_bert.save_pretrained(tmp_path / "bert")
+    tiny_tokenizer.save_pretrained(tmp_path / "bert")
+    words = ["quick", "brown", "fox", "lazy", "dog", "model", "the", "over"]
+    rng = random.Random(0)
+    rows = [(" ".join(rng.choice(words) for _ in range(40)), "xyz"[i % 3]) for i in range(90)]
+    data = _write_csv(tmp_path / "d.csv", rows)
+    step = {"technique": "train_classifier",
+            "params": {"epochs": 1, "batch_size": 16, "max_length": 12, "keep": keep, "learning_rate": 1e-3}}
+    _events, report = collect(run_recipe(_recipe(tmp_path, data, [step], source=str(tmp_path / "bert")),
+                                         tmp_path / "out"))
+    metrics = report["steps"][0]["metrics"]
+    assert metrics["texts_cut_share"] == 1.0
+    after = report["after"]["classification"]
+    assert after["accuracy"] == metrics["test_accuracy"]
+    assert after["confusion_matrix"] == metrics["test_confusion_matrix"]
+
+
 # ----------------------------------------------------------------------------- real data, the bundled MiniLM
 
 needs_data = pytest.mark.skipif(not datasets_ready(), reason="bundled datasets missing: run `make data`")
@@ -274,3 +298,29 @@ def test_bundled_minilm_on_the_bundled_reviews(tmp_path):
         tmp_path / "out", ["A moving, funny and beautifully acted film.", "Dull, lifeless and far too long."])
     assert model.config.id2label == {0: "fresh", 1: "rotten"}
     assert predicted == ["fresh", "rotten"]
+
+
+@pytest.mark.slow
+@needs_data
+def test_the_apps_preset_on_a_three_class_csv_saves_a_classifier_plain_transformers_loads(tmp_path):
+    """"Distil a small classifier" as a person runs it on their own CSV: the result must load in plain
+    transformers (no pruned-heads format) and predict label names, with the logits our loader gives."""
+    from core.engine.recipe import load_recipe
+    from core.models.loading import load_model
+
+    rows, held_out = wiki_topics(3, per_class=12, held_out=2)
+    recipe = load_recipe(PRESETS / "distil-minilm-classifier.yaml")
+    recipe.data.labelled = str(_write_csv(tmp_path / "topics.csv", rows))
+    events, _report = collect(run_recipe(recipe, tmp_path / "out"))
+    # the preset's 30 warm-up steps are more than 36 examples give: shortened with a line, not refused
+    assert any("The 30 warm-up steps asked for are as many as this training's" in e.message
+               for e in events if isinstance(e, Log))
+    texts = [t for t, _ in held_out]
+    model, predicted = _plain_transformers_predictions(tmp_path / "out", texts)
+    assert model.config.id2label == dict(enumerate(sorted(list(TOPICS)[:3])))
+    assert model.config.num_hidden_layers == 4 and set(predicted) <= set(TOPICS)
+    ours = load_model(str(tmp_path / "out"), task="sequence-classification")
+    encoded = ours.tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(model(**encoded).logits, ours.model(**encoded).logits, atol=1e-5)
+

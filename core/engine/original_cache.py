@@ -29,7 +29,7 @@ import transformers
 from core.data.samples import bundled_dataset_path
 from core.data.task_rows import TASKS, task_file
 from core.data.texts import local_path
-from core.engine.recipe import Recipe
+from core.engine.recipe import Recipe, classifier_reading
 from core.errors import StudioError
 from core.io.export import write_text_atomic
 from core.paths import original_measurements_dir
@@ -87,6 +87,7 @@ def measurement_key(recipe: Recipe, source_path: Path, device: str) -> str:
         settings["evaluation_data"] = _data_fingerprint(data.evaluation)
     if recipe.model.task == "sequence-classification":
         settings["labelled"] = [_data_fingerprint(data.labelled), data.label_column]
+        settings["reading"] = list(classifier_reading(recipe))  # the tokens of each text the accuracy reads
     if recipe.model.task == "causal-lm":
         settings["task_files"] = [source_fingerprint(task_file(t) if t in TASKS else Path(t).expanduser())
                                   for t in evaluation.tasks]

@@ -212,3 +212,18 @@ def load_recipe(path: str | Path) -> Recipe:
 def recipe_from_text(text: str) -> Recipe:
     raw = yaml.safe_load(text)
     return Recipe.from_dict(raw)
+
+
+# Tokens the before/after classification accuracy reads of each text when no step says (see classifier_reading).
+DEFAULT_CLASSIFIER_MAX_LENGTH = 256
+
+
+def classifier_reading(recipe: Recipe) -> tuple[int, str]:
+    """(max_length, keep) the before/after accuracy reads texts with: those of the last enabled step that sets
+    them (a classifier step), so the report's accuracy is of the texts as the steps trained and scored them."""
+    reading = (DEFAULT_CLASSIFIER_MAX_LENGTH, "head")
+    for _, step in recipe.enabled_steps():
+        max_length = getattr(step.config, "max_length", None)
+        if isinstance(max_length, int) and max_length > 0:
+            reading = (max_length, str(getattr(step.config, "keep", "head")))
+    return reading

@@ -25,7 +25,7 @@ from core.data.task_rows import TASKS, load_task
 from core.data.texts import load_labelled, load_texts, local_path, token_windows
 from core.engine.original_cache import keep_measurements, load_measurements, measurement_key
 from core.engine.preflight import check_shapes_before_loading
-from core.engine.recipe import Recipe
+from core.engine.recipe import Recipe, classifier_reading
 from core.engine.registry import get_technique
 from core.errors import RecipeError
 from core.eval.metrics import align_predictions, classification_metrics, iter_predict_labels
@@ -144,7 +144,8 @@ def _measure(model, tokenizer, recipe: Recipe, eval_windows, label: str, on_disk
         yield Log(f"Perplexity {label}: {ppl.perplexity:.3f} over {ppl.tokens} tokens")
     if recipe.model.task == "sequence-classification":
         data = load_labelled(recipe.data.labelled, recipe.data.text_column, recipe.data.label_column, recipe.seed)
-        predicted = yield from iter_predict_labels(model, tokenizer, data.test.texts)
+        max_length, keep = classifier_reading(recipe)
+        predicted = yield from iter_predict_labels(model, tokenizer, data.test.texts, max_length=max_length, keep=keep)
         predicted = align_predictions(predicted, getattr(model.config, "id2label", None), data.label_names)
         result["classification"] = classification_metrics(data.test.labels, predicted, data.label_names)
     if recipe.evaluation.tasks and recipe.model.task == "causal-lm":

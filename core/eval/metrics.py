@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from core.data.long_texts import encode_texts
 from core.errors import DataError, StudioError
 from core.eval.perplexity import eval_mode, model_device
 from core.events import Progress, ProgressMeter, drain
@@ -73,26 +74,28 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], label_n
 
 
 def iter_predict_labels(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], batch_size: int = 16,
-                        max_length: int = 256) -> Generator[Progress, None, list[int]]:
+                        max_length: int = 256, keep: str = "head") -> Generator[Progress, None, list[int]]:
     """Predict a class id (argmax of the logits) for each text, yielding progress.
 
-    Texts are tokenized with truncation to ``max_length`` tokens and padded per batch (with an
+    A text longer than ``max_length`` tokens is cut as the classifier steps cut it (keeping its head, its
+    tail or both: :func:`core.data.long_texts.encode_texts`); texts are padded per batch (with an
     attention mask, so padding does not change a prediction).  A tokenizer without a pad token
     is run one text at a time instead, which needs no padding.
     """
     if batch_size < 1 or max_length < 1:
         raise StudioError(f"Batch size and max length must be at least 1, got {batch_size} and {max_length}.")
-    texts = list(texts)
+    ids, _cut = encode_texts(tokenizer, list(texts), max_length, keep)
     if tokenizer.pad_token is None:
         batch_size = 1
     device = model_device(model)
-    meter = ProgressMeter("predict", len(texts))
+    meter = ProgressMeter("predict", len(ids))
     predictions: list[int] = []
     with eval_mode(model):
-        for first in range(0, len(texts), batch_size):
+        for first in range(0, len(ids), batch_size):
             with torch.inference_mode():
-                encoded = tokenizer(texts[first:first + batch_size], padding=batch_size > 1, truncation=True,
-                                    max_length=max_length, return_tensors="pt").to(device)
+                rows = [{"input_ids": row} for row in ids[first:first + batch_size]]
+                encoded = tokenizer.pad(rows, return_tensors="pt").to(device) if batch_size > 1 else \
+                    {"input_ids": torch.tensor(ids[first:first + 1], device=device)}
                 logits = model(**encoded).logits
                 predictions.extend(int(i) for i in logits.argmax(dim=-1).tolist())
             event = meter.update(len(predictions))
@@ -102,9 +105,9 @@ def iter_predict_labels(model: torch.nn.Module, tokenizer: Any, texts: Sequence[
 
 
 def predict_labels(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], batch_size: int = 16,
-                   max_length: int = 256) -> list[int]:
+                   max_length: int = 256, keep: str = "head") -> list[int]:
     """:func:`iter_predict_labels` without the progress events."""
-    return drain(iter_predict_labels(model, tokenizer, texts, batch_size, max_length))
+    return drain(iter_predict_labels(model, tokenizer, texts, batch_size, max_length, keep))
 
 
 def align_predictions(predicted: Sequence[int], id2label: dict | None, label_names: Sequence[str]) -> list[int]:

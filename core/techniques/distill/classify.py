@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from core.data.long_texts import KEEP, PART_KEPT, encode_texts
 from core.data.texts import load_labelled
 from core.engine.params import param
 from core.engine.registry import Needs, StepReport, register
@@ -39,8 +40,6 @@ from core.techniques.distill.trainer import train
 from core.techniques.prune.slicing import parameter_count
 
 TASK = ("sequence-classification",)
-KEEP = ("head", "tail", "head+tail")
-PART_KEPT = {"head": "their beginning", "tail": "their end", "head+tail": "their beginning and their end"}
 
 
 @dataclass
@@ -79,36 +78,6 @@ def model_label_ids(model, names: list[str]) -> list[int]:
     if all(n.lower() in by_name for n in names):
         return [by_name[n.lower()] for n in names]
     return list(range(len(names)))
-
-
-def special_tokens(tokenizer) -> tuple[list[int], list[int]]:
-    """The token ids the tokenizer puts before and after one text (e.g. [CLS] and [SEP])."""
-    body = tokenizer("a", add_special_tokens=False)["input_ids"]
-    full = tokenizer("a", add_special_tokens=True)["input_ids"]
-    for start in range(len(full) - len(body) + 1):
-        if full[start:start + len(body)] == body:
-            return full[:start], full[start + len(body):]
-    return [], []
-
-
-def encode_texts(tokenizer, texts: list[str], max_length: int, keep: str = "head") -> tuple[list[list[int]], int]:
-    """Token ids of each text (special tokens included, at most ``max_length``) and how many texts were cut.
-
-    A text longer than the room left by the special tokens keeps its first tokens (head), its last
-    (tail), or the first half and the last half of that room (head+tail; the head gets the odd token).
-    """
-    if keep not in KEEP:
-        raise RecipeError(f"keep must be one of {', '.join(KEEP)}, not {keep!r}")
-    before, after = special_tokens(tokenizer)
-    room = max(1, max_length - len(before) - len(after))
-    ids, cut = [], 0
-    for row in tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]:
-        if len(row) > room:
-            cut += 1
-            front = room if keep == "head" else 0 if keep == "tail" else (room + 1) // 2
-            row = row[:front] + row[len(row) - (room - front):]
-        ids.append(before + row + after)
-    return ids, cut
 
 
 def _encode(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:

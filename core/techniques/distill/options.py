@@ -62,11 +62,15 @@ def settings_for(options: TrainingOptions, examples: int, *, seed: int, device: 
     batches_per_epoch = math.ceil(examples / options.batch_size)
     steps_per_epoch = max(1, math.ceil(batches_per_epoch / options.grad_accumulation))
     total = options.max_steps or max(1, math.ceil(options.epochs * steps_per_epoch))
-    if options.warmup_steps >= total:
-        raise RecipeError(f"warmup_steps ({options.warmup_steps}) must be smaller than the {total} training steps")
+    warmup, notes = options.warmup_steps, ()
+    if warmup >= total:
+        # a preset's warm-up is sized for its own data; a person's smaller dataset gives fewer steps
+        warmup = total // 10
+        notes = (f"The {options.warmup_steps} warm-up steps asked for are as many as this training's {total} steps "
+                 f"or more (the data is small): warming the learning rate up over {warmup} steps instead.",)
     eval_every = options.eval_every or steps_per_epoch
     return TrainSettings(total_steps=total, learning_rate=options.learning_rate, schedule=options.schedule,
-                         warmup_steps=options.warmup_steps, weight_decay=options.weight_decay,
+                         warmup_steps=warmup, notes=notes, weight_decay=options.weight_decay,
                          grad_accumulation=options.grad_accumulation, eval_every=eval_every, metric=metric,
                          higher_is_better=higher_is_better, throughput_unit=unit, seed=seed, device=device,
                          stage=stage, step_index=step_index)

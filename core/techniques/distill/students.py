@@ -44,7 +44,9 @@ class StudentOptions:
                                  label="Which layers to keep")
     layer_list: list[int] = param([], "shrink with layer_selection = list: the layer indices to keep, from 0.",
                                   label="Layer list", expert=True)
-    student_heads: int = param(0, "shrink: attention heads per layer the student keeps (0 = all).", minimum=0,
+    student_heads: int = param(0, "shrink: attention heads per layer the student keeps (0 = all). An encoder "
+                               "(BERT-like) with heads removed is saved in a format only this app loads; plain "
+                               "transformers cannot express it.", minimum=0,
                                label="Attention heads kept (0 = all)", expert=True)
     mlp_reduction: float = param(0.0, "shrink (causal LMs): share of MLP neurons removed in every layer.",
                                  minimum=0.0, maximum=1.0, exclusive_maximum=True,

@@ -50,6 +50,7 @@ class TrainSettings:
     mixed_precision: bool = True  # bfloat16 autocast, on CUDA only
     stage: str = "Training"
     step_index: int | None = None
+    notes: tuple[str, ...] = ()  # said in the log when training starts (e.g. a warm-up shortened to fit)
 
 
 @dataclass
@@ -124,6 +125,8 @@ def train(model: torch.nn.Module, *, batch_at: Callable[[int], Any],
     torch.manual_seed(settings.seed)
     optimizer = _optimizer(model, settings)
     step, history, best, best_step, resumed_from = 0, [], None, None, None
+    for note in settings.notes:
+        yield Log(note, level="warning")
     if resume:
         state = store.load(model)
         if state is None:
