@@ -153,7 +153,7 @@ def test_mixed_end_to_end_meets_target_emits_sensitivities_and_reloads(tmp_path,
     # 4-bit g32 with fp32 scales stores 5 bits per weight, 8-bit 9: a target of 6 lets about a quarter go high
     events, report = run_step(tmp_path, tiny_llama_dir, text_file, "mixed_precision_quantize",
                           {"bits": 4, "high_bits": 8, "group_size": 32, "target_bits": 6.0, "method": method,
-                           "clip": "mse", "sensitivity_windows": 2})
+                           "clip": "mse", "sensitivity_windows": 2, "quantize_embedding": False})
     sens = [e for e in events if isinstance(e, LayerStat) and e.name == "sensitivity"]
     assert len(sens) == 14 and all(e.value > 0 for e in sens)
     assert len([e for e in events if isinstance(e, LayerStat) and e.name == "sensitivity_8bit"]) == 14

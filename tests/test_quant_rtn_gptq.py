@@ -169,13 +169,14 @@ def test_configs_reject_bad_bits_and_groups(cls):
 @pytest.mark.parametrize("technique,symmetric", [("gptq_quantize", True), ("rtn_quantize", False)])
 def test_end_to_end_saves_packed_and_reloads(tmp_path, tiny_llama_dir, text_file, technique, symmetric):
     events, report = run_step(tmp_path, tiny_llama_dir, text_file, technique,
-                          {"bits": 4, "group_size": 32, "symmetric": symmetric})
+                          {"bits": 4, "group_size": 32, "symmetric": symmetric, "quantize_embedding": False})
     stats = [e for e in events if isinstance(e, LayerStat) and e.name == "bits"]
     assert len(stats) == 14 and not any("lm_head" in s.layer for s in stats)
     step = report["steps"][0]
     bits = 4 + 32 / 32 + (0 if symmetric else 4 / 32)  # codes + fp32 scale (+ 4-bit zero) per 32 weights
     assert step["metrics"]["bits_per_weight"] == pytest.approx(bits, abs=0.05)
-    # Target layers shrink from 32 to ~5 bits; embeddings and lm_head (2·320·64 fp32) stay as they were.
+    # Target layers shrink from 32 to ~5 bits; embeddings and lm_head (2·320·64 fp32) stay as they were
+    # (quantize_embedding off; tests/test_quant_embedding.py covers it on).
     dense = report["before"]["bytes_on_disk"]
     targets = 2 * (4 * 64 * 64 // 2 + 64 * 64 // 2 * 2 + 3 * 64 * 128) * 4  # fp32 bytes of the 14 Linears
     expected = dense - targets + targets * bits / 32
@@ -204,7 +205,8 @@ def test_plain_transformers_reads_the_folder(tmp_path, tiny_llama_dir, text_file
     from transformers import AutoModelForCausalLM
 
     monkeypatch.setattr(PackedLinear, "use_cpu_kernel", False)  # the same weights, compared on the exact path
-    run_step(tmp_path, tiny_llama_dir, text_file, "gptq_quantize", {"bits": 4, "group_size": 32})
+    run_step(tmp_path, tiny_llama_dir, text_file, "gptq_quantize", {"bits": 4, "group_size": 32,
+                                                                     "quantize_embedding": False})
     ids = torch.randint(0, 300, (1, 16))
     with torch.no_grad():
         ours = load_model(str(tmp_path / "out")).model(ids).logits

@@ -3,8 +3,8 @@
 One rule per registered technique name, read from the technique's real behaviour (core/techniques/**):
 
 * quantization keeps every parameter and changes the *stored bits* of the Linears it targets (the
-  output head and classifier heads are ignored by default; embeddings are not Linears, so they stay
-  in the ordinary saved format).  RTN, GPTQ and mixed precision store ``PackedLinear`` codes + scales
+  output head and classifier heads are ignored by default) and, with ``quantize_embedding`` (on by
+  default), of the token embedding (a tied head shares it).  RTN, GPTQ and mixed precision store ``PackedLinear`` codes + scales
   in the model's compute dtype (+ zero points when asymmetric), exactly as
   :func:`core.techniques.quantize.packed_linear.packed_storage_bytes` counts them;
 * pruning to zeros (magnitude, Wanda, SparseGPT) keeps every parameter and lowers the non-zero count;
@@ -183,6 +183,9 @@ def _quantize_packed(layers: list[Layer], config: Any, ctx: Context, bits_of: Ca
         bits = bits_of(layer)
         layer.stored_bits = packed_bits(layer, bits, group, symmetric, ctx.compute_bytes)
         layer.forward_cost = packed_forward_cost(bits, group, ctx.machine.device)
+    embedding = next((layer for layer in layers if layer.kind == "Embedding"), None)
+    if getattr(config, "quantize_embedding", False) and embedding is not None:  # the token table, packed too
+        embedding.stored_bits = packed_bits(embedding, bits_of(embedding), group, symmetric, ctx.compute_bytes)
     return chosen
 
 

@@ -65,8 +65,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 def gguf_problem(config: dict[str, Any], manifest: dict[str, Any] | None, replaceable: bool = True) -> str | None:
     """Why a model with this config.json / manifest cannot be written as GGUF, or None."""
     model_type = config.get("model_type")
-    if model_type != "llama":
-        return (f"GGUF export writes Llama-architecture models; this one is {model_type or 'unknown'!r}. "
+    if model_type not in ("llama", "qwen2"):
+        return (f"GGUF export writes Llama-architecture (and Qwen2) models; this one is {model_type or 'unknown'!r}. "
                 "Use the transformers folder instead.")
     if config.get("quantization_config"):
         return ("this folder is already quantized with transformers' own quantizer; export GGUF from a float "
@@ -164,8 +164,11 @@ def _pre_tokenizer(teacher_source: str) -> str:
 
 
 def iter_export_gguf(folder: str | Path, destination: str | Path, quant: str = "Q8_0",
-                     device: str = "cpu", overwrite: bool = False) -> Generator[Any, None, dict[str, Any]]:
+                     device: str = "cpu", overwrite: bool = False,
+                     quantize_embedding: bool = True) -> Generator[Any, None, dict[str, Any]]:
     """Load the output folder with our loader and write it as one GGUF file (atomically).
+
+    ``quantize_embedding``: the token embedding in ``quant`` too (llama.cpp's default), else F16.
 
     ``destination`` must end in ``.gguf`` and lie outside ``folder``; an existing file is replaced
     only with ``overwrite`` and only if this app exported it (see :mod:`core.io.output_rules`).
@@ -184,7 +187,8 @@ def iter_export_gguf(folder: str | Path, destination: str | Path, quant: str = "
     from core.io.gguf_export import export_gguf
 
     written = export_gguf(loaded.model.to("cpu"), loaded.tokenizer, destination, quant,
-                          pre=_pre_tokenizer(run.teacher_source), name=run.report.get("recipe") or None)
+                          pre=_pre_tokenizer(run.teacher_source), name=run.report.get("recipe") or None,
+                          quantize_embedding=quantize_embedding)
     yield Progress("writing GGUF", 1, 1)
     yield Log(f"Wrote {destination} ({written['bytes'] / 1e6:.1f} MB, {quant})")
     return written

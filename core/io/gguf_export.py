@@ -1,15 +1,22 @@
-"""GGUF export of Llama-architecture models, for llama.cpp, Ollama and LM Studio.
+"""GGUF export of Llama- and Qwen2-architecture models, for llama.cpp, Ollama and LM Studio.
 
-:func:`export_gguf` writes one ``.gguf`` file with the ``gguf`` package: llama.* architecture
+:func:`export_gguf` writes one ``.gguf`` file with the ``gguf`` package: llama.* (or qwen2.*) architecture
 metadata, a GPT-2-style byte-level BPE tokenizer (tokens, token types, merges, special ids, taken
 from the Hugging Face tokenizer's ``tokenizer.json``) and the weights under llama.cpp's tensor
 names.  Like llama.cpp's ``convert_hf_to_gguf.py``, the rows of ``attn_q`` / ``attn_k`` are
 permuted from Hugging Face's rotary layout (halves) back to the interleaved layout llama.cpp
-expects; transformers undoes the same permutation when it reads a GGUF.
+expects; transformers undoes the same permutation when it reads a GGUF.  Qwen2 keeps Hugging Face's
+layout (llama.cpp runs it with NEOX-style rotary embeddings, as ``convert_hf_to_gguf.py`` writes it) and
+adds its q/k/v biases (``blk.N.attn_q.bias`` …, F32).
 
 Types: norms stay F32; every 2-D weight (embeddings and output head included) is written as the
-chosen type, F16, Q8_0 or Q4_0 (``gguf.quants``); a tensor whose rows are not a multiple of the
-32-value block falls back to F16.  The file is written to a temporary name and renamed when
+chosen type, F16, Q8_0 or Q4_0 (``gguf.quants``), as llama.cpp's ``llama-quantize`` does for these
+types; ``quantize_embedding=False`` keeps ``token_embd`` (and with it a tied output head, which llama.cpp
+reads from ``token_embd``) in F16, like its ``--token-embedding-type f16``.  A tensor whose rows are
+not a multiple of the 32-value block falls back to F16.  Layers that arrive already quantized (packed layers with a
+``dequantized_weight()``, e.g. quantization-aware training on llama.cpp's Q4_0 / Q8_0 grid) are
+written from their dequantized values only if the chosen type reproduces them exactly (checked per
+tensor); anything else would be a second rounding and is refused.  The file is written to a temporary name and renamed when
 complete.  :func:`read_gguf_summary` reads a file back with ``gguf.GGUFReader``.
 """
 
@@ -41,21 +48,47 @@ def permute_rotary(weight: np.ndarray, heads: int) -> np.ndarray:
             .swapaxes(1, 2).reshape(weight.shape))
 
 
+ARCHITECTURES = ("llama", "qwen2")  # model_type = llama.cpp's architecture name
+QWEN2_BIASES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
+
+
 def _check_model(model: Any) -> Any:
     config = model.config
-    if getattr(config, "model_type", None) != "llama":
-        raise StudioError(f"GGUF export supports Llama-architecture models; this one is "
+    if getattr(config, "model_type", None) not in ARCHITECTURES:
+        raise StudioError(f"GGUF export supports Llama-architecture (and Qwen2) models; this one is "
                           f"{getattr(config, 'model_type', 'unknown')!r}. Save it as a transformers folder instead.")
-    if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
+    if config.model_type == "llama" and (getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False)):
         raise StudioError("GGUF export does not write bias tensors; this Llama model has attention or MLP biases")
+    if config.model_type == "qwen2" and getattr(config, "use_sliding_window", False):
+        raise StudioError("GGUF export does not write Qwen2's sliding-window attention; this model uses it")
     rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
     if rope.get("rope_type", rope.get("type", "default")) not in ("default", None):
         raise StudioError(f"GGUF export supports plain rotary embeddings; this model uses {rope.get('rope_type')!r}")
     for name, module in model.named_modules():
-        if name.endswith(("proj", "lm_head")) and not isinstance(module, torch.nn.Linear):
+        if (name.endswith(("proj", "lm_head")) and not isinstance(module, torch.nn.Linear)
+                and not hasattr(module, "dequantized_weight")):
             raise StudioError(f"{name} is a {type(module).__name__}, not a float Linear: export to GGUF from the "
                               "float (or pruned) model; GGUF applies its own quantization")
     return config
+
+
+def _gridded_weights(model: Any) -> dict[str, torch.Tensor]:
+    """Weights already on a quantization grid (packed layers, e.g. quantization-aware training on llama.cpp's
+    Q4_0 / Q8_0 blocks), dequantized, by state-dict name."""
+    return {f"{name}.weight": module.dequantized_weight() for name, module in model.named_modules()
+            if hasattr(module, "dequantized_weight")}
+
+
+def _check_no_second_rounding(name: str, array: np.ndarray, qtype: Any, quant: str) -> None:
+    """A weight that arrives quantized must come out of the GGUF type unchanged, or it would be rounded twice."""
+    import gguf
+
+    back = gguf.quants.dequantize(gguf.quants.quantize(array, qtype), qtype)
+    if not np.array_equal(back, array):
+        changed = float(np.mean(back != array))
+        raise StudioError(f"{name} is already quantized on a grid that {quant} does not reproduce ({changed:.1%} of "
+                          f"its values would change, a second rounding): export a float result, or quantize with "
+                          f"quantization-aware training on the {quant.lower()} grid")
 
 
 def _rope_theta(config: Any) -> float:
@@ -109,15 +142,20 @@ def _tensors(model: Any, config: Any) -> list[tuple[str, np.ndarray, bool]]:
     """(llama.cpp name, float32 array, is a 2-D weight to quantize) in llama.cpp's order."""
     heads, kv_heads = config.num_attention_heads, config.num_key_value_heads or config.num_attention_heads
     state = {k: v.detach().to(torch.float32).cpu().numpy() for k, v in model.state_dict().items()}
+    state.update({k: v.detach().to(torch.float32).cpu().numpy() for k, v in _gridded_weights(model).items()})
+    llama = config.model_type == "llama"
     out = [("token_embd.weight", state["model.embed_tokens.weight"], True)]
     for n in range(config.num_hidden_layers):
         for hf_name, gguf_name in LAYER_TENSORS.items():
             array = state[f"model.layers.{n}.{hf_name}.weight"]
-            if gguf_name == "attn_q":
+            if llama and gguf_name == "attn_q":
                 array = permute_rotary(array, heads)
-            elif gguf_name == "attn_k":
+            elif llama and gguf_name == "attn_k":
                 array = permute_rotary(array, kv_heads)
             out.append((f"blk.{n}.{gguf_name}.weight", array, array.ndim == 2))
+            bias = state.get(f"model.layers.{n}.{hf_name}.bias")
+            if not llama and hf_name in QWEN2_BIASES and bias is not None:
+                out.append((f"blk.{n}.{gguf_name}.bias", bias, False))
     out.append(("output_norm.weight", state["model.norm.weight"], False))
     head = model.get_output_embeddings()
     if head is not None and head.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr():
@@ -125,9 +163,18 @@ def _tensors(model: Any, config: Any) -> list[tuple[str, np.ndarray, bool]]:
     return out
 
 
+def _gguf_name(state_name: str) -> str:
+    """llama.cpp's name of a decoder layer's weight (``model.layers.3.mlp.up_proj.weight`` -> ``blk.3.ffn_up.weight``)."""
+    parts = state_name.split(".")
+    if state_name.startswith("model.layers.") and ".".join(parts[3:5]) in LAYER_TENSORS:
+        return f"blk.{parts[2]}.{LAYER_TENSORS['.'.join(parts[3:5])]}.weight"
+    return "output.weight" if state_name == "lm_head.weight" else state_name
+
+
 def export_gguf(model: Any, tokenizer: Any, path: str | Path, quant: str = "Q8_0", *, pre: str = "gpt-2",
-                name: str | None = None) -> dict[str, Any]:
-    """Write ``model`` + ``tokenizer`` as a GGUF file at ``path`` with 2-D weights in ``quant``.
+                name: str | None = None, quantize_embedding: bool = True) -> dict[str, Any]:
+    """Write ``model`` + ``tokenizer`` as a GGUF file at ``path`` with 2-D weights in ``quant``
+    (the token embedding too, unless ``quantize_embedding`` is False: then it is F16).
 
     ``pre`` is llama.cpp's pre-tokenizer name (``tokenizer.ggml.pre``): "gpt-2" for plain
     byte-level BPE, "smollm" for SmolLM2, "llama-bpe" for Llama 3.  Returns what was written:
@@ -149,8 +196,9 @@ def export_gguf(model: Any, tokenizer: Any, path: str | Path, quant: str = "Q8_0
     block = gguf.GGML_QUANT_SIZES[qtype][0]
     with journaled(partial_path(path)) as partial:
         try:
-            writer = gguf.GGUFWriter(str(partial), "llama")
-            types = _write_file(writer, model, tokenizer, config, quant, pre, name, file_type, qtype, block)
+            writer = gguf.GGUFWriter(str(partial), config.model_type)
+            types = _write_file(writer, model, tokenizer, config, quant, pre, name, file_type, qtype, block,
+                                quantize_embedding)
             ordinary_permissions(partial)
             os.replace(partial, path)
         except Exception as exc:  # a full disk reaches us as OSError or as numpy's own error
@@ -164,7 +212,7 @@ def export_gguf(model: Any, tokenizer: Any, path: str | Path, quant: str = "Q8_0
 
 
 def _write_file(writer: Any, model: Any, tokenizer: Any, config: Any, quant: str, pre: str, name: str | None,
-                file_type: Any, qtype: Any, block: int) -> dict[str, str]:
+                file_type: Any, qtype: Any, block: int, quantize_embedding: bool = True) -> dict[str, str]:
     """Write the header, metadata, tokenizer and tensors; return each tensor's type."""
     import gguf
 
@@ -191,11 +239,18 @@ def _write_file(writer: Any, model: Any, tokenizer: Any, config: Any, quant: str
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
         _write_tokenizer(writer, tokenizer, vocab_rows, pre)
         types: dict[str, str] = {}
+        gridded = {_gguf_name(k) for k in _gridded_weights(model)}
         for tensor_name, array, is_weight in _tensors(model, config):
+            if tensor_name in gridded:
+                if quant == "F16" or array.shape[-1] % block:
+                    raise StudioError(f"{tensor_name} is already quantized: export it as Q4_0 or Q8_0 (the grid it "
+                                      "was trained on), not F16")
+                _check_no_second_rounding(tensor_name, array, qtype, quant)
             if not is_weight:
                 writer.add_tensor(tensor_name, array.astype(np.float32))
                 types[tensor_name] = "F32"
-            elif quant == "F16" or array.shape[-1] % block:
+            elif quant == "F16" or array.shape[-1] % block or (tensor_name == "token_embd.weight"
+                                                                 and not quantize_embedding):
                 writer.add_tensor(tensor_name, array.astype(np.float16))
                 types[tensor_name] = "F16"
             else:

@@ -187,8 +187,15 @@ def apply_bnb_quantize(model, config: BnbQuantizeConfig, ctx):
     if not rows:
         raise RecipeError("bitsandbytes found no Linear layer to quantize in this model")
     bits = total_bits / total_params
+    embedding = model.get_input_embeddings()
+    embedding_params = embedding.weight.numel() if embedding is not None else 0
+    share = embedding_params / max(1, sum(p.numel() for p in model.parameters()))
     notes = ["The embeddings, norms and output head stay in full precision (transformers' default for "
              "bitsandbytes); bits per weight count only the quantized Linear layers, scales included.",
+             f"The token embedding ({embedding_params:,} weights, {share:.0%} of this model's) cannot be quantized "
+             "here: transformers' bitsandbytes integration replaces only Linear layers and its saved folders have "
+             "no place for bitsandbytes' 4-bit embedding, so a folder with one would not reload. To shrink it, use "
+             "RTN or GPTQ (their quantize_embedding option) or GGUF export.",
              "The saved folder loads with plain transformers (AutoModelForCausalLM.from_pretrained) where "
              "bitsandbytes is installed; it cannot be loaded without bitsandbytes."]
     if config.mode == "int8":
@@ -199,5 +206,6 @@ def apply_bnb_quantize(model, config: BnbQuantizeConfig, ctx):
                      "because bitsandbytes 0.50 does not undo it exactly on save; CPU speed may be lower.")
     return StepReport(summary=f"Quantized {len(rows)} Linear layers with bitsandbytes {config.mode} "
                               f"({bits:.2f} bits per weight).",
-                      metrics={"bits_per_weight": bits, "quantized_weights": total_params, "layers": len(rows)},
+                      metrics={"bits_per_weight": bits, "quantized_weights": total_params, "layers": len(rows),
+                               "embedding_quantized": 0.0, "embedding_params": embedding_params},
                       layers=rows, notes=notes)

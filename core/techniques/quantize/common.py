@@ -9,6 +9,7 @@ from torch import nn
 from core.engine.params import param
 from core.engine.targets import DEFAULT_IGNORE, DEFAULT_TARGETS, check_targets, select_linears
 from core.errors import RecipeError
+from core.techniques.quantize.embedding import EMBEDDING_HELP, check_embedding, quantize_embedding
 from core.techniques.quantize.grid import check_group_size
 
 BITS_HELP = "Bits per weight, 2 to 8. 4 is the usual choice; 8 is nearly lossless; 3 and 2 lose quality fast."
@@ -30,6 +31,8 @@ CLIP_CHOICES = ("none", "mse")
 FORMAT_NAME = "compressed-tensors-pack-quantized"
 # Same files; named apart because transformers 5.23 + compressed-tensors 0.20 cannot load packed zero points.
 ASYMMETRIC_FORMAT_NAME = "compressed-tensors-pack-quantized-asymmetric"
+# Same files with the token embedding packed too; transformers 5.25 + compressed-tensors 0.20 cannot load that.
+EMBEDDING_FORMAT_NAME = "compressed-tensors-pack-quantized-embedding"
 
 
 def check_bits(bits: int) -> None:
@@ -57,6 +60,7 @@ class WeightQuantConfig:
                                label="Layers to quantize (patterns)", expert=True)
     ignore: list[str] = param(list(DEFAULT_IGNORE), "Layer name patterns never quantized (the output head by default).",
                               label="Layers to skip (patterns)", expert=True)
+    quantize_embedding: bool = param(True, EMBEDDING_HELP, label="Quantize the token embedding too")
 
     def validate(self) -> None:
         """Reject settings that cannot work (RecipeError naming what to choose instead)."""
@@ -67,6 +71,19 @@ class WeightQuantConfig:
     def check_model(self, model: nn.Module) -> None:
         """RecipeError unless the group size divides every targeted layer's width (runs on the skeleton too)."""
         check_widths(model, self.targets, self.ignore, self.group_size)
+        if self.quantize_embedding:
+            check_embedding(model, self.group_size)
+
+
+def embedding_step(model: nn.Module, config: WeightQuantConfig, bits: int, step_index: int | None):
+    """Quantize the embedding (and a tied head) when the config asks: (metrics, notes); a generator."""
+    if not config.quantize_embedding:
+        return {"embedding_quantized": 0.0}, ["The token embedding was left in full precision "
+                                              "(quantize_embedding is off)."]
+    check_embedding(model, config.group_size)
+    metrics, note = yield from quantize_embedding(model, bits, config.group_size, config.symmetric, config.clip,
+                                                  step_index)
+    return metrics, [note]
 
 
 def check_widths(model: nn.Module, targets: list, ignore: list, group_size: int) -> list[tuple[str, nn.Linear]]:

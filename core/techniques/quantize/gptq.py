@@ -48,6 +48,7 @@ from core.techniques.quantize.common import (
     QUANT_NOTES,
     WeightQuantConfig,
     check_widths,
+    embedding_step,
     size_metrics,
 )
 from core.techniques.quantize.grid import check_group_size, code_range, dequantize, fit_group_params
@@ -247,14 +248,16 @@ def apply_gptq_quantize(model, config: GPTQConfig, ctx):
     """Handler: check widths, Hessians block by block, GPTQ each target Linear into a PackedLinear."""
     check_widths(model, config.targets, config.ignore, config.group_size)  # before any calibration work
     windows = ctx.calibration_windows()
+    # the embedding first, so the Hessians are gathered on the inputs the quantized model will see
+    embedding, embedding_notes = yield from embedding_step(model, config, config.bits, ctx.step_index)
     rows = yield from gptq_quantize_model(model, windows, lambda _name: config.bits, config, ctx.device,
                                           ctx.step_index)
     mark_quantized(model)
-    metrics = {**size_metrics(rows), "reconstruction_error": sum(r["reconstruction_error"] for r in rows),
+    metrics = {**size_metrics(rows), **embedding, "reconstruction_error": sum(r["reconstruction_error"] for r in rows),
                "calibration_tokens": int(windows.numel())}
     group = config.group_size or "per-channel"
     clipped = ", MSE-clipped ranges" if config.clip == "mse" else ""
     return StepReport(
         summary=f"Quantized {len(rows)} layers to {config.bits} bits (group {group}{clipped}) with GPTQ: "
                 f"{metrics['bits_per_weight']:.2f} bits per weight stored.",
-        metrics=metrics, layers=rows, notes=QUANT_NOTES + [GPTQ_NOTE])
+        metrics=metrics, layers=rows, notes=QUANT_NOTES + embedding_notes + [GPTQ_NOTE])

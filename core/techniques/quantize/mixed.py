@@ -24,6 +24,7 @@ from core.techniques.quantize.common import (
     QUANT_NOTES,
     check_bits,
     check_widths,
+    embedding_step,
     size_metrics,
 )
 from core.techniques.quantize.gptq import GPTQ_NOTE, GPTQConfig, gptq_quantize_model
@@ -97,6 +98,8 @@ def apply_mixed_precision(model, config: MixedPrecisionConfig, ctx):
     options, params = storage_options(chosen, config)
     allocate_bits(options, params, config.target_bits)  # an unreachable target fails before any work
     windows = ctx.calibration_windows()
+    # the embedding at the low width, first, so sensitivities and Hessians see it as the result will have it
+    embedding, embedding_notes = yield from embedding_step(model, config, config.bits, ctx.step_index)
     linears = dict(chosen)
     sensitivities = yield from measure_sensitivities(
         config.sensitivity, model, linears, windows[:config.sensitivity_windows], config.levels(),
@@ -117,10 +120,10 @@ def apply_mixed_precision(model, config: MixedPrecisionConfig, ctx):
     for row in rows:
         row["sensitivity"] = sensitivities[row["layer"]]
     mark_quantized(model)
-    metrics = {**size_metrics(rows), "target_bits": config.target_bits,
+    metrics = {**size_metrics(rows), **embedding, "target_bits": config.target_bits,
                **{f"layers_at_{bits}_bits": float(n) for bits, n in counts.items()}}
     group = config.group_size or "per-channel"
-    notes = QUANT_NOTES + [
+    notes = QUANT_NOTES + embedding_notes + [
         f"sensitivity is the {'Fisher-predicted' if config.sensitivity == 'fisher' else 'measured'} increase of "
         f"the calibration loss (nats per token) when only that layer is rounded to each width, on "
         f"{min(config.sensitivity_windows, len(windows))} calibration windows.",

@@ -12,6 +12,8 @@ group per (bits, group size, symmetry) whose targets are the exact layer names).
   are the same layout (checked against compressed-tensors' own decompressor), but transformers
   5.23 + compressed-tensors 0.20 expect an unpacked zero point while loading and refuse them, so
   they are registered as a second format name that does not claim plain-transformers loading.
+  A packed token embedding (:mod:`.packed_embedding`; the embedding is listed among a config group's
+  targets, a tied head among ``ignore``) is not read by transformers either: a third name.
 """
 
 from __future__ import annotations
@@ -27,12 +29,16 @@ from core.errors import ModelLoadError
 from core.models.formats import SavedFormat, mark_format, register_format
 from core.models.loading import _auto_class
 from core.models.module_swap import replace_module
-from core.techniques.quantize.common import ASYMMETRIC_FORMAT_NAME, FORMAT_NAME
+from core.techniques.quantize.common import ASYMMETRIC_FORMAT_NAME, EMBEDDING_FORMAT_NAME, FORMAT_NAME
+from core.techniques.quantize.packed_embedding import PackedEmbedding, TiedPackedHead
 from core.techniques.quantize.packed_linear import PackedLinear
 
 
 def format_name(model: nn.Module) -> str:
-    """The saved format for a model's packed layers: the asymmetric variant if any has zero points."""
+    """The saved format for a model's packed layers: the embedding variant if the token embedding is packed,
+    else the asymmetric variant if any layer has zero points."""
+    if any(isinstance(m, PackedEmbedding) for m in model.modules()):
+        return EMBEDDING_FORMAT_NAME
     asymmetric = any(isinstance(m, PackedLinear) and not m.symmetric for m in model.modules())
     return ASYMMETRIC_FORMAT_NAME if asymmetric else FORMAT_NAME
 
@@ -50,9 +56,9 @@ def quantization_config(model: nn.Module) -> dict:
     groups: dict[tuple, list[str]] = {}
     ignore = []
     for name, module in model.named_modules():
-        if isinstance(module, PackedLinear):
+        if isinstance(module, PackedLinear):  # a PackedEmbedding too: the same buffers, looked up by row
             groups.setdefault((module.bits, module.group_size, module.symmetric), []).append(name)
-        elif isinstance(module, nn.Linear):
+        elif isinstance(module, nn.Linear | TiedPackedHead):  # a tied head is stored as the embedding
             ignore.append(name)
     schemes = {}
     for index, ((bits, group_size, symmetric), names) in enumerate(groups.items()):
@@ -85,6 +91,14 @@ def _read_tensors(folder: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def _tied_head(model: nn.Module) -> str | None:
+    """The name of the output head if the freshly built model ties it to the input embedding."""
+    from core.techniques.quantize.embedding import input_embedding, tied_head_name
+
+    found = input_embedding(model)
+    return tied_head_name(model, found[1]) if found else None
+
+
 def load_packed(folder: Path, task: str):
     """Rebuild the model with PackedLinear layers from a pack-quantized folder (our loader's path)."""
     from transformers import AutoConfig
@@ -101,13 +115,21 @@ def load_packed(folder: Path, task: str):
     dtype = getattr(config, "dtype", None) or torch.float32
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     model = _auto_class(task).from_config(config, dtype=dtype)
+    head = _tied_head(model)
     for group in quant.get("config_groups", {}).values():
         weights = group["weights"]
         for name in group["targets"]:
-            linear = model.get_submodule(name)
-            packed = PackedLinear(linear.in_features, linear.out_features, weights["num_bits"],
-                                  weights.get("group_size") or 0, weights["symmetric"],
-                                  bias=linear.bias is not None, dtype=linear.weight.dtype)
+            module = model.get_submodule(name)
+            scheme = (weights["num_bits"], weights.get("group_size") or 0, weights["symmetric"])
+            if isinstance(module, nn.Embedding):
+                packed = PackedEmbedding(module.num_embeddings, module.embedding_dim, *scheme,
+                                         dtype=module.weight.dtype, padding_idx=module.padding_idx)
+                replace_module(model, name, packed)
+                if head is not None and model.get_input_embeddings() is packed:
+                    replace_module(model, head, TiedPackedHead(packed))
+                continue
+            packed = PackedLinear(module.in_features, module.out_features, *scheme,
+                                  bias=module.bias is not None, dtype=module.weight.dtype)
             replace_module(model, name, packed)
     tensors = _read_tensors(folder)
     result = model.load_state_dict(tensors, strict=False)
@@ -135,3 +157,11 @@ register_format(SavedFormat(
     save=save_packed, load=load_packed, plain_transformers=False,
     notes=["vLLM and compressed-tensors read this layout; transformers 5.23 with compressed-tensors 0.20 "
            "refuses its packed zero points, so load it with this app (or quantize symmetric)."]))
+register_format(SavedFormat(
+    name=EMBEDDING_FORMAT_NAME,
+    description="Weights and the token embedding packed to 2–8 bits with per-group scales "
+                "(compressed-tensors 'pack-quantized' layout; a tied output head shares the embedding's codes).",
+    save=save_packed, load=load_packed, plain_transformers=False,
+    notes=["Load this folder with this app: transformers 5.25 with compressed-tensors 0.20 builds a plain "
+           "embedding and fails on the packed one ('Embedding' object has no attribute 'weight'). Quantize "
+           "with quantize_embedding off for a folder plain transformers reads."]))

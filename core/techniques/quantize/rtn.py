@@ -22,6 +22,7 @@ from core.techniques.quantize.common import (
     QUANT_NOTES,
     WeightQuantConfig,
     check_widths,
+    embedding_step,
     size_metrics,
 )
 from core.techniques.quantize.grid import round_to_grid
@@ -68,14 +69,15 @@ def rtn_quantize_layers(model, chosen: list, bits_of: Callable[[str], int], conf
 def apply_rtn_quantize(model, config: RTNConfig, ctx):
     """Handler: round every target Linear to its grid and replace it with a PackedLinear."""
     chosen = check_widths(model, config.targets, config.ignore, config.group_size)
+    embedding, embedding_notes = yield from embedding_step(model, config, config.bits, ctx.step_index)
     rows = yield from rtn_quantize_layers(model, chosen, lambda _name: config.bits, config, ctx.step_index)
     mark_quantized(model)
-    metrics = size_metrics(rows)
+    metrics = {**size_metrics(rows), **embedding}
     group = config.group_size or "per-channel"
     clipped = " with MSE-clipped ranges" if config.clip == "mse" else ""
     return StepReport(
         summary=f"Rounded {len(rows)} layers to {config.bits} bits (group {group}){clipped}: "
                 f"{metrics['bits_per_weight']:.2f} bits per weight stored.",
         metrics=metrics, layers=rows,
-        notes=QUANT_NOTES + ["weight_mse is each layer's mean squared weight change; RTN ignores how the "
+        notes=QUANT_NOTES + embedding_notes + ["weight_mse is each layer's mean squared weight change; RTN ignores how the "
                              "inputs use the weights, which GPTQ takes into account."])

@@ -15,6 +15,7 @@ from typing import Any
 from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -28,7 +29,8 @@ from PySide6.QtWidgets import (
 )
 
 from core.eval.compare import read_output_folder
-from core.io.export import GGUF_TYPES
+from core.io.gguf_types import GGUF_TYPE_INFO, QUANTIZER_TYPES, estimated_bytes, needs_quantizer
+from core.io.llama_cpp_tools import missing_reason
 from gui.errors import show_error
 from gui.widgets.formatting import format_bytes
 from gui.widgets.labels import heading, rich_label
@@ -76,11 +78,25 @@ class ExportPanel(QWidget):
                                    "tokenizer, recipe, report) to a new folder. It appears only when complete.",
                                    self.save_copy)
         self.gguf_type = QComboBox()
-        for name, text in GGUF_TYPES.items():
+        quantizer_missing = missing_reason("llama-quantize")
+        for name, (text, _bits) in GGUF_TYPE_INFO.items():
             self.gguf_type.addItem(f"{name} — {text}", name)
-            self.gguf_type.setItemData(self.gguf_type.count() - 1, text, Qt.ItemDataRole.ToolTipRole)
-        self.gguf_type.setCurrentIndex(1)
-        self.gguf_type.setToolTip("The number format of the weights in the GGUF file (GGUF quantizes on its own).")
+            index = self.gguf_type.count() - 1
+            self.gguf_type.setItemData(index, text, Qt.ItemDataRole.ToolTipRole)
+            if name in QUANTIZER_TYPES and quantizer_missing:  # greyed out, saying how to get llama.cpp
+                self.gguf_type.model().item(index).setEnabled(False)
+                self.gguf_type.setItemData(index, quantizer_missing, Qt.ItemDataRole.ToolTipRole)
+        self.gguf_type.setCurrentIndex(self.gguf_type.findData("Q8_0"))
+        self.gguf_type.setToolTip("The number format of the weights in the GGUF file, smallest loss first; the "
+                                  "K- and i-quants are made by llama.cpp's own quantizer.")
+        self.gguf_type.currentIndexChanged.connect(lambda _index: self._refresh())
+        self.gguf_imatrix = QCheckBox("Importance matrix from the calibration text")
+        self.gguf_imatrix.setToolTip(
+            "Measure which inputs of every layer carry the most signal on the result's calibration text (llama.cpp's "
+            "imatrix, computed block by block here) and round those weights most carefully. Costs one pass over "
+            "the calibration text; worth it below 5 bits." + (f" Unavailable: {quantizer_missing}"
+                                                             if quantizer_missing else ""))
+        self.gguf_imatrix.setEnabled(not quantizer_missing)
         self.gguf_button = _button("Export GGUF…", "Ctrl+E", "Write one .gguf file for llama.cpp, Ollama or "
                                    "LM Studio, in the format chosen on the left.", self.export_gguf)
         self.gguf_note = QLabel("")
@@ -118,6 +134,7 @@ class ExportPanel(QWidget):
         row.addWidget(self.gguf_type, 1)
         row.addWidget(self.gguf_button)
         gguf_layout.addRow("Weights as", row)
+        gguf_layout.addRow("", self.gguf_imatrix)
         gguf_layout.addRow(self.gguf_note)
         files_box = QGroupBox("Recipe and report")
         files_layout = QHBoxLayout(files_box)
@@ -170,6 +187,8 @@ class ExportPanel(QWidget):
             button.setEnabled(have and not busy)
         self.gguf_button.setEnabled(have and not busy and self.info is not None and not self.info.gguf_problem)
         self.gguf_type.setEnabled(self.gguf_button.isEnabled())
+        self.gguf_imatrix.setEnabled(self.gguf_button.isEnabled() and self.gguf_type.currentData() != "F16"
+                                     and not missing_reason("llama-quantize"))
         self.cancel_button.setEnabled(busy)
         self.progress.setVisible(busy)  # an idle, empty bar looked like a text field to fill in
         self.cancel_button.setVisible(busy)
@@ -185,8 +204,18 @@ class ExportPanel(QWidget):
             f"<b>{escape(str(info.folder))}</b><br>{escape(info.architecture)}, {len(info.files)} files, "
             f"{format_bytes(info.bytes)}.<br>{escape(info.loads_in())}")
         self.folder_label.setToolTip(info.description)
+        self._label_sizes()
         self.gguf_note.setText(f"Does not apply: {info.gguf_problem}" if info.gguf_problem else
-                               "Applies: a Llama-architecture model with plain float layers.")
+                               "Applies: a Llama- or Qwen2-architecture model with plain float layers.")
+
+    def _label_sizes(self) -> None:
+        """Each type's line with its estimated file size, from the result's parameter count."""
+        parameters = (self.run.report.get("after") or {}).get("parameters") if self.run is not None else None
+        for index in range(self.gguf_type.count()):
+            name = self.gguf_type.itemData(index)
+            text = GGUF_TYPE_INFO[name][0]
+            size = f" (about {format_bytes(estimated_bytes(int(parameters), name))})" if parameters else ""
+            self.gguf_type.setItemText(index, f"{name} — {text}{size}")
 
     def open_folder(self, folder: str | Path | None = None) -> Any:
         if folder is None:
@@ -279,6 +308,14 @@ class ExportPanel(QWidget):
         if self.run is None or not self.gguf_button.isEnabled():
             return None
         quant, device = self.gguf_type.currentData(), self.device()
+        imatrix = self.gguf_imatrix.isEnabled() and self.gguf_imatrix.isChecked()
+        if needs_quantizer(quant, imatrix):  # llama.cpp's quantizer, after our importance matrix when asked
+            from core.engine.gguf_job import iter_gguf_export
+
+            return self._export(f"Exporting GGUF {quant}", destination, "Export as GGUF", f"-{quant}.gguf",
+                                "GGUF files (*.gguf)",
+                                lambda folder, target: iter_gguf_export(folder, target, quant, imatrix=imatrix,
+                                                                        device=device, overwrite=True))
         from core.io.export import iter_export_gguf
 
         return self._export(f"Exporting GGUF {quant}", destination, "Export as GGUF", f"-{quant}.gguf",
