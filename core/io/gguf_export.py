@@ -65,18 +65,25 @@ def _check_model(model: Any) -> Any:
     if rope.get("rope_type", rope.get("type", "default")) not in ("default", None):
         raise StudioError(f"GGUF export supports plain rotary embeddings; this model uses {rope.get('rope_type')!r}")
     for name, module in model.named_modules():
-        if (name.endswith(("proj", "lm_head")) and not isinstance(module, torch.nn.Linear)
-                and not hasattr(module, "dequantized_weight")):
+        if name.endswith(("proj", "lm_head")) and not isinstance(module, torch.nn.Linear) and not _on_blocks(module):
             raise StudioError(f"{name} is a {type(module).__name__}, not a float Linear: export to GGUF from the "
                               "float (or pruned) model; GGUF applies its own quantization")
     return config
+
+
+def _on_blocks(module: Any) -> bool:
+    """A packed layer stored as symmetric 4- or 8-bit codes in groups of 32, the shape of llama.cpp's Q4_0 / Q8_0
+    blocks (whether its values are exactly those blocks' is checked when it is written)."""
+    return (hasattr(module, "dequantized_weight") and hasattr(module, "weight_packed")
+            and getattr(module, "group_size", None) == 32 and getattr(module, "symmetric", False)
+            and getattr(module, "bits", None) in (4, 8) and type(module).__name__ == "PackedLinear")
 
 
 def _gridded_weights(model: Any) -> dict[str, torch.Tensor]:
     """Weights already on a quantization grid (packed layers, e.g. quantization-aware training on llama.cpp's
     Q4_0 / Q8_0 blocks), dequantized, by state-dict name."""
     return {f"{name}.weight": module.dequantized_weight() for name, module in model.named_modules()
-            if hasattr(module, "dequantized_weight")}
+            if _on_blocks(module)}
 
 
 def _check_no_second_rounding(name: str, array: np.ndarray, qtype: Any, quant: str) -> None:

@@ -49,7 +49,12 @@ class DistillCausalLMConfig(DistillationChecks, StudentOptions, LossOptions, Tra
 
 
 
-def _windows(ctx, config: DistillCausalLMConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def split_windows(ctx, config) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training, held-out) token windows of the recipe's calibration text, as ``config`` sizes them.
+
+    ``config`` has ``sequence_length`` (0 = the recipe's), ``train_windows`` and ``validation_windows``;
+    the held-out windows are the last ones.
+    """
     data = ctx.recipe.data
     length = config.sequence_length or data.sequence_length
     texts = load_texts(data.calibration, data.text_column)
@@ -83,31 +88,20 @@ def synthetic_windows(teacher, prompts: torch.Tensor, length: int, seed: int, st
     return torch.cat(rows)
 
 
-@register("distill_causal_lm", title="Distillation (causal LM)", family="distillation",
-          summary="Train a smaller student (fewer layers/heads, a model you name, or the pruned model itself) to "
-                  "imitate the teacher's next-token probabilities on text. Streams loss and validation "
-                  "perplexity; checkpoints; resumable.",
-          config=DistillCausalLMConfig, needs=Needs(calibration_data=True, teacher=True, tasks=("causal-lm",)))
-def apply_distill_causal_lm(model, config: DistillCausalLMConfig, ctx):
-    """Handler: build the pair, cut train/validation windows, train with the distillation loss, keep the best."""
-    train_windows, val_windows = _windows(ctx, config)
-    student, teacher, notes = yield from prepare_pair(model, config, ctx, "causal-lm")
+def train_on_windows(student, teacher, train_windows: torch.Tensor, val_windows: torch.Tensor, config, ctx, *,
+                     stage: str, store_name: str):
+    """Generator: train ``student`` on token windows with the distillation loss against ``teacher``.
+
+    The one causal-LM training job (distillation and quantization-aware training share it): seeded
+    shuffled batches, ``causal_lm_loss`` (α, temperature), validation perplexity and KL to the teacher
+    at each evaluation, checkpoints under ``store_name`` (resumable).  Returns (TrainResult, the
+    teacher's validation perplexity); the best evaluated weights are left in ``student``.
+    """
     device = next(student.parameters()).device
-    length = train_windows.shape[1]
-    if config.synthetic != "off":
-        prompts = train_windows[:config.synthetic_samples, :min(config.prompt_tokens, length - 1)]
-        if prompts.shape[0] < config.synthetic_samples:
-            prompts = prompts.repeat((config.synthetic_samples + prompts.shape[0] - 1) // prompts.shape[0], 1)
-            prompts = prompts[:config.synthetic_samples]
-        yield Log(f"The teacher writes {prompts.shape[0]} synthetic windows of {length} tokens")
-        written = yield from synthetic_windows(teacher, prompts, length, ctx.recipe.seed, ctx.step_index)
-        train_windows = written if config.synthetic == "only" else torch.cat([train_windows, written])
-        notes.append(f"Trained on {written.shape[0]} teacher-written windows"
-                     + (" only." if config.synthetic == "only" else " besides the calibration text."))
-    count = train_windows.shape[0]
+    count, length = train_windows.shape
     seed = ctx.recipe.seed + 7919 * (ctx.step_index + 1)
     settings = settings_for(config, count, seed=seed, device=str(device), metric="perplexity",
-                            higher_is_better=False, unit="tokens", stage="Distilling", step_index=ctx.step_index)
+                            higher_is_better=False, unit="tokens", stage=stage, step_index=ctx.step_index)
 
     def batch_at(index: int) -> torch.Tensor:
         return train_windows[shuffled_batch(index, count, config.batch_size, seed)]
@@ -131,8 +125,34 @@ def apply_distill_causal_lm(model, config: DistillCausalLMConfig, ctx):
     yield Log(f"Teacher validation perplexity {teacher_ppl:.3f}; training {settings.total_steps} steps on "
               f"{count} windows of {length} tokens")
     result = yield from train(student, batch_at=batch_at, compute_loss=compute_loss, evaluate=evaluate,
-                              settings=settings, store=checkpoint_store(ctx, "distill"),
+                              settings=settings, store=checkpoint_store(ctx, store_name),
                               resume=bool(getattr(ctx, "resume", False)))
+    return result, teacher_ppl
+
+
+@register("distill_causal_lm", title="Distillation (causal LM)", family="distillation",
+          summary="Train a smaller student (fewer layers/heads, a model you name, or the pruned model itself) to "
+                  "imitate the teacher's next-token probabilities on text. Streams loss and validation "
+                  "perplexity; checkpoints; resumable.",
+          config=DistillCausalLMConfig, needs=Needs(calibration_data=True, teacher=True, tasks=("causal-lm",)))
+def apply_distill_causal_lm(model, config: DistillCausalLMConfig, ctx):
+    """Handler: build the pair, cut train/validation windows, train with the distillation loss, keep the best."""
+    train_windows, val_windows = split_windows(ctx, config)
+    student, teacher, notes = yield from prepare_pair(model, config, ctx, "causal-lm")
+    length = train_windows.shape[1]
+    if config.synthetic != "off":
+        prompts = train_windows[:config.synthetic_samples, :min(config.prompt_tokens, length - 1)]
+        if prompts.shape[0] < config.synthetic_samples:
+            prompts = prompts.repeat((config.synthetic_samples + prompts.shape[0] - 1) // prompts.shape[0], 1)
+            prompts = prompts[:config.synthetic_samples]
+        yield Log(f"The teacher writes {prompts.shape[0]} synthetic windows of {length} tokens")
+        written = yield from synthetic_windows(teacher, prompts, length, ctx.recipe.seed, ctx.step_index)
+        train_windows = written if config.synthetic == "only" else torch.cat([train_windows, written])
+        notes.append(f"Trained on {written.shape[0]} teacher-written windows"
+                     + (" only." if config.synthetic == "only" else " besides the calibration text."))
+    count = train_windows.shape[0]
+    result, teacher_ppl = yield from train_on_windows(student, teacher, train_windows, val_windows, config, ctx,
+                                                      stage="Distilling", store_name="distill")
     first = result.history[0] if result.history else {}
     best = next((h for h in result.history if h["step"] == result.best_step), {})
     metrics = {"steps": result.steps, "best_step": result.best_step or 0, "teacher_val_perplexity": teacher_ppl,

@@ -1,0 +1,204 @@
+"""Quantization-aware training: the fake quantizer is the packing grid, gradients pass straight through,
+the registered step (through the runner) beats plain rounding on the bundled model, and its result reloads
+with the trained logits and exports to GGUF Q4_0 with the trained values."""
+
+from __future__ import annotations
+
+import gguf
+import numpy as np
+import pytest
+import torch
+
+from core.engine.recipe import Recipe
+from core.engine.runner import run_recipe
+from core.errors import RecipeError, StudioError
+from core.events import Metric, drain
+from core.models.loading import load_model
+from core.techniques.quantize import qat as qat_module
+from core.techniques.quantize.fake_quant import gguf_codes, gguf_fake_quantize, int_fake_quantize
+from core.techniques.quantize.grid import dequantize, round_to_grid
+from core.techniques.quantize.packed_linear import PackedLinear
+from core.techniques.quantize.qat_linear import QATLinear
+from tests.conftest import SAMPLE_TEXT
+from tests.helpers import collect
+
+GGUF_TYPES = {"q4_0": gguf.GGMLQuantizationType.Q4_0, "q8_0": gguf.GGMLQuantizationType.Q8_0}
+
+
+def _weight(rows=24, columns=128, seed=0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.randn(rows, columns, generator=generator) * 0.05
+    weight[0, :32] = 0.0  # an all-zero group / block
+    weight[1, 5] = 0.9  # an outlier
+    return weight
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("group", [32, 0])
+def test_fake_quant_forward_is_exactly_the_rtn_dequantized_weight(bits, symmetric, group):
+    weight = _weight()
+    codes, scale, zero = round_to_grid(weight, bits, group, symmetric, dtype=torch.float32)
+    assert torch.equal(int_fake_quantize(weight, scale, zero, bits), dequantize(codes, scale, zero))
+    linear = torch.nn.Linear(128, 24)
+    with torch.no_grad():
+        linear.weight.copy_(weight)
+    layer = QATLinear.from_linear(linear, bits, group, symmetric)
+    assert torch.equal(layer.quantized_weight(), dequantize(codes, scale, zero))
+    assert torch.equal(layer.to_packed().codes(), codes)
+
+
+def test_fake_quant_of_a_gptq_layer_starts_exactly_at_its_weights():
+    weight = _weight()
+    codes, scale, zero = round_to_grid(weight, 3, 32, False, dtype=torch.float32, clip="mse")
+    codes = (codes.int() + torch.randint(-1, 2, codes.shape)).clamp(-4, 3).to(torch.int8)  # GPTQ's are not RTN's
+    linear = torch.nn.Linear(128, 24)
+    packed = PackedLinear.from_linear(linear, codes, scale, zero, 3, 32, False)
+    layer = QATLinear.from_packed(packed)
+    x = torch.randn(3, 128)
+    assert torch.equal(layer(x), packed(x)) and torch.equal(layer.to_packed().codes(), codes)
+
+
+@pytest.mark.parametrize("grid", ["q4_0", "q8_0"])
+def test_gguf_grids_are_llama_cpps_blocks_and_survive_requantizing(grid):
+    weight = _weight()
+    weight[2, 40] = -0.7  # the largest magnitude is negative in this block
+    expected = gguf.quants.dequantize(gguf.quants.quantize(weight.numpy(), GGUF_TYPES[grid]), GGUF_TYPES[grid])
+    codes, scale, _ = gguf_codes(weight, grid)
+    ours = dequantize(codes, scale, None).numpy()
+    assert np.array_equal(ours, expected)
+    assert torch.equal(gguf_fake_quantize(weight, grid), torch.from_numpy(expected))
+    again = gguf.quants.dequantize(gguf.quants.quantize(ours, GGUF_TYPES[grid]), GGUF_TYPES[grid])
+    assert np.array_equal(again, ours)  # no second rounding when exported
+
+
+def test_gradient_passes_straight_through_except_where_clamped():
+    weight = _weight()
+    codes, scale, zero = round_to_grid(weight, 3, 32, True, dtype=torch.float32)
+    moved = weight.clone()
+    moved[1, 5] = 2.0  # far outside its fixed group's range: clamped
+    latent = moved.clone().requires_grad_(True)
+    upstream = torch.randn_like(weight)
+    (int_fake_quantize(latent, scale, zero, 3) * upstream).sum().backward()
+    expected = upstream.clone()
+    expected[1, 5] = 0.0
+    assert torch.equal(latent.grad, expected)
+    latent = weight.clone().requires_grad_(True)
+    (gguf_fake_quantize(latent, "q4_0") * upstream).sum().backward()
+    assert torch.equal(latent.grad, upstream)  # Q4_0's scale is derived from the block: nothing clamps
+
+
+def _tiny_recipe(tiny_llama_dir, text, steps, **evaluation) -> Recipe:
+    return Recipe.from_dict({
+        "name": "qat tiny", "model": {"source": str(tiny_llama_dir)},
+        "data": {"calibration": str(text), "evaluation": str(text), "sequence_length": 16, "calibration_windows": 8},
+        "evaluation": {"max_windows": 4, "kl_to_teacher": False, **evaluation}, "steps": steps})
+
+
+@pytest.fixture
+def text(tmp_path):
+    path = tmp_path / "text.txt"
+    path.write_text((SAMPLE_TEXT + "\n\n") * 3, encoding="utf-8")
+    return path
+
+
+QAT_TINY = {"max_steps": 6, "eval_every": 3, "batch_size": 4, "learning_rate": 0.01, "train_windows": 24,
+            "validation_windows": 4}
+
+
+def _spy_on_conversion(monkeypatch, probe):
+    """Record the model's logits on ``probe`` just before the step converts it to packed layers."""
+    seen = {}
+    real = qat_module.finish_qat
+
+    def finish(model, layers):
+        with torch.no_grad():
+            seen["logits"] = model(probe).logits.clone()
+            seen["weights"] = {name: layer.quantized_weight() for name, layer in layers}
+        return real(model, layers)
+
+    monkeypatch.setattr(qat_module, "finish_qat", finish)
+    return seen
+
+
+@pytest.mark.parametrize("first", [None, "rtn_quantize", "gptq_quantize"])
+def test_saved_result_reloads_with_exactly_the_logits_training_ended_with(monkeypatch, tmp_path, tiny_llama_dir,
+                                                                         text, first):
+    monkeypatch.setattr(PackedLinear, "use_cpu_kernel", False)  # the exact reference path (int4 kernel: bf16)
+    probe = torch.randint(0, 300, (2, 16))
+    seen = _spy_on_conversion(monkeypatch, probe)
+    grid = {"bits": 3, "group_size": 32, "symmetric": False}
+    steps = ([{"technique": first, "params": grid}] if first else []) + [{"technique": "qat", "params": {**grid, **QAT_TINY}}]
+    events, report = collect(run_recipe(_tiny_recipe(tiny_llama_dir, text, steps), tmp_path / "out"))
+    losses = [e.value for e in events if isinstance(e, Metric) and e.name == "loss/total"]
+    assert len(losses) == 6 and report["steps"][-1]["metrics"]["tokens_trained"] == 6 * 4 * 16
+    loaded = load_model(str(tmp_path / "out"))
+    packed = {n: m for n, m in loaded.model.named_modules() if type(m) is PackedLinear}
+    assert set(packed) == set(seen["weights"]) and len(packed) == 14
+    for name, weight in seen["weights"].items():
+        assert torch.equal(packed[name].dequantized_weight(), weight), name
+    with torch.no_grad():
+        assert torch.equal(loaded.model(probe).logits, seen["logits"])
+
+
+def test_training_moves_the_codes_and_lowers_the_loss(monkeypatch, tmp_path, tiny_llama_dir, text):
+    """On the tiny model at 2 bits: the rounded weights change (the STE lets gradients reach them) and the
+    distillation loss falls over the steps."""
+    seen = _spy_on_conversion(monkeypatch, torch.randint(0, 300, (1, 8)))
+    steps = [{"technique": "rtn_quantize", "params": {"bits": 2, "group_size": 32}},
+             {"technique": "qat", "params": {"bits": 2, "group_size": 32, **QAT_TINY, "max_steps": 12,
+                                             "eval_every": 12, "schedule": "constant"}}]
+    events, report = collect(run_recipe(_tiny_recipe(tiny_llama_dir, text, steps), tmp_path / "out"))
+    losses = [e.value for e in events if isinstance(e, Metric) and e.name == "loss/total"]
+    assert np.mean(losses[-3:]) < 0.98 * np.mean(losses[:3]), losses  # measured: 2.90 -> 2.81
+    metrics = report["steps"][1]["metrics"]
+    assert metrics["val_perplexity_best"] < metrics["val_perplexity_start"]
+    rtn = load_model(str(tiny_llama_dir))
+    from core.techniques.quantize.grid import round_to_grid as rtn_round
+
+    name = "model.layers.0.mlp.up_proj"
+    codes, scale, zero = rtn_round(rtn.model.get_submodule(name).weight, 2, 32, True, dtype=torch.float32)
+    assert not torch.equal(seen["weights"][name], dequantize(codes, scale, zero))
+
+
+def test_q4_0_grid_exports_to_gguf_with_exactly_the_trained_values(monkeypatch, tmp_path, tiny_llama_dir, text):
+    from core.io.gguf_export import export_gguf, permute_rotary
+
+    seen = _spy_on_conversion(monkeypatch, torch.randint(0, 300, (1, 8)))
+    params = {"bits": 4, "group_size": 32, "symmetric": True, "grid": "q4_0", **QAT_TINY}
+    drain(run_recipe(_tiny_recipe(tiny_llama_dir, text, [{"technique": "qat", "params": params}]), tmp_path / "out"))
+    loaded = load_model(str(tmp_path / "out"))
+    written = export_gguf(loaded.model, loaded.tokenizer, tmp_path / "qat.gguf", "Q4_0")
+    assert written["types"]["blk.0.ffn_up.weight"] == "Q4_0"
+    reader = gguf.GGUFReader(str(tmp_path / "qat.gguf"))
+    tensors = {t.name: t for t in reader.tensors}
+    config = loaded.model.config
+    for layer in range(config.num_hidden_layers):
+        for hf, name, heads in (("self_attn.q_proj", "attn_q", config.num_attention_heads),
+                                ("self_attn.k_proj", "attn_k", config.num_key_value_heads),
+                                ("mlp.down_proj", "ffn_down", None)):
+            trained = seen["weights"][f"model.layers.{layer}.{hf}"].numpy()
+            if heads:
+                trained = permute_rotary(trained, heads)
+            tensor = tensors[f"blk.{layer}.{name}.weight"]
+            stored = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(trained.shape)
+            assert np.array_equal(stored, trained), (layer, name)
+    # a packed result on another grid would be rounded a second time: refused
+    steps = [{"technique": "qat", "params": {**params, "grid": "int"}}]  # same bits and blocks, min-max scales
+    drain(run_recipe(_tiny_recipe(tiny_llama_dir, text, steps), tmp_path / "rtn"))
+    rtn = load_model(str(tmp_path / "rtn"))
+    with pytest.raises(StudioError, match="second rounding"):
+        export_gguf(rtn.model, rtn.tokenizer, tmp_path / "rtn.gguf", "Q4_0")
+    assert not (tmp_path / "rtn.gguf").exists()
+
+
+def test_bad_settings_are_refused_with_what_to_choose(tmp_path, tiny_llama_dir, text):
+    from core.techniques.quantize.qat import QATConfig
+
+    with pytest.raises(RecipeError, match="set bits 4, group_size 32 and symmetric true"):
+        QATConfig(grid="q4_0", bits=4, group_size=64).validate()
+    steps = [{"technique": "rtn_quantize", "params": {"bits": 4, "group_size": 32}},
+             {"technique": "qat", "params": {"bits": 4, "group_size": 32, "grid": "q4_0", **QAT_TINY}}]
+    with pytest.raises(RecipeError, match="put QAT with this grid first"):
+        drain(run_recipe(_tiny_recipe(tiny_llama_dir, text, steps), tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
