@@ -324,3 +324,39 @@ def test_the_apps_preset_on_a_three_class_csv_saves_a_classifier_plain_transform
     with torch.no_grad():
         assert torch.allclose(model(**encoded).logits, ours.model(**encoded).logits, atol=1e-5)
 
+
+
+def _distilled_report(teacher_accuracy: float, student_accuracy: float, original_accuracy: float = 0.34):
+    """A classification run report as the runner writes it: the original (an untrained head), a fine-tuned
+    teacher and a distilled student, scored on 100 test examples of three balanced classes."""
+    per_class = {name: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": s}
+                 for name, s in (("a", 34), ("b", 33), ("c", 33))}
+
+    def scores(accuracy):
+        return {"accuracy": accuracy, "macro_f1": accuracy - 0.01, "examples": 100, "per_class": per_class}
+
+    return {"task": "sequence-classification", "before": {"classification": scores(original_accuracy)},
+            "after": {"classification": scores(student_accuracy)},
+            "steps": [{"technique": "train_classifier", "metrics": {"test_accuracy": teacher_accuracy}},
+                      {"technique": "distill_classifier",
+                       "metrics": {"test_accuracy": student_accuracy, "teacher_test_accuracy": teacher_accuracy,
+                                   "teacher_test_macro_f1": teacher_accuracy - 0.02,
+                                   "teacher_test_per_class": per_class}}]}
+
+
+def test_compare_and_verdict_judge_the_student_against_the_fine_tuned_teacher_not_the_untrained_original():
+    from core.eval.compare import compare_rows
+    from core.eval.verdict import report_verdict
+
+    report = _distilled_report(teacher_accuracy=0.95, student_accuracy=0.70)
+    rows = {row.key: row for row in compare_rows(report)}
+    assert rows["accuracy"].teacher == 0.95 and rows["accuracy"].student == 0.70
+    assert rows["macro_f1"].teacher == pytest.approx(0.93)
+    assert "fine-tuned model the student learnt from" in rows["accuracy"].explanation
+    # 95% -> 70% on 100 examples is a real loss; against the untrained original (34%) it would read "better"
+    assert report_verdict(report).level == "noticeably worse"
+    # without a distillation step, the teacher side is the run's original
+    alone = _distilled_report(0.95, 0.70)
+    alone["steps"] = alone["steps"][:1]
+    rows = {row.key: row for row in compare_rows(alone)}
+    assert rows["accuracy"].teacher == 0.34 and "fine-tuned" not in rows["accuracy"].explanation

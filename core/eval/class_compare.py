@@ -70,6 +70,22 @@ def _teacher(report: dict[str, Any]) -> tuple[str, str, dict[str, Any] | None, l
             before.get("confusion_matrix"))
 
 
+def teacher_scores(report: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The teacher side's headline classification scores (accuracy, macro_f1, …) and a sentence on whose they are.
+
+    With a distillation step that scored its teacher, the teacher is that fine-tuned model (the run's original
+    only had a head of its own, not trained on these labels); otherwise the run's original model."""
+    for step in reversed(report.get("steps") or []):
+        metrics = step.get("metrics") if isinstance(step, dict) else None
+        if isinstance(metrics, dict) and isinstance(metrics.get("teacher_test_accuracy"), (int, float)):
+            scores = {key.removeprefix("teacher_test_"): value for key, value in metrics.items()
+                      if key.startswith("teacher_test_")}
+            return scores, (" The teacher's accuracy is that of the fine-tuned model the student learnt from "
+                            "(scored by the distillation step on the same test split), not of the original "
+                            "before it was trained on these labels.")
+    return dict((report.get("before") or {}).get("classification") or {}), ""
+
+
 def class_comparison(report: dict[str, Any] | None) -> ClassComparison | None:
     """The per-class comparison of a run report, or None when the result has no per-class scores."""
     after = ((report or {}).get("after") or {}).get("classification") or {}

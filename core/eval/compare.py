@@ -25,6 +25,7 @@ from typing import Any
 
 from core.data.task_rows import TASKS
 from core.errors import StudioError
+from core.eval.class_compare import teacher_scores
 from core.eval.size_baseline import OriginalSize, is_smaller, original_size, size_change_words
 
 NOT_MEASURED = "not measured"
@@ -165,10 +166,10 @@ def compare_rows(report: dict[str, Any]) -> list[CompareRow]:
                                "switch on 'Measure perplexity' in the evaluation settings and run again"))
     else:
         hint = "choose a labelled dataset on the Pipeline page and run again"
+        teacher, whose = teacher_scores(report)
         for key, label in (("accuracy", "Accuracy"), ("macro_f1", "Macro F1")):
-            rows.append(CompareRow(key, label, "", _get(before, "classification", key),
-                                   _get(after, "classification", key), "higher",
-                                   "On the held-out part of the labelled data; higher is better.", hint))
+            rows.append(CompareRow(key, label, "", _get(teacher, key), _get(after, "classification", key), "higher",
+                                   "On the held-out part of the labelled data; higher is better." + whose, hint))
     kl = _get(comparison, "kl_per_token")
     rows.append(CompareRow("kl_to_teacher", "KL to the teacher", "nats/token", 0.0 if kl is not None else None, kl,
                            "lower", KL_EXPLANATION + " The teacher is 0 by definition.",

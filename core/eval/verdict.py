@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from core.eval.class_compare import teacher_scores
 from core.eval.compare import TaskRow, task_rows
 
 BETTER = "better"
@@ -257,15 +258,16 @@ def quality_verdict(perplexity_before: float | None = None, perplexity_after: fl
 def _classification_measure(report: dict[str, Any]) -> TaskMeasure | None:
     """A classifier's labelled test accuracy as a task: error bars from the binomial standard error
     sqrt(p(1-p)/n) of each side (independent, as the per-example answers are not kept), guessing = always
-    answering the most common label (or 1 / number of labels if that is higher)."""
-    before = (report.get("before") or {}).get("classification") or {}
+    answering the most common label (or 1 / number of labels if that is higher).  The teacher side is the
+    fine-tuned teacher a distillation step learnt from, where there is one (:func:`teacher_scores`)."""
+    teacher, _whose = teacher_scores(report)
     after = (report.get("after") or {}).get("classification") or {}
-    b, a = _finite(before.get("accuracy")), _finite(after.get("accuracy"))
-    n = before.get("examples")
+    b, a = _finite(teacher.get("accuracy")), _finite(after.get("accuracy"))
+    n = after.get("examples")
     if b is None or a is None or not isinstance(n, int) or n < 1:
         return None
     b_err, a_err = math.sqrt(b * (1 - b) / n), math.sqrt(a * (1 - a) / n)
-    support = [c.get("support", 0) for c in (before.get("per_class") or {}).values() if isinstance(c, dict)]
+    support = [c.get("support", 0) for c in (after.get("per_class") or {}).values() if isinstance(c, dict)]
     chance = max([1 / len(support), max(support) / n]) if support and sum(support) == n else None
     return TaskMeasure("the labelled test set", b, a, math.hypot(b_err, a_err), chance, b_err)
 
