@@ -220,9 +220,10 @@ def main() -> int:
         print(f"Speed against lm-eval, first {args.speed_limit} questions per task:", flush=True)
         with tempfile.TemporaryDirectory() as folder:
             speed = speed_rows(tasks, args.speed_limit, Path(folder))
+    if args.resume:
+        args.limit = 0  # every question, in kept chunks
     print(f"Accuracy, {args.limit or 'all'} questions per task:", flush=True)
     if args.resume:
-        args.limit = 0
         progress = Progress(Path(__file__).resolve().parent / "results" / "progress" / f"{args.name}.json",
                             scoring_code_hash())
         rows = [score_model_resumable(name, tasks, progress, args.chunk) for name in models]
