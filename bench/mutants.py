@@ -24,6 +24,7 @@ QUALITY = "tests/test_technique_quality.py"
 CONVENTION = "tests/test_perplexity_convention.py"
 TASK_ACC = "tests/test_task_accuracy.py"
 TASK_DATA = "tests/test_task_data.py"
+EMBEDDING = "tests/test_quant_embedding.py"
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,15 @@ MUTANTS = [
     Mutant("mixed precision ignores the measured sensitivities", "core/techniques/quantize/mixed.py",
            "(sensitivities or {}).get(name, {}).get(bits, 0.0))", "0.0)",
            (f"{QUALITY}::test_mixed_precision_beats_uniform_at_the_same_size",)),
+    Mutant("the token embedding left in float", "core/techniques/quantize/common.py",
+           "    if not config.quantize_embedding:\n        return", "    if True:\n        return",
+           (EMBEDDING,)),
+    Mutant("embedding rows dequantized with another row's scales", "core/techniques/quantize/packed_embedding.py",
+           "self.weight_scale[flat]", "self.weight_scale[flat.roll(1)]",
+           (EMBEDDING,)),
+    Mutant("a tied head not tied to the packed embedding", "core/techniques/quantize/embedding.py",
+           "        replace_module(model, head, TiedPackedHead(packed))\n", "        pass\n",
+           (EMBEDDING,)),
     Mutant("classifier distillation with a zeroed teacher", "core/techniques/distill/classify.py",
            "out = teacher(**_collate([train_ids[i] for i in missing], pad_id, device)).logits.float()",
            "out = 0 * teacher(**_collate([train_ids[i] for i in missing], pad_id, device)).logits.float()",

@@ -383,10 +383,56 @@ def estimates() -> str:
               f"{settings['time_band']:.0f}×; **✗** marks a miss.{capped}{skipped}\n")
 
 
+MODEL_TITLES = {"smollm2": "SmolLM2-135M (Llama, bundled)", "qwen2": "random Qwen2 (tied, 49k vocabulary)"}
+
+
+def models() -> str:
+    """Issue 20: every technique on two model families, both perplexity conventions, sizes, the shape error."""
+    result = load("models")
+    rows = result["rows"]
+    body, errors, notes = [], [], []
+    for row in rows:
+        title = MODEL_TITLES.get(row["model"], row["model"])
+        if "error" in row:
+            when = "before loading" if row["before_loading"] else "**after loading**"
+            errors.append(f"- {title}, {row['row']}: refused {when}, {row['error_after_s']:.1f} s into the run, "
+                          f"nothing written: “{row['error']}”")
+            continue
+        size = f"{row['disk_bytes'] / 1e6:.1f}"
+        if row["row"] == "original":
+            versus = f"source ({row['source_bytes'] / 1e6:.1f} MB file)"
+        else:
+            change = row["disk_bytes"] / row["compared_bytes"] - 1
+            versus = f"{change:+.0%} vs {'16-bit' if row['compared_bytes'] != row['source_bytes'] else 'source'}"
+            if not row["smaller_than_source_file"]:
+                versus += f" (**larger than the {row['source_bytes'] / 1e6:.0f} MB source file**)"
+        embedding = "—" if row["row"] in ("original", "Wanda 50%") else ("yes" if row["embedding_quantized"] else "no")
+        body.append([title, row["row"], size, versus, embedding, ppl(row["ppl_transformers"]),
+                     ppl(row["ppl_llama_cpp"]), f"{row['reference_gap']:.0e}"])
+    first = {r["model"]: r for r in rows}
+    for key, row in first.items():
+        notes.append(f"{MODEL_TITLES.get(key, key)}: {row['parameters'] / 1e6:.1f} M parameters, of which the "
+                     f"embedding {row['embedding_parameters'] / 1e6:.1f} M ({row['embedding_share']:.0%}); 16-bit size "
+                     f"{row['bytes_as_16bit'] / 1e6:.1f} MB.")
+    settings = result["settings"]
+    problems = settings.get("problems") or []
+    text = (source_line(["models"], ["bench/bench_models.py"])
+            + table(["model", "result", "MB on disk", "size", "embedding quantized", "perplexity (transformers)",
+                     "perplexity (llama.cpp)", "largest gap to the independent computation"], body)
+            + "\n" + "\n".join(f"- {n}" for n in notes) + "\n" + "\n".join(errors) + "\n"
+            + f"\nPerplexity on {settings['windows']} windows of {settings['sequence_length']} tokens "
+              f"({settings['evaluation']}); GPTQ calibrated on {settings['calibration_windows']} windows. "
+            + ("Every check held (independent computations within 0.1%, reloaded = in-memory, every quantized row "
+               "smaller than what it is compared with, shape errors before loading)." if not problems
+               else "Checks that failed: " + "; ".join(problems) + ".") + "\n")
+    return text
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
     "baseline": baseline, "prune": prune, "prune-peers": prune_peers, "structured": structured, "quant": quant,
     "quant-ingredients": quant_ingredients, "quant-peers": quant_peers, "decode": decode, "lowrank": lowrank,
     "distill": distill, "classify": classify, "tasks": tasks, "tasks-speed": tasks_speed, "estimates": estimates,
+    "models": models,
 }
 
 

@@ -69,15 +69,15 @@ def test_gptq_4bit_keeps_every_parameter_and_packs_only_the_targeted_linears():
     est = _estimate(_recipe("gptq_quantize", source="bundled:smollm2-135m", bits=4, group_size=64, symmetric=False))
     assert est.output_parameters == SUMMARY.parameters  # quantization removes no parameter
     linears = [r for r in SUMMARY.layers if r.kind == "Linear"]
-    table = [r for r in SUMMARY.layers if r.kind == "Embedding"]  # quantize_embedding is on by default
+    table = [r for r in SUMMARY.layers if r.kind == "Embedding"]  # quantize_embedding on, 8 bits by default
     packed = sum(packed_storage_bytes(r.shape[1], r.shape[0], 4, 64, False, scale_bytes=4) for r in linears)
-    packed_table = sum(packed_storage_bytes(r.shape[1], r.shape[0], 4, 64, False, scale_bytes=4) for r in table)
+    packed_table = sum(packed_storage_bytes(r.shape[1], r.shape[0], 8, 64, False, scale_bytes=4) for r in table)
     rest = (SUMMARY.parameters - sum(r.params for r in linears + table)) * 2  # norms saved as bfloat16
     assert est.output_bytes == pytest.approx(packed + packed_table + rest, rel=0.001)
     off = _estimate(_recipe("gptq_quantize", source="bundled:smollm2-135m", bits=4, group_size=64, symmetric=False,
                             quantize_embedding=False))
     assert off.output_bytes - est.output_bytes == pytest.approx(
-        sum(r.params * 2 - packed_storage_bytes(r.shape[1], r.shape[0], 4, 64, False, 4) for r in table), rel=0.001)
+        sum(r.params * 2 - packed_storage_bytes(r.shape[1], r.shape[0], 8, 64, False, 4) for r in table), rel=0.001)
     linear_bf16 = sum(r.params for r in linears) * 2
     assert packed / linear_bf16 == pytest.approx(4.5625 / 16, rel=0.01)  # about 4/16 of their bytes, + scales
     assert "4-bit packed (GPTQ)" in est.output_dtype and "bfloat16 for the rest" in est.output_dtype

@@ -6,8 +6,9 @@ SmolLM2-135M (real weights, 4 windows of 256 tokens): the folder shrinks by the 
 with the in-memory perplexity, and the perplexity cost is bounded; GGUF export writes token_embd quantized
 and the file reloads in our loader with close logits.
 
-Measured (SmolLM2-135M, RTN 4-bit g64, 4 windows of 256 tokens of the bundled evaluation text): perplexity
-of the result 22.1 with the embedding quantized against 21.5 without (+2.8%); the folder 40.5 MB smaller.
+Measured (SmolLM2-135M, RTN 4-bit g64, 4 windows of 256 tokens of the bundled evaluation text): without the
+embedding quantized 24.77; with it at 4 bits 32.38 (+31%: the tied table is also the output head, which is why
+the default is 8 bits, as llama.cpp keeps a tied head); at 8 bits (the default) see the assertion below.
 """
 
 from __future__ import annotations
@@ -81,13 +82,15 @@ def tied_llama_dir(tmp_path, tiny_tokenizer):
     return folder
 
 
-@pytest.mark.parametrize("technique", ["rtn_quantize", "gptq_quantize"])
+@pytest.mark.parametrize("technique,table_bits", [("rtn_quantize", None), ("gptq_quantize", 4)])
 def test_tied_head_stays_one_quantized_tensor_and_reloads_with_equal_logits(tmp_path, tied_llama_dir, text_file,
-                                                                            technique):
-    _, report = run_step(tmp_path, tied_llama_dir, text_file, technique, {"bits": 4, "group_size": 32})
+                                                                            technique, table_bits):
+    params = {"bits": 4, "group_size": 32, **({"embedding_bits": table_bits} if table_bits else {})}
+    _, report = run_step(tmp_path, tied_llama_dir, text_file, technique, params)
     metrics = report["steps"][0]["metrics"]
     assert metrics["embedding_quantized"] == 1.0 and metrics["head_tied"] == 1.0
-    assert metrics["embedding_bits"] == pytest.approx(4 + 32 / 32, abs=0.01)  # fp32 scale per 32 values
+    # 8 bits by default (4 when asked) + one fp32 scale per 32 values
+    assert metrics["embedding_bits"] == pytest.approx((table_bits or 8) + 32 / 32, abs=0.01)
     folder = tmp_path / "out"
     with safe_open(str(folder / "model.safetensors"), "pt") as saved:
         keys = set(saved.keys())
@@ -170,6 +173,9 @@ def test_gguf_export_writes_a_tied_qwen2_with_its_biases(tmp_path, tiny_tokenize
     with torch.no_grad():
         difference = (load_model(str(path)).model(ids).logits - model(ids).logits).abs().max()
     assert difference < 0.03
+    # in a Q4_0 file the tied token_embd is also the output head: Q8_0, as llama-quantize writes it
+    tensors = read_gguf_summary(export_gguf(model, tiny_tokenizer, tmp_path / "q4.gguf", "Q4_0")["path"])["tensors"]
+    assert tensors["token_embd.weight"]["type"] == "Q8_0" and tensors["blk.0.ffn_up.weight"]["type"] == "Q4_0"
 
 
 # ------------------------------------------------------------------------------ real weights
@@ -196,10 +202,10 @@ def test_real_model_embedding_on_is_smaller_by_its_share_and_costs_little(tmp_pa
     # the saved folder shrinks by the table's bfloat16 bytes less its packed bytes (codes + scales)
     saved = off["after"]["bytes_on_disk"] - on["after"]["bytes_on_disk"]
     assert saved == pytest.approx(table * 2 - table * metrics["embedding_bits"] / 8, rel=0.01)
-    assert saved > 0.25 * off["after"]["bytes_on_disk"]  # SmolLM2: the table is a third of the 4-bit folder
+    assert saved > 0.2 * off["after"]["bytes_on_disk"]  # SmolLM2: 8-bit rows instead of 16 save a fifth
     # the perplexity cost of 4-bit rows, measured: bounded, and not free
     ppl_on, ppl_off = on["after"]["perplexity"]["perplexity"], off["after"]["perplexity"]["perplexity"]
-    assert 1.0 < ppl_on / ppl_off < 1.06, (ppl_on, ppl_off)
+    assert abs(ppl_on / ppl_off - 1) < 0.01, (ppl_on, ppl_off)
     # the folder reloads in our loader and scores what the in-memory result scored, on the same windows
     loaded = load_model(str(tmp_path / "on"))
     assert isinstance(loaded.model.model.embed_tokens, PackedEmbedding)

@@ -185,7 +185,8 @@ def _quantize_packed(layers: list[Layer], config: Any, ctx: Context, bits_of: Ca
         layer.forward_cost = packed_forward_cost(bits, group, ctx.machine.device)
     embedding = next((layer for layer in layers if layer.kind == "Embedding"), None)
     if getattr(config, "quantize_embedding", False) and embedding is not None:  # the token table, packed too
-        embedding.stored_bits = packed_bits(embedding, bits_of(embedding), group, symmetric, ctx.compute_bytes)
+        embedding.stored_bits = packed_bits(embedding, int(getattr(config, "embedding_bits", 8)), group, symmetric,
+                                            ctx.compute_bytes)
     return chosen
 
 

@@ -11,8 +11,10 @@ adds its q/k/v biases (``blk.N.attn_q.bias`` …, F32).
 
 Types: norms stay F32; every 2-D weight (embeddings and output head included) is written as the
 chosen type, F16, Q8_0 or Q4_0 (``gguf.quants``), as llama.cpp's ``llama-quantize`` does for these
-types; ``quantize_embedding=False`` keeps ``token_embd`` (and with it a tied output head, which llama.cpp
-reads from ``token_embd``) in F16, like its ``--token-embedding-type f16``.  A tensor whose rows are
+types, with llama.cpp's exception for a tied head: a ``token_embd`` that is also the output head (no
+``output.weight``) is written Q8_0 in a Q4_0 file, as ``llama-quantize`` gives the output tensor 6 to 8 bits
+(Q8_0 when the width is not a multiple of 256, else Q6_K, which this writer does not make);
+``quantize_embedding=False`` keeps ``token_embd`` in F16, like its ``--token-embedding-type f16``.  A tensor whose rows are
 not a multiple of the 32-value block falls back to F16.  Layers that arrive already quantized (packed layers with a
 ``dequantized_weight()``, e.g. quantization-aware training on llama.cpp's Q4_0 / Q8_0 grid) are
 written from their dequantized values only if the chosen type reproduces them exactly (checked per
@@ -247,7 +249,15 @@ def _write_file(writer: Any, model: Any, tokenizer: Any, config: Any, quant: str
         _write_tokenizer(writer, tokenizer, vocab_rows, pre)
         types: dict[str, str] = {}
         gridded = {_gguf_name(k) for k in _gridded_weights(model)}
-        for tensor_name, array, is_weight in _tensors(model, config):
+        tensors = _tensors(model, config)
+        tied = not any(tensor_name == "output.weight" for tensor_name, _, _ in tensors)
+        for tensor_name, array, is_weight in tensors:
+            if tensor_name == "token_embd.weight" and tied and quant == "Q4_0" and quantize_embedding \
+                    and not array.shape[-1] % block:  # also the output head: llama.cpp gives it 8 bits
+                q8 = gguf.GGMLQuantizationType.Q8_0
+                writer.add_tensor(tensor_name, gguf.quants.quantize(array, q8), raw_dtype=q8)
+                types[tensor_name] = "Q8_0"
+                continue
             if tensor_name in gridded:
                 if quant == "F16" or array.shape[-1] % block:
                     raise StudioError(f"{tensor_name} is already quantized: export it as Q4_0 or Q8_0 (the grid it "

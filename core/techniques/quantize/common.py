@@ -9,7 +9,12 @@ from torch import nn
 from core.engine.params import param
 from core.engine.targets import DEFAULT_IGNORE, DEFAULT_TARGETS, check_targets, select_linears
 from core.errors import RecipeError
-from core.techniques.quantize.embedding import EMBEDDING_HELP, check_embedding, quantize_embedding
+from core.techniques.quantize.embedding import (
+    EMBEDDING_BITS_HELP,
+    EMBEDDING_HELP,
+    check_embedding,
+    quantize_embedding,
+)
 from core.techniques.quantize.grid import check_group_size
 
 BITS_HELP = "Bits per weight, 2 to 8. 4 is the usual choice; 8 is nearly lossless; 3 and 2 lose quality fast."
@@ -61,10 +66,16 @@ class WeightQuantConfig:
     ignore: list[str] = param(list(DEFAULT_IGNORE), "Layer name patterns never quantized (the output head by default).",
                               label="Layers to skip (patterns)", expert=True)
     quantize_embedding: bool = param(True, EMBEDDING_HELP, label="Quantize the token embedding too")
+    embedding_bits: int = param(8, EMBEDDING_BITS_HELP, label="Bits for the token embedding", expert=True)
 
     def validate(self) -> None:
         """Reject settings that cannot work (RecipeError naming what to choose instead)."""
         check_bits(self.bits)
+        if self.quantize_embedding:
+            try:
+                check_bits(self.embedding_bits)
+            except RecipeError as exc:
+                raise RecipeError(f"embedding_bits: {exc}") from None
         check_group_setting(self.group_size)
         check_targets(self.targets, self.ignore)
 
@@ -75,13 +86,14 @@ class WeightQuantConfig:
             check_embedding(model, self.group_size)
 
 
-def embedding_step(model: nn.Module, config: WeightQuantConfig, bits: int, step_index: int | None):
-    """Quantize the embedding (and a tied head) when the config asks: (metrics, notes); a generator."""
+def embedding_step(model: nn.Module, config: WeightQuantConfig, step_index: int | None):
+    """Quantize the embedding (and a tied head) at ``embedding_bits`` when the config asks: (metrics, notes);
+    a generator."""
     if not config.quantize_embedding:
         return {"embedding_quantized": 0.0}, ["The token embedding was left in full precision "
                                               "(quantize_embedding is off)."]
     check_embedding(model, config.group_size)
-    metrics, note = yield from quantize_embedding(model, bits, config.group_size, config.symmetric, config.clip,
+    metrics, note = yield from quantize_embedding(model, config.embedding_bits, config.group_size, config.symmetric, config.clip,
                                                   step_index)
     return metrics, [note]
 

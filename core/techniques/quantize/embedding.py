@@ -1,7 +1,8 @@
 """Quantizing the token embedding (and a tied output head) in the packed steps (RTN, GPTQ, mixed).
 
 The embedding is rounded to the nearest grid point, per row and group of ``group_size`` hidden values,
-at the step's bit width, symmetry and range search; GPTQ has nothing to add here (an embedding is looked
+at ``embedding_bits`` (8 by default: llama.cpp too keeps a tied token_embd at Q8_0/Q6_K whatever the file
+type, since it is also the output head) with the step's symmetry and range search; GPTQ has nothing to add here (an embedding is looked
 up, not multiplied by activations, so there is no Hessian for its rows).  It is quantized before the
 Linear layers, so calibration (GPTQ's Hessians, sensitivities) sees the embedding the result will have.
 A head tied to the embedding is the same quantized matrix (:class:`TiedPackedHead`); an untied head is
@@ -19,11 +20,14 @@ from core.models.module_swap import replace_module
 from core.techniques.quantize.grid import check_group_size
 from core.techniques.quantize.packed_embedding import PackedEmbedding, TiedPackedHead
 
-EMBEDDING_HELP = ("Also store the token embedding (the table of one vector per vocabulary entry) in the "
-                  "same bits, and the output head with it when the model ties the two. On models with a "
-                  "big vocabulary that table is a large share of the weights (SmolLM2-135M: 21%; some "
-                  "models over half), so leaving it in 16 bits leaves the file much bigger. Rounded to "
-                  "the nearest level per group of values; the perplexity cost is measured in the README.")
+EMBEDDING_HELP = ("Also store the token embedding (the table of one vector per vocabulary entry) in few bits, "
+                  "and the output head with it when the model ties the two. On models with a big vocabulary "
+                  "that table is a large share of the weights (SmolLM2-135M: 21%; some models over half), so "
+                  "leaving it in 16 bits leaves the file much bigger. Rounded to the nearest level per group "
+                  "of values; the perplexity cost is measured in the README.")
+EMBEDDING_BITS_HELP = ("Bits per value of the token embedding (and a tied output head), 2 to 8. 8 by default, as "
+                       "llama.cpp keeps a tied head at 8 (or 6) bits: on SmolLM2-135M an 8-bit table cost almost "
+                       "nothing, a 4-bit one about +30% perplexity, because the head decides every next token.")
 
 
 def input_embedding(model: nn.Module) -> tuple[str, nn.Module] | None:

@@ -249,7 +249,7 @@ def apply_gptq_quantize(model, config: GPTQConfig, ctx):
     check_widths(model, config.targets, config.ignore, config.group_size)  # before any calibration work
     windows = ctx.calibration_windows()
     # the embedding first, so the Hessians are gathered on the inputs the quantized model will see
-    embedding, embedding_notes = yield from embedding_step(model, config, config.bits, ctx.step_index)
+    embedding, embedding_notes = yield from embedding_step(model, config, ctx.step_index)
     rows = yield from gptq_quantize_model(model, windows, lambda _name: config.bits, config, ctx.device,
                                           ctx.step_index)
     mark_quantized(model)

@@ -98,8 +98,8 @@ def apply_mixed_precision(model, config: MixedPrecisionConfig, ctx):
     options, params = storage_options(chosen, config)
     allocate_bits(options, params, config.target_bits)  # an unreachable target fails before any work
     windows = ctx.calibration_windows()
-    # the embedding at the low width, first, so sensitivities and Hessians see it as the result will have it
-    embedding, embedding_notes = yield from embedding_step(model, config, config.bits, ctx.step_index)
+    # the embedding first, so sensitivities and Hessians see it as the result will have it
+    embedding, embedding_notes = yield from embedding_step(model, config, ctx.step_index)
     linears = dict(chosen)
     sensitivities = yield from measure_sensitivities(
         config.sensitivity, model, linears, windows[:config.sensitivity_windows], config.levels(),

@@ -69,7 +69,7 @@ def rtn_quantize_layers(model, chosen: list, bits_of: Callable[[str], int], conf
 def apply_rtn_quantize(model, config: RTNConfig, ctx):
     """Handler: round every target Linear to its grid and replace it with a PackedLinear."""
     chosen = check_widths(model, config.targets, config.ignore, config.group_size)
-    embedding, embedding_notes = yield from embedding_step(model, config, config.bits, ctx.step_index)
+    embedding, embedding_notes = yield from embedding_step(model, config, ctx.step_index)
     rows = yield from rtn_quantize_layers(model, chosen, lambda _name: config.bits, config, ctx.step_index)
     mark_quantized(model)
     metrics = {**size_metrics(rows), **embedding}
