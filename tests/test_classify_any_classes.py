@@ -353,6 +353,7 @@ def test_compare_and_verdict_judge_the_student_against_the_fine_tuned_teacher_no
     assert rows["accuracy"].teacher == 0.95 and rows["accuracy"].student == 0.70
     assert rows["macro_f1"].teacher == pytest.approx(0.93)
     assert "fine-tuned model the student learnt from" in rows["accuracy"].explanation
+    assert "kl_to_teacher" not in rows  # a classifier has no KL measure to advise switching on
     # 95% -> 70% on 100 examples is a real loss; against the untrained original (34%) it would read "better"
     assert report_verdict(report).level == "noticeably worse"
     # without a distillation step, the teacher side is the run's original

@@ -98,7 +98,7 @@ def _saved(tmp_path, report):
 
 
 def _cell(table, row, header):
-    headers = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
+    headers = [" ".join(table.horizontalHeaderItem(c).text().split()) for c in range(table.columnCount())]
     return table.item(row, headers.index(header)).text()
 
 
@@ -138,7 +138,7 @@ def test_compare_without_a_distillation_step_compares_with_the_original(qtbot, t
     qtbot.addWidget(panel)
     panel.set_run(_saved(tmp_path, _classifier_report(distilled=False)))
     table = panel.classes.table
-    assert table.horizontalHeaderItem(2).text() == "Original precision"
+    assert table.horizontalHeaderItem(2).text() == "Original\nprecision"
     assert _cell(table, 0, "Original recall") == "1.000" and _cell(table, 1, "Original F1") == "0.000"
     assert "No class got worse" in panel.classes.sentence.text()
 
@@ -154,3 +154,28 @@ def test_compare_hides_the_class_section_for_a_language_model(qtbot, tmp_path):
     report["task"] = "causal-lm"
     panel.set_run(_saved(tmp_path, report))
     assert panel.classes.isHidden()
+
+
+def test_compare_at_1024_gives_class_names_room_and_stacks_the_matrices(qtbot, tmp_path):
+    """At 1024×700 the class names were cut to "anim…" by wide one-line headers, and the five-class
+    confusion matrices side by side hid their last columns behind a scroll bar."""
+    from PySide6.QtWidgets import QBoxLayout
+
+    from gui.screens.compare.panel import ComparePanel
+
+    panel = ComparePanel()
+    qtbot.addWidget(panel)
+    panel.resize(1024 - 130, 700)  # the page's share of a 1024-px window beside the step list
+    panel.set_run(_saved(tmp_path, _classifier_report()))
+    panel.show()
+    qtbot.waitExposed(panel)
+    section, table = panel.classes, panel.classes.table
+    names = [table.item(r, 0).text() for r in range(table.rowCount())]
+    widest = max(table.fontMetrics().horizontalAdvance(name) for name in names)
+    assert table.columnWidth(0) > widest + 8
+    assert section.matrices.direction() == QBoxLayout.Direction.TopToBottom
+    matrix = section.student_confusion
+    assert not matrix.horizontalScrollBar().isVisible()
+    panel.resize(1600, 1000)
+    qtbot.wait(50)
+    assert section.matrices.direction() == QBoxLayout.Direction.LeftToRight

@@ -171,9 +171,16 @@ def compare_rows(report: dict[str, Any]) -> list[CompareRow]:
             rows.append(CompareRow(key, label, "", _get(teacher, key), _get(after, "classification", key), "higher",
                                    "On the held-out part of the labelled data; higher is better." + whose, hint))
     kl = _get(comparison, "kl_per_token")
+    if task != "causal-lm" and kl is None:  # a classifier: closeness to the original is its accuracy, above
+        return _with_missing_notes(rows)
     rows.append(CompareRow("kl_to_teacher", "KL to the teacher", "nats/token", 0.0 if kl is not None else None, kl,
                            "lower", KL_EXPLANATION + " The teacher is 0 by definition.",
                            "switch on 'Measure KL to original' (and perplexity) in the evaluation settings and run again"))
+    return _with_missing_notes(rows)
+
+
+def _with_missing_notes(rows: list[CompareRow]) -> list[CompareRow]:
+    """Say in each row what was not measured (and how to measure it), or nothing."""
     for row in rows:
         if row.missing and not row.measured:
             row.missing = f"{NOT_MEASURED} — {row.missing}"

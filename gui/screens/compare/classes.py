@@ -11,13 +11,14 @@ from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QGroupBox, QHBoxLayout, QTableWidgetItem, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QBoxLayout, QGroupBox, QTableWidgetItem, QVBoxLayout, QWidget
 
 from core.eval.class_compare import WORSE_F1, ClassComparison, class_comparison
 from gui.widgets.labels import rich_label
 from gui.widgets.tables import ReadOnlyTable
 
 WORSE_COLOUR = "#b35900"
+SIDE_BY_SIDE_MIN_WIDTH = 1100  # px of the section below which the confusion matrices stack
 TIPS = {
     "precision": "Of the texts the model put in this class, the share that truly belong to it.",
     "recall": "Of the texts that truly belong to this class, the share the model found.",
@@ -26,8 +27,9 @@ TIPS = {
 
 
 def _headers(teacher: str) -> list[str]:
-    return ["Class", "Test examples", f"{teacher} precision", f"{teacher} recall", f"{teacher} F1",
-            "Student precision", "Student recall", "Student F1", "F1 change"]
+    """Two-line headers: the number columns stay narrow, so class names have room in a small window."""
+    return ["Class", "Test\nexamples", f"{teacher}\nprecision", f"{teacher}\nrecall", f"{teacher}\nF1",
+            "Student\nprecision", "Student\nrecall", "Student\nF1", "F1\nchange"]
 
 
 def _fit_height(table: ReadOnlyTable) -> None:
@@ -81,7 +83,7 @@ class ClassSection(QGroupBox):
         self.student_title = rich_label("<b>Student</b>: which class each test text was given")
         self.teacher_confusion = ConfusionTable()
         self.student_confusion = ConfusionTable()
-        matrices = QHBoxLayout()
+        self.matrices = matrices = QBoxLayout(QBoxLayout.Direction.LeftToRight)
         for title, table in ((self.teacher_title, self.teacher_confusion),
                              (self.student_title, self.student_confusion)):
             column = QVBoxLayout()
@@ -94,6 +96,13 @@ class ClassSection(QGroupBox):
         layout.addWidget(self.about)
         layout.addLayout(matrices)
         self.hide()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        """The two confusion matrices side by side in a wide window, one above the other in a narrow one
+        (side by side at 1024 px, a five-class matrix hid its last columns behind a scroll bar)."""
+        wide = event.size().width() >= SIDE_BY_SIDE_MIN_WIDTH
+        self.matrices.setDirection(QBoxLayout.Direction.LeftToRight if wide else QBoxLayout.Direction.TopToBottom)
+        super().resizeEvent(event)
 
     def show_report(self, report: dict[str, Any] | None) -> None:
         self.comparison = comparison = class_comparison(report)
@@ -109,7 +118,7 @@ class ClassSection(QGroupBox):
         headers = _headers(teacher)
         self.table.setHorizontalHeaderLabels(headers)
         for column, name in enumerate(headers):
-            key = name.rsplit(" ", 1)[-1]
+            key = name.split()[-1]
             self.table.horizontalHeaderItem(column).setToolTip(TIPS.get(key, TIPS.get(key.lower(), name)))
         self.table.setRowCount(len(comparison.rows))
         for index, row in enumerate(comparison.rows):
