@@ -15,6 +15,10 @@ from core.data.texts import label_counts, label_warnings  # noqa: E402
 from core.engine.recipe import DataSpec, EvalSpec  # noqa: E402
 from gui.screens.pipeline.data_box import DataBox  # noqa: E402
 
+pytest_plugins = ["tests.gui_fixtures"]  # the dialogs and window fixtures
+TIMEOUT_MS = 600_000  # a real MiniLM run on two shared cores
+needs_data = pytest.mark.skipif(not datasets_ready(), reason="bundled datasets missing: run `make data`")
+
 
 def _csv(path, counts: dict[str, int], column="label"):
     with path.open("w", newline="", encoding="utf-8") as handle:
@@ -179,3 +183,41 @@ def test_compare_at_1024_gives_class_names_room_and_stacks_the_matrices(qtbot, t
     panel.resize(1600, 1000)
     qtbot.wait(50)
     assert section.matrices.direction() == QBoxLayout.Direction.LeftToRight
+
+
+@pytest.mark.slow
+@needs_data
+def test_a_five_class_csv_goes_through_the_classifier_preset_in_the_app(qtbot, window, dialogs, tmp_path):
+    """Issue 19's first click, as a person makes it: pick "Distil a small classifier", choose a CSV of five
+    topics under Labelled, run.  No code: the saved folder loads in plain transformers with the label
+    names, and Compare shows every class for the fine-tuned teacher and the student."""
+    from transformers import AutoModelForSequenceClassification
+
+    from tests.test_classify_any_classes import TOPICS, _write_csv, wiki_topics
+
+    rows, _ = wiki_topics(5, per_class=8, held_out=0)
+    data = _write_csv(tmp_path / "my-topics.csv", rows)
+    panel = window.pipeline_panel
+    bar = panel.recipe_bar
+    index = next(i for i in range(1, bar.presets.count()) if "classifier" in bar.presets.itemText(i))
+    bar.presets.activated.emit(index)
+    model = window.model_panel
+    assert window.model_context().source == "bundled:minilm-l6"
+    with qtbot.waitSignal(model.model_loaded, timeout=TIMEOUT_MS):
+        model.load()
+    qtbot.waitUntil(lambda: not model.is_busy())
+    panel.data_box.labelled.set_value(str(data))
+    assert panel.data_box.labels_found.text().startswith("5 labels found (40 examples): animals 8, chemistry 8,")
+    bar.output.setText(str(tmp_path / "out"))
+    run = window.run_panel
+    with qtbot.waitSignal(run.run_finished, timeout=TIMEOUT_MS):
+        assert window.run_pipeline() is not None
+    qtbot.waitUntil(lambda: not run.is_busy())
+    assert not dialogs, [d.text() for d in dialogs]
+    names = sorted(TOPICS)
+    loaded = AutoModelForSequenceClassification.from_pretrained(run.output_dir)
+    assert loaded.config.id2label == dict(enumerate(names)) and loaded.config.num_hidden_layers == 4
+    section = window.compare_panel.classes
+    assert not section.isHidden()
+    assert [section.table.item(r, 0).text() for r in range(section.table.rowCount())] == names
+    assert section.table.horizontalHeaderItem(2).text() == "Teacher\nprecision"  # the fine-tuned teacher
