@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.paths import cache_dir, data_dir, datasets_dir, original_measurements_dir
-from gui.shortcuts import SHORTCUTS
+from gui.shortcuts import SHORTCUTS, open_model, open_model_folder, save_recipe
 from gui.theme import APPEARANCES, SETTINGS_KEY, apply_appearance, saved_appearance
 
 # Page buttons carry their own shortcuts; listed here so Help names every key in one place.
@@ -153,12 +153,10 @@ def install_menus(window: Any) -> QMenuBar:
         actions[key] = action
         return action
 
-    from gui.shortcuts import open_model_folder, save_recipe
-
     file_menu = bar.addMenu("&File")
     add(file_menu, "open_folder", "Open model folder…", lambda: open_model_folder(window), "Ctrl+O",
         "Load a Hugging Face model folder (config.json and weights).")
-    add(file_menu, "open_gguf", "Open GGUF file…", lambda: _open_gguf(window), None,
+    add(file_menu, "open_gguf", "Open GGUF file…", lambda: open_model(window, "gguf"), None,
         "Load a .gguf model file (it is converted once and cached).")
     file_menu.addSeparator()
     add(file_menu, "load_recipe", "Load recipe…", lambda: _show_page(window, 1, "_ask_load"), None,
@@ -207,15 +205,6 @@ def install_menus(window: Any) -> QMenuBar:
 def _show_page(window: Any, row: int, method: str) -> None:
     window.nav.setCurrentRow(row)
     getattr(window.pipeline_panel.recipe_bar, method)()
-
-
-def _open_gguf(window: Any) -> None:
-    window.nav.setCurrentRow(0)
-    panel = window.model_panel
-    before = panel.source()
-    panel.picker.choose_gguf()
-    if panel.source() != before and not panel.is_busy():
-        panel.load()
 
 
 def _message(window: Any, title: str, text: str) -> QDialog:

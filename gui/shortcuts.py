@@ -24,10 +24,15 @@ SHORTCUTS = {
 
 def open_model_folder(window: Any) -> None:
     """Show the Model page, ask for a model folder, and load it if one was chosen."""
+    open_model(window, "folder")
+
+
+def open_model(window: Any, kind: str) -> None:
+    """Show the Model page, ask for a model ``kind`` ("folder" or "gguf" file), and load it if one was chosen."""
     window.nav.setCurrentRow(0)
     panel = window.model_panel
     before = panel.source()
-    panel.picker.choose_folder()
+    (panel.picker.choose_gguf if kind == "gguf" else panel.picker.choose_folder)()
     if panel.source() != before and not panel.is_busy():
         panel.load()
 
