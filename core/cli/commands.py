@@ -205,16 +205,27 @@ def _pct(value: float, stderr: float | None) -> str:
 
 
 def _cmd_run(args) -> int:
+    from core.engine import distributed
     from core.engine.recipe import load_recipe
+    from core.engine.runner import run_recipe
     from core.history.store import recorded_run
     from core.models.devices import resolve_device
 
     recipe = load_recipe(args.recipe)
     if args.model:
         recipe.model.source = args.model
-    report = EventPrinter(args.quiet).consume(  # recorded in the run history (the app's History page)
-        recorded_run(recipe, args.output, overwrite=args.overwrite, device=resolve_device(args.device),
-                     origin="cli", resume=args.resume, recipe_file=args.recipe))
+    # Under torchrun / accelerate launch (WORLD_SIZE > 1): join the other processes; rank 0 alone prints,
+    # records the run in the history and writes the result.
+    device = distributed.init_from_environment(resolve_device(args.device))
+    try:
+        options = {"overwrite": args.overwrite, "device": device, "resume": args.resume, "recipe_file": args.recipe}
+        if not distributed.is_main():
+            EventPrinter(quiet=True).consume(run_recipe(recipe, args.output, **options))
+            return 0
+        report = EventPrinter(args.quiet).consume(  # recorded in the run history (the app's History page)
+            recorded_run(recipe, args.output, origin="cli", **options))
+    finally:
+        distributed.shutdown()
     before, after = report["before"], report["after"]
     print(f"Saved        {args.output}")
     for label, data in (("Before", before), ("After", after)):

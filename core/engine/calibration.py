@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.engine.distributed import all_reduce_stats, shard, world_size
 from core.engine.targets import select_linears
 from core.errors import StudioError
 from core.events import ProgressMeter
@@ -129,6 +130,10 @@ def run_blockwise(model: nn.Module, windows: torch.Tensor, *, make_stats: Callab
     ``observe_block(block, inputs, outputs)`` (a generator) sees every window's hidden states entering
     and leaving each block, after it is compressed; without ``compress_block`` the loop only observes
     (e.g. measuring how much each block changes the hidden state).
+
+    On several processes (:mod:`core.engine.distributed`), each runs its share of the windows and the
+    statistics are all-reduced before each block is compressed, so every process compresses alike.  A loop
+    with ``observe_block`` runs every window on every process instead (what it observes is not combined).
     """
     blocks_name, blocks = find_blocks(model)
     chosen = dict(select_linears(model, targets, ignore)) if compress_block is not None else {}
@@ -138,6 +143,8 @@ def run_blockwise(model: nn.Module, windows: torch.Tensor, *, make_stats: Callab
     if use_cache is not None:
         model.config.use_cache = False
     meter = ProgressMeter(stage, len(blocks), step_index)
+    if observe_block is None and world_size() > 1:
+        windows = shard(windows)
     try:
         inputs, kwargs_list = _capture_on(model, blocks, windows, device, home)
         for index, block in enumerate(blocks):
@@ -157,6 +164,7 @@ def run_blockwise(model: nn.Module, windows: torch.Tensor, *, make_stats: Callab
                 # Linear to run has seen its input (the MLP's down_proj, or the stage's own layers).
                 last = [name for group in groups for name in group if name in watched][-1] if called_once else None
                 _accumulate(block, inputs, kwargs_list, device, watched, part_stats, last)
+                all_reduce_stats(part_stats)  # several processes: every window's statistics, on each of them
                 yield from compress_block(Block(index, block_name, block, part, part_stats))
             stats.clear()  # statistics can be large (a Hessian per Linear); free them before moving on
             outputs = _run_block(block, inputs, kwargs_list, device)
@@ -274,6 +282,11 @@ class InputNormStats:
     def norms(self) -> torch.Tensor:
         return self.sum_squares.sqrt()
 
+    def all_reduce(self, reduce) -> None:
+        """Add up the sums and token counts of every process (see core.engine.distributed)."""
+        reduce(self.sum_squares)
+        self.tokens = _reduced_count(reduce, self.tokens, self.sum_squares.device)
+
 
 class HessianStats:
     """Running H = (2/n) Σ x xᵀ over all n input tokens (the layer-wise Hessian of GPTQ and SparseGPT).
@@ -303,12 +316,26 @@ class HessianStats:
             self._upper[start:start + panel, start:].addmm_(x[:, start:start + panel].T, x[:, start:])
         self._full = None
 
+    def all_reduce(self, reduce) -> None:
+        """The running mean of every process's tokens: sums (mean × count) add up, then divide again."""
+        total = self._upper * self.tokens
+        reduce(total)
+        self.tokens = _reduced_count(reduce, self.tokens, total.device)
+        self._upper = total / self.tokens
+        self._full = None
+
     @property
     def hessian(self) -> torch.Tensor:
         """The full symmetric H [in, in] (float32); callers must not change it in place."""
         if self._full is None:
             self._full = torch.triu(self._upper) + torch.triu(self._upper, diagonal=1).T
         return self._full
+
+
+def _reduced_count(reduce, count: int, device) -> int:
+    total = torch.tensor([count], dtype=torch.float64, device=device)
+    reduce(total)
+    return int(total.item())
 
 
 def inverse_hessian_cholesky(hessian: torch.Tensor, percdamp: float, method: str) -> torch.Tensor:

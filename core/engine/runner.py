@@ -23,6 +23,7 @@ import torch
 from core.data.perplexity_windows import PerplexityWindows, perplexity_windows
 from core.data.task_rows import TASKS, load_task
 from core.data.texts import load_labelled, load_texts, local_path, token_windows
+from core.engine import distributed
 from core.engine.original_cache import keep_measurements, load_measurements, measurement_key
 from core.engine.preflight import check_shapes_before_loading
 from core.engine.recipe import Recipe, classifier_reading
@@ -349,8 +350,11 @@ def _run_loaded(recipe: Recipe, loaded: LoadedModel, output: Path, *, overwrite:
               "comparison": comparison, "steps": steps,
               "output": {"dtype": dtype_name(save_dtype), "why": dtype_reason}}
     yield StageStarted("save", "Saving", total, total)
-    yield Log(f"Saving to {output}")
     cast_floating_weights(model, save_dtype)
+    if not distributed.is_main():  # another process of a distributed run: rank 0 alone writes the result
+        distributed.barrier()
+        return report
+    yield Log(f"Saving to {output}")
     with atomic_folder(output, overwrite) as folder:
         write_model_files(folder, model, tokenizer)
         after["bytes_on_disk"] = folder_weight_bytes(folder)
@@ -358,6 +362,7 @@ def _run_loaded(recipe: Recipe, loaded: LoadedModel, output: Path, *, overwrite:
                                f"{dtype_name(save_dtype)})")
         report["seconds"] = time.perf_counter() - started
         write_run_files(folder, recipe.to_yaml(), report)
+        distributed.barrier()  # renamed into place only once every process reached the end
     shutil.rmtree(checkpoints, ignore_errors=True)  # the result is saved: checkpoints are no longer needed
     yield Metric("bytes_on_disk/after", float(after["bytes_on_disk"]))
     yield RunDone(str(output), report)

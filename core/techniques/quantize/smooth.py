@@ -60,6 +60,10 @@ class ChannelMaxStats:
     def add(self, x: torch.Tensor) -> None:
         self.max = torch.maximum(self.max, x.detach().reshape(-1, x.shape[-1]).abs().amax(dim=0).float())
 
+    def all_reduce(self, reduce) -> None:
+        """The maximum over every process's windows (see core.engine.distributed)."""
+        reduce(self.max, "max")
+
 
 def smoothing_scales(act_max: torch.Tensor, weight_max: torch.Tensor, alpha: float) -> torch.Tensor:
     """s_j = max|X_j|^α / max|W_j|^(1-α) (SmoothQuant, eq. 4), per input channel j."""
