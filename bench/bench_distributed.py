@@ -83,7 +83,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-distributed-") as temp:
         temp = Path(temp)
         # the runs' history goes to a scratch home; the model cache stays the real one (converted once)
-        env = {**os.environ, "COMPRESSION_STUDIO_HOME": str(temp / "home"), "HF_HUB_OFFLINE": "1"}
+        from core import paths
+
+        env = {**os.environ, paths.HOME_ENV: str(temp / "home"), paths.DATA_ENV: str(paths.datasets_dir()),
+               paths.CACHE_ENV: str(paths.cache_dir()), "HF_HUB_OFFLINE": "1"}
         for method, (technique, params) in METHODS.items():
             recipe = _recipe(temp / f"{technique}.yaml", technique, params, args)
             with socket.socket() as sock:
