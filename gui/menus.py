@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.paths import cache_dir, data_dir, datasets_dir, original_measurements_dir
+from gui.screens.run.cluster_dialog import show_cluster_dialog
 from gui.shortcuts import SHORTCUTS, open_model, open_model_folder, save_recipe
 from gui.theme import APPEARANCES, SETTINGS_KEY, apply_appearance, saved_appearance
 
@@ -189,6 +190,9 @@ def install_menus(window: Any) -> QMenuBar:
         "Show the Run page and start compressing in the background.")
     add(run_menu, "cancel", "Cancel the run", window.run_panel.cancel, "Esc",
         "Stop at the next safe point; nothing is written.")
+    run_menu.addSeparator()
+    add(run_menu, "cluster", "Run on a cluster…", lambda: show_cluster_dialog(window), None,
+        "Write the recipe and the torchrun / accelerate commands that run it on several GPUs or machines.")
 
     help_menu = bar.addMenu("&Help")
     add(help_menu, "shortcuts", "Keyboard shortcuts", lambda: show_shortcuts(window), None,
