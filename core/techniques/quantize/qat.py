@@ -21,7 +21,10 @@ Where it starts (decided here, see the notes of each run):
   every step as llama.cpp will derive it, so the GGUF export writes the trained values unchanged.
 
 Only the targeted layers' weights and biases train; embeddings, norms and the output head stay
-as they arrived (they are saved in float and would otherwise drift towards the training text).
+as they arrived (they would otherwise drift towards the training text).  With ``quantize_embedding``
+the token embedding is packed (RTN, as the RTN / GPTQ steps do it) *before* training, so training
+sees the model exactly as it is saved; on the q4_0 / q8_0 grids it stays float, since the GGUF
+export quantizes it itself.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from core.events import Log
 from core.models.module_swap import replace_module
 from core.techniques.distill.causal import split_windows, train_on_windows
 from core.techniques.distill.options import LossOptions, TrainingOptions
-from core.techniques.quantize.common import WeightQuantConfig, check_widths, size_metrics
+from core.techniques.quantize.common import WeightQuantConfig, check_widths, embedding_step, size_metrics
 from core.techniques.quantize.fake_quant import GGUF_GRIDS
 from core.techniques.quantize.packed_format import mark_quantized
 from core.techniques.quantize.packed_linear import PackedLinear
@@ -75,7 +78,7 @@ class QATConfig(WeightQuantConfig, LossOptions, TrainingOptions):
         return True
 
     def check_model(self, model: nn.Module) -> None:
-        if not any(isinstance(m, PackedLinear) for m in model.modules()):
+        if not any(type(m) is PackedLinear for m in model.modules()):
             WeightQuantConfig.check_model(self, model)
 
 
@@ -147,6 +150,11 @@ def apply_qat(model, config: QATConfig, ctx):
     if teacher is None:
         raise RecipeError("quantization-aware training needs the run's original model as teacher, and none was kept")
     train_windows, val_windows = split_windows(ctx, config)
+    if config.grid in GGUF_GRIDS:  # llama.cpp quantizes the token embedding itself when it writes the file
+        embedding, embedding_notes = {"embedding_quantized": 0.0}, [
+            f"The token embedding stays in float: the GGUF export quantizes it to {config.grid.upper()} itself."]
+    else:  # packed before training (and frozen), so training sees the model exactly as it is saved
+        embedding, embedding_notes = yield from embedding_step(model, config, ctx.step_index)
     layers, start = prepare_qat(model, config)
     grid = layers[0][1]
     yield Log(f"QAT starts from {start}: {len(layers)} layers, {grid.bits} bits, group {grid.group_size or 'per-channel'}, "
@@ -157,7 +165,7 @@ def apply_qat(model, config: QATConfig, ctx):
     first = result.history[0] if result.history else {}
     best = next((h for h in result.history if h["step"] == result.best_step), {})
     tokens = result.steps * config.batch_size * config.grad_accumulation * train_windows.shape[1]
-    metrics = {**size_metrics(rows), "steps": result.steps, "best_step": result.best_step or 0,
+    metrics = {**size_metrics(rows), **embedding, "steps": result.steps, "best_step": result.best_step or 0,
                "tokens_trained": tokens, "teacher_val_perplexity": teacher_ppl,
                "val_perplexity_start": first.get("perplexity", float("nan")),
                "val_perplexity_best": best.get("perplexity", float("nan")),
@@ -174,5 +182,6 @@ def apply_qat(model, config: QATConfig, ctx):
         notes=[f"Started from {start}; " + ("the grid's scales and zero points stayed fixed while training."
                                              if config.grid == "int" else f"{config.grid} scales were re-derived "
                                              "from the weights at every step, as llama.cpp derives them."),
+               *embedding_notes,
                "Only the quantized layers' weights trained; validation windows are held out from the calibration "
                "text, the recipe's evaluation text is not used to pick the checkpoint."])
