@@ -202,3 +202,18 @@ def test_bad_settings_are_refused_with_what_to_choose(tmp_path, tiny_llama_dir, 
     with pytest.raises(RecipeError, match="put QAT with this grid first"):
         drain(run_recipe(_tiny_recipe(tiny_llama_dir, text, steps), tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_the_trained_3_bit_preset_is_estimated_as_the_training_run_it_is():
+    """The preset's estimate is mostly the training step and doubles with the steps (an honest 'slow')."""
+    from pathlib import Path
+
+    from core.engine.recipe import load_recipe
+    from tests.test_estimate import _estimate
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "resources" / "presets" / "qat-3bit-trained.yaml")
+    estimate = _estimate(recipe)
+    phases = dict(estimate.phase_seconds)
+    assert phases["step 2: qat"] > 0.8 * estimate.seconds
+    recipe.steps[1].config.max_steps *= 2
+    assert dict(_estimate(recipe).phase_seconds)["step 2: qat"] == pytest.approx(2 * phases["step 2: qat"], rel=0.01)

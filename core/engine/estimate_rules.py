@@ -23,6 +23,7 @@ import fnmatch
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 # Seconds per million targeted weights on the reference machine (bench/bench_estimates.py), × Machine.scale.
@@ -393,6 +394,27 @@ def distill_causal(layers: list[Layer], config: Any, ctx: Context) -> StepCost:
     # teacher forward + student forward and backward (about 3 forwards), in float32 with Adam's two moments
     params = sum(layer.params for layer in layers)
     return StepCost(forward_seconds(tokens, ctx, 4.0), working_bytes=params * 4 * 3, guess=True)
+
+
+@rule("qat")
+def qat(layers: list[Layer], config: Any, ctx: Context) -> StepCost:
+    """Quantization-aware training: the distillation job's passes (teacher forward, student forward and backward,
+    the whole depth) plus re-rounding every targeted weight at each forward pass; the result is packed."""
+    training = distill_causal(layers, config, ctx)
+    grid = str(getattr(config, "grid", "int"))
+    bits = {"q4_0": 4, "q8_0": 8}.get(grid, int(getattr(config, "bits", 4)))
+    if grid != "int":  # llama.cpp's blocks of 32, symmetric; the GGUF export quantizes the embedding itself
+        config = SimpleNamespace(**{**vars(config), "group_size": 32, "symmetric": True, "quantize_embedding": False})
+    chosen = _quantize_packed(layers, config, ctx, lambda _layer: bits, "QAT")
+    batches = float(getattr(config, "train_windows", 256)) * (float(getattr(config, "epochs", 1.0)) or 1.0) \
+        / max(1, int(getattr(config, "batch_size", 8)))
+    steps = int(getattr(config, "max_steps", 0)) or max(1, round(batches))
+    rounding = steps * int(getattr(config, "grad_accumulation", 1)) * RTN_S_PER_M * _weight_megas(chosen) * ctx.machine.scale
+    trained = sum(layer.params for layer in chosen)
+    return StepCost(training.seconds + rounding, working_bytes=trained * 4 * 5,
+                    stored_format=_packed_label(grid.upper() if grid != "int" else str(bits), "QAT"),
+                    notes=["Quantization-aware training is a training run: its time grows with the steps and "
+                           "tokens you set (the estimate counts about four passes of the model per token)."], guess=True)
 
 
 @rule("train_classifier", "distill_classifier")
