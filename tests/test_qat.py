@@ -217,3 +217,26 @@ def test_the_trained_3_bit_preset_is_estimated_as_the_training_run_it_is():
     assert phases["step 2: qat"] > 0.8 * estimate.seconds
     recipe.steps[1].config.max_steps *= 2
     assert dict(_estimate(recipe).phase_seconds)["step 2: qat"] == pytest.approx(2 * phases["step 2: qat"], rel=0.01)
+
+
+def test_a_cancelled_qat_run_resumes_bit_for_bit(monkeypatch, tmp_path, tiny_llama_dir, text):
+    """Cancel after step 3, run again with resume: the trained grid equals an uninterrupted run's exactly."""
+    from core.engine.runner import checkpoint_root
+
+    seen = _spy_on_conversion(monkeypatch, torch.randint(0, 300, (1, 8)))
+    steps = [{"technique": "qat", "params": {"bits": 3, "group_size": 32, **QAT_TINY}}]
+    whole = _tiny_recipe(tiny_llama_dir, text, steps)
+    drain(run_recipe(whole, tmp_path / "whole"))
+    expected = seen.pop("weights")
+    recipe = _tiny_recipe(tiny_llama_dir, text, steps)
+    job = run_recipe(recipe, tmp_path / "out")
+    for event in job:
+        if isinstance(event, Metric) and event.name == "loss/total" and event.step == 4:
+            break
+    job.close()
+    assert not (tmp_path / "out").exists() and checkpoint_root(recipe, tmp_path / "out").exists()
+    events, report = collect(run_recipe(recipe, tmp_path / "out", resume=True))
+    assert [e.step for e in events if isinstance(e, Metric) and e.name == "loss/total"] == [4, 5, 6]
+    assert report["steps"][0]["metrics"]["resumed_from_step"] == 3
+    assert all(torch.equal(seen["weights"][name], weight) for name, weight in expected.items())
+
