@@ -22,4 +22,6 @@ cmake -S "$SRC" -B "$DEST/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
 	-DLLAMA_BUILD_TOOLS=ON >"$DEST/cmake.log"
 nice -n 10 cmake --build "$DEST/build" -j2 --target $TOOLS
 for t in $TOOLS; do cp "$DEST/build/bin/$t" "$DEST/bin/$t"; done
+# the tools are linked statically: the build tree and the unpacked source (about 340 MB) are no longer needed
+rm -rf "$DEST/build" "$DEST/src/llama_cpp_python-$VERSION"
 touch "$STAMP"
