@@ -19,7 +19,7 @@ import pytest
 from core.cli.commands import main
 from core.engine.gguf_job import iter_imatrix_file
 from core.io.gguf_export import read_gguf_summary
-from core.io.gguf_quantize import iter_quantized_gguf
+from core.io.gguf_quantize import iter_quantize_file, iter_quantized_gguf
 from core.io.llama_cpp_tools import TOOLS_ENV, missing_reason, perplexity
 from tests.helpers import collect
 
@@ -85,12 +85,10 @@ def test_llama_cpp_runs_the_k_quant_export_and_our_imatrix_helps(smollm, held_ou
     for quant in ("Q4_K_M", "Q3_K_M"):
         for imatrix in (None, our_imatrix):
             path = tmp_path / f"{quant}-{'imatrix' if imatrix else 'plain'}.gguf"
-            _, written = collect(iter_quantized_gguf(smollm.model, smollm.tokenizer, path, quant, pre=PRE,
-                                                     imatrix=imatrix))
-            assert written["bytes"] < 0.5 * f16.stat().st_size
+            # llama-quantize from the one F16 export (the export job does the same from its own F16 file)
+            collect(iter_quantize_file(f16, path, quant, imatrix=imatrix))
+            assert path.stat().st_size < 0.5 * f16.stat().st_size
             found[quant, imatrix is not None] = perplexity(path, held_out, L, CHUNKS)["perplexity"]
-            assert sorted(p.name for p in tmp_path.iterdir()) == sorted(  # nothing left beside the result
-                ["f16.gguf", *(f"{q}-{k}.gguf" for (q, i) in found for k in [("imatrix" if i else "plain")])])
     types = {info["type"] for name, info in read_gguf_summary(tmp_path / "Q4_K_M-plain.gguf")["tensors"].items()
              if name.endswith("ffn_down.weight")}
     assert types & {"Q4_K", "Q5_K", "Q6_K"}, types  # llama.cpp's own K-quant blocks (1536-wide rows)
@@ -144,6 +142,10 @@ def test_cli_exports_a_result_as_q4_k_m_with_our_imatrix(run_output, tmp_path, t
     assert summary["architecture"] == "llama" and len(summary["tensors"]) > 2 * 7
     # llama.cpp loads and runs it (tiny random weights: the perplexity is large, but finite)
     assert math.isfinite(perplexity(target, text_file, 32, 2)["perplexity"])
+    assert summary["tensors"]["token_embd.weight"]["type"] != "F16"  # llama.cpp quantizes it by default
+    assert main(["-q", "export-gguf", str(run_output), "-o", str(target), "--type", "Q4_K_M", "--overwrite",
+                 "--keep-embedding"]) == 0
+    assert read_gguf_summary(target)["tensors"]["token_embd.weight"]["type"] == "F16"
     leftovers = [p.name for p in tmp_path.iterdir() if ".partial-" in p.name]
     assert leftovers == []
 

@@ -275,7 +275,7 @@ def _cmd_export_gguf_quantizer(args) -> int:
     settings = ImatrixSettings(args.calibration, args.imatrix_windows, args.imatrix_length)
     written = EventPrinter(args.quiet).consume(iter_gguf_export(
         args.folder, args.output, args.type, imatrix=args.imatrix, settings=settings,
-        save_imatrix=args.save_imatrix, overwrite=args.overwrite))
+        save_imatrix=args.save_imatrix, overwrite=args.overwrite, keep_embedding=args.keep_embedding))
     print(f"Wrote        {written['path']} ({written['bytes'] / 1e6:.1f} MB, {written['quant']}"
           f"{', with our importance matrix' if written.get('imatrix') else ''})")
     return 0

@@ -61,17 +61,18 @@ def iter_imatrix_file(model: Any, tokenizer: Any, path: str | Path, texts: list[
 
 def iter_gguf_export(source: str | Path, destination: str | Path, quant: str = "Q8_0", *, imatrix: bool = False,
                      settings: ImatrixSettings | None = None, save_imatrix: str | Path | None = None,
-                     overwrite: bool = False, device: str = "cpu") -> Generator[Any, None, dict[str, Any]]:
+                     overwrite: bool = False, keep_embedding: bool = False, device: str = "cpu") -> Generator[Any, None, dict[str, Any]]:
     """Write ``source`` (a run's output folder, or any model source the app loads) as one GGUF of type ``quant``.
 
     ``imatrix``: compute our importance matrix and let the quantizer use it; ``save_imatrix``: also keep it at
-    that path (llama.cpp's imatrix GGUF, for its own tools).  Atomic: nothing half-written on failure or cancel.
+    that path (llama.cpp's imatrix GGUF, for its own tools); ``keep_embedding``: the token embedding stays F16.  Atomic: nothing half-written on failure or cancel.
     """
     quantizer = needs_quantizer(quant, imatrix)
     if save_imatrix is not None and not imatrix:
         raise StudioError("--save-imatrix needs --imatrix: there is no importance matrix to save without it")
     if not quantizer:
-        return (yield from iter_export_gguf(source, destination, quant, device=device, overwrite=overwrite))
+        return (yield from iter_export_gguf(source, destination, quant, device=device, overwrite=overwrite,
+                                            quantize_embedding=not keep_embedding))
     require_tool("llama-quantize")  # before any work: one line saying how to get it
     settings = settings or ImatrixSettings()
     try:
@@ -106,7 +107,7 @@ def iter_gguf_export(source: str | Path, destination: str | Path, quant: str = "
                                              sequence_length=settings.sequence_length or data.sequence_length,
                                              windows=settings.windows or data.calibration_windows, device=device)
             written = yield from iter_quantized_gguf(model, loaded.tokenizer, destination, quant, pre=pre, name=name,
-                                                     imatrix=imatrix_path)
+                                                     imatrix=imatrix_path, keep_embedding=keep_embedding)
         finally:
             scratch.unlink(missing_ok=True)
     yield Log(f"Wrote {destination} ({written['bytes'] / 1e6:.1f} MB, {quant}"

@@ -37,11 +37,31 @@ def gguf_tensor_name(state_name: str) -> str:
     return "output.weight" if state_name == "lm_head.weight" else state_name
 
 
+def iter_quantize_file(source: Path, path: Path, quant: str, *, imatrix: str | Path | None = None,
+                       keep_embedding: bool = False, threads: int | None = None) -> Generator[Any, None, float]:
+    """Run llama-quantize on the F16/F32 GGUF ``source`` into ``path`` (the caller renames it into place).
+    Yields progress (cancel points: closing kills the tool); returns the quantizer's seconds."""
+    threads = threads or max(1, min(4, os.cpu_count() or 1))
+    args = ["--imatrix", str(imatrix)] if imatrix is not None else []
+    if keep_embedding:
+        args += ["--token-embedding-type", "f16"]
+    started = time.perf_counter()
+    job = run_tool("llama-quantize", [*args, str(source), str(path), quant, str(threads)],
+                   doing=f"quantizing to {quant}")
+    try:  # the tool's waits (None) become progress events: cancel points the app and CLI understand
+        for event in job:
+            yield event or Progress("writing GGUF", 1, 2)
+    finally:
+        job.close()  # a cancel kills the tool before its output is removed
+    return time.perf_counter() - started
+
+
 def iter_quantized_gguf(model: Any, tokenizer: Any, path: str | Path, quant: str, *, pre: str = "gpt-2",
-                        name: str | None = None, imatrix: str | Path | None = None,
+                        name: str | None = None, imatrix: str | Path | None = None, keep_embedding: bool = False,
                         threads: int | None = None) -> Generator[Any, None, dict[str, Any]]:
     """Write ``model`` as a GGUF of type ``quant`` made by llama-quantize (``imatrix``: an importance-matrix GGUF
-    it weighs rounding errors by).  Yields progress (cancel points); returns path, bytes, quant, seconds."""
+    it weighs rounding errors by; ``keep_embedding``: the token embedding stays F16).  Yields progress (cancel
+    points); returns path, bytes, quant and the quantizer's seconds."""
     if not needs_quantizer(quant, with_imatrix=imatrix is not None):
         raise StudioError(f"{quant} is written by our exporter itself (core.io.gguf_export), not llama-quantize")
     path = Path(path)
@@ -52,7 +72,6 @@ def iter_quantized_gguf(model: Any, tokenizer: Any, path: str | Path, quant: str
     if any(hasattr(module, "dequantized_weight") for module in model.modules()):
         raise StudioError(f"this model's layers are already quantized; {quant} would round them a second time: "
                           "export a float (or pruned) result, or Q4_0 / Q8_0 on the grid it was trained on")
-    threads = threads or max(1, min(4, os.cpu_count() or 1))
     yield Progress("writing GGUF", 0, 2)
     # the F16 input keeps a .gguf ending (export_gguf wants one); both are journaled, so a killed process's
     # leftovers are swept at the next start
@@ -60,16 +79,8 @@ def iter_quantized_gguf(model: Any, tokenizer: Any, path: str | Path, quant: str
         try:
             export_gguf(model, tokenizer, base, "F16", pre=pre, name=name)
             yield Progress("writing GGUF", 1, 2)
-            args = ["--imatrix", str(imatrix)] if imatrix is not None else []
-            started = time.perf_counter()
-            job = run_tool("llama-quantize", [*args, str(base), str(out_partial), quant, str(threads)],
-                           doing=f"quantizing to {quant}")
-            try:  # the tool's waits (None) become progress events: cancel points the app and CLI understand
-                for event in job:
-                    yield event or Progress("writing GGUF", 1, 2)
-            finally:
-                job.close()  # a cancel kills the tool before its output is removed
-            seconds = time.perf_counter() - started
+            seconds = yield from iter_quantize_file(base, out_partial, quant, imatrix=imatrix,
+                                                    keep_embedding=keep_embedding, threads=threads)
             ordinary_permissions(out_partial)
             os.replace(out_partial, path)
         except OSError as exc:

@@ -100,21 +100,30 @@ def drain_tool(job: Generator[Any, None, Any]) -> Any:
 
 
 _PPL = re.compile(r"Final estimate: PPL = ([0-9.]+|nan|inf)")
+_RUNNING = re.compile(r"\[(\d+)\]([0-9.]+|nan|inf),")
+ATTEMPTS = 4  # llama.cpp's logger can drop its last lines at exit (ggml-org/llama.cpp#22142): run it again
 
 
 def perplexity(model: str | Path, text_file: str | Path, context: int, chunks: int | None = None,
                threads: int = 2) -> dict[str, Any]:
     """llama.cpp's own perplexity of GGUF ``model`` on a plain-text file (``llama-perplexity -c context``):
-    chunks of ``context`` tokens, BOS first where the model adds one, the second half of each scored."""
+    chunks of ``context`` tokens, BOS first where the model adds one, the second half of each scored.
+
+    Read from its "Final estimate" line, or from the running value it prints after the last chunk (the same
+    number); when its logger dropped both at exit, the tool runs again."""
     args = ["-m", str(model), "-f", str(text_file), "-c", str(context), "-b", str(context), "-t", str(threads),
             "--no-warmup"]
     if chunks is not None:
         args += ["--chunks", str(chunks)]
     started = time.perf_counter()
-    output = drain_tool(run_tool("llama-perplexity", args, doing="measuring perplexity with llama.cpp"))
-    found = _PPL.search(output)
-    if found is None:
-        raise StudioError("llama-perplexity printed no final estimate: " + output.strip().splitlines()[-1])
-    chunk_count = re.search(r"calculating perplexity over (\d+) chunks", output)
-    return {"perplexity": float(found.group(1)), "chunks": int(chunk_count.group(1)) if chunk_count else None,
-            "seconds": time.perf_counter() - started}
+    for _attempt in range(ATTEMPTS):
+        output = drain_tool(run_tool("llama-perplexity", args, doing="measuring perplexity with llama.cpp"))
+        count = re.search(r"calculating perplexity over (\d+) chunks", output)
+        chunk_count = int(count.group(1)) if count else None
+        found = _PPL.search(output)
+        running = {int(n): value for n, value in _RUNNING.findall(output)}
+        value = found.group(1) if found else running.get(chunk_count) if chunk_count else None
+        if value is not None:
+            return {"perplexity": float(value), "chunks": chunk_count, "seconds": time.perf_counter() - started}
+    raise StudioError(f"llama-perplexity printed no final estimate in {ATTEMPTS} runs: "
+                      + output.strip().splitlines()[-1])
