@@ -53,7 +53,7 @@ def test_several_machines_get_a_rendezvous_and_nothing_is_replaced(tmp_path, tin
     write_cluster_folder(recipe, folder, ClusterLayout(machines=3, per_machine=8))
     script = (folder / "launch.sh").read_text()
     assert ("torchrun --nnodes 3 --node_rank \"$NODE_RANK\" --master_addr \"$MASTER_ADDR\" --master_port 29500 "
-            "--nproc_per_node 8 -m core.cli.commands run recipe.yaml --out result --device cuda") in script
+            "--nproc_per_node 8 -m core.cli.commands run recipe.yaml --output result --device cuda") in script
     config = yaml.safe_load((folder / "accelerate_config.yaml").read_text())
     assert (config["num_machines"], config["num_processes"], config["distributed_type"]) == (3, 24, "MULTI_GPU")
     # without NODE_RANK the script stops before starting anything, saying what to set

@@ -47,7 +47,7 @@ class ClusterLayout:
 
 def cli_arguments(layout: ClusterLayout) -> str:
     """What every process runs: the command line's ``run`` on the recipe next to it."""
-    return f"-m core.cli.commands run recipe.yaml --out {RESULT} --device {'cuda' if layout.gpus else 'cpu'}"
+    return f"-m core.cli.commands run recipe.yaml --output {RESULT} --device {'cuda' if layout.gpus else 'cpu'}"
 
 
 def torchrun_command(layout: ClusterLayout) -> str:
