@@ -162,14 +162,15 @@ def test_training_moves_the_codes_and_lowers_the_loss(monkeypatch, tmp_path, tin
 
 
 def test_q4_0_grid_exports_to_gguf_with_exactly_the_trained_values(monkeypatch, tmp_path, tiny_llama_dir, text):
-    from core.io.gguf_export import export_gguf, permute_rotary
+    from core.io.export import iter_export_gguf
+    from core.io.gguf_export import permute_rotary
 
     seen = _spy_on_conversion(monkeypatch, torch.randint(0, 300, (1, 8)))
     params = {"bits": 4, "group_size": 32, "symmetric": True, "grid": "q4_0", **QAT_TINY}
     drain(run_recipe(_tiny_recipe(tiny_llama_dir, text, [{"technique": "qat", "params": params}]), tmp_path / "out"))
-    loaded = load_model(str(tmp_path / "out"))
-    written = export_gguf(loaded.model, loaded.tokenizer, tmp_path / "qat.gguf", "Q4_0")
+    _, written = collect(iter_export_gguf(tmp_path / "out", tmp_path / "qat.gguf", "Q4_0"))  # the Export page's job
     assert written["types"]["blk.0.ffn_up.weight"] == "Q4_0"
+    loaded = load_model(str(tmp_path / "out"))
     reader = gguf.GGUFReader(str(tmp_path / "qat.gguf"))
     tensors = {t.name: t for t in reader.tensors}
     config = loaded.model.config
@@ -186,9 +187,8 @@ def test_q4_0_grid_exports_to_gguf_with_exactly_the_trained_values(monkeypatch, 
     # a packed result on another grid would be rounded a second time: refused
     steps = [{"technique": "qat", "params": {**params, "grid": "int", "quantize_embedding": False}}]  # same bits and blocks, min-max scales
     drain(run_recipe(_tiny_recipe(tiny_llama_dir, text, steps), tmp_path / "rtn"))
-    rtn = load_model(str(tmp_path / "rtn"))
     with pytest.raises(StudioError, match="second rounding"):
-        export_gguf(rtn.model, rtn.tokenizer, tmp_path / "rtn.gguf", "Q4_0")
+        collect(iter_export_gguf(tmp_path / "rtn", tmp_path / "rtn.gguf", "Q4_0"))
     assert not (tmp_path / "rtn.gguf").exists()
 
 
@@ -239,4 +239,5 @@ def test_a_cancelled_qat_run_resumes_bit_for_bit(monkeypatch, tmp_path, tiny_lla
     assert [e.step for e in events if isinstance(e, Metric) and e.name == "loss/total"] == [4, 5, 6]
     assert report["steps"][0]["metrics"]["resumed_from_step"] == 3
     assert all(torch.equal(seen["weights"][name], weight) for name, weight in expected.items())
+
 

@@ -62,6 +62,15 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _on_gguf_blocks(quantization: dict[str, Any]) -> bool:
+    """A pack-quantized folder whose every layer group is symmetric 4- or 8-bit in groups of 32: the shape of
+    llama.cpp's Q4_0 / Q8_0 blocks (e.g. the ``qat`` step's q4_0 grid)."""
+    groups = quantization.get("config_groups") or {}
+    weights = [group.get("weights") or {} for group in groups.values()]
+    return (quantization.get("format") == "pack-quantized" and bool(weights)
+            and all(w.get("symmetric") and w.get("num_bits") in (4, 8) and w.get("group_size") == 32 for w in weights))
+
+
 def gguf_problem(config: dict[str, Any], manifest: dict[str, Any] | None, replaceable: bool = True) -> str | None:
     """Why a model with this config.json / manifest cannot be written as GGUF, or None."""
     model_type = config.get("model_type")
@@ -69,6 +78,8 @@ def gguf_problem(config: dict[str, Any], manifest: dict[str, Any] | None, replac
         return (f"GGUF export writes Llama-architecture (and Qwen2) models; this one is {model_type or 'unknown'!r}. "
                 "Use the transformers folder instead.")
     if config.get("quantization_config"):
+        if _on_gguf_blocks(config["quantization_config"]):
+            return None  # quantization-aware training on Q4_0 / Q8_0 blocks: written unchanged (checked per tensor)
         return ("this folder is already quantized with transformers' own quantizer; export GGUF from a float "
                 "or pruned result, since GGUF applies its own quantization")
     if manifest is not None and not replaceable:
