@@ -1,7 +1,10 @@
 """Every technique on two model families (issue 20): the bundled SmolLM2-135M and a random-weight Qwen2.
 
     .venv/bin/python bench/bench_models.py [--windows 4] [--sequence-length 256] [--calibration-windows 4]
-                                           [--models smollm2,qwen2]
+                                           [--models qwen2,smollm2] [--resume]
+
+The result is written after every row (``settings.complete`` is false until the last); ``--resume`` keeps
+the rows already written and measures the rest.
 
 Models:
 
@@ -33,6 +36,7 @@ GGUF file for GGUF rows) against the source's file, and against the size the app
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import tempfile
@@ -42,19 +46,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import print_table, provenance, write_results  # noqa: E402
+from bench.common import RESULTS, print_table, provenance, write_results  # noqa: E402
 
 BUNDLED = "bundled:smollm2-135m"
 QWEN2 = {"hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4, "num_attention_heads": 4,
          "num_key_value_heads": 2, "max_position_embeddings": 2048, "tie_word_embeddings": True}
 BAD_GROUP = {"smollm2": 128, "qwen2": 96}  # 576 (SmolLM2) is not a multiple of 128, 256 (the Qwen2) not of 96
-STEPS = [  # row name -> (technique, params)
-    ("GPTQ 4-bit g64", "gptq_quantize", {"bits": 4, "group_size": 64}),
+STEPS = [  # row name -> (technique, params); GPTQ last, the slowest (12 minutes of SmolLM2 on a busy 2-core machine)
     ("RTN 4-bit g64", "rtn_quantize", {"bits": 4, "group_size": 64}),
     ("RTN 4-bit g64, embedding 4-bit", "rtn_quantize", {"bits": 4, "group_size": 64, "embedding_bits": 4}),
     ("RTN 4-bit g64, embedding kept", "rtn_quantize", {"bits": 4, "group_size": 64, "quantize_embedding": False}),
     ("NF4 (bitsandbytes)", "bnb_quantize", {"mode": "nf4"}),
     ("Wanda 50%", "wanda_prune", {"sparsity": 0.5}),
+    ("GPTQ 4-bit g64", "gptq_quantize", {"bits": 4, "group_size": 64}),
 ]
 # Quantized with the token embedding quantized too: each must be smaller than the source's own file.  The rows
 # that keep the embedding (NF4, whose bitsandbytes cannot quantize it, and the "kept" comparisons) are measured
@@ -201,8 +205,9 @@ def shape_error_row(source: str, group: int, text_file: Path, out: Path, args) -
             "output_written": out.exists()}
 
 
-def run_model(key: str, source: str, folder: Path, text_file: Path, args) -> list[dict]:
-    """The original, every step, GGUF export and the shape error on one model."""
+def run_model(key: str, source: str, folder: Path, text_file: Path, args, done: set, emit) -> None:
+    """The shape error, the original, GGUF export and every step on one model; ``emit(row)`` as each is measured
+    (rows whose (model, row) is in ``done`` were measured by an earlier, interrupted run and are skipped)."""
     from core.eval.size_baseline import original_size
     from core.models.loading import load_model
     from core.models.model_info import inspect_model
@@ -217,24 +222,33 @@ def run_model(key: str, source: str, folder: Path, text_file: Path, args) -> lis
             "architecture": loaded.model.config.model_type, "parameters": summary.parameters,
             "embedding_parameters": embedding, "embedding_share": embedding / summary.parameters,
             "source_bytes": source_bytes, "bytes_as_16bit": summary.bytes_as_16bit}
-    started = time.perf_counter()
-    rows = [{"row": "original", "technique": None, "disk_bytes": source_bytes, "in_memory_ppl": None,
-             **score(loaded.model, loaded.tokenizer, text_file, args.sequence_length, args.windows)}]
-    rows[0]["wall_s"] = time.perf_counter() - started
-    rows += gguf_rows(loaded.model, loaded.tokenizer, folder, text_file, args)
-    del loaded
-    for name, technique, params in STEPS:
-        print(f"[{key}] {name} …", flush=True)
-        rows.append(step_row(name, technique, params, source, text_file, folder / name.replace(" ", "_"), args))
-    rows.append(shape_error_row(source, BAD_GROUP[key], text_file, folder / "shape-error", args))
-    for row in rows:
+
+    def finish(row: dict) -> None:
         row.update(info)
         if "disk_bytes" in row:
             compared = baseline.compared(result_is_gguf=row["technique"] == "gguf_export")
             row["compared_bytes"] = compared
             row["smaller_than_source_file"] = row["disk_bytes"] < source_bytes
             row["smaller_than_compared"] = row["disk_bytes"] < compared
-    return rows
+        print(f"[{key}] {row['row']} measured", flush=True)
+        emit(row)
+
+    shape_name = f"GPTQ group size {BAD_GROUP[key]} (shape error)"
+    if (key, shape_name) not in done:
+        finish(shape_error_row(source, BAD_GROUP[key], text_file, folder / "shape-error", args))
+    if (key, "original") not in done:
+        started = time.perf_counter()
+        row = {"row": "original", "technique": None, "disk_bytes": source_bytes, "in_memory_ppl": None,
+               **score(loaded.model, loaded.tokenizer, text_file, args.sequence_length, args.windows)}
+        finish({**row, "wall_s": time.perf_counter() - started})
+    if not {(key, "GGUF Q4_0"), (key, "GGUF Q4_0, embedding kept (F16)")} <= done:
+        for row in gguf_rows(loaded.model, loaded.tokenizer, folder, text_file, args):
+            finish(row)
+    del loaded
+    for name, technique, params in STEPS:
+        if (key, name) not in done:
+            print(f"[{key}] {name} …", flush=True)
+            finish(step_row(name, technique, params, source, text_file, folder / name.replace(" ", "_"), args))
 
 
 def checks(rows: list[dict]) -> list[str]:
@@ -256,18 +270,36 @@ def checks(rows: list[dict]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="smollm2,qwen2")
+    parser.add_argument("--models", default="qwen2,smollm2")
     parser.add_argument("--windows", type=int, default=4)
     parser.add_argument("--sequence-length", type=int, default=256)
     parser.add_argument("--calibration-windows", type=int, default=4)
     parser.add_argument("--name", default="models")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the rows bench/results/<name>.json already holds (same settings) and measure the rest")
     args = parser.parse_args(argv)
     started_at = provenance()
 
     from core.data.texts import load_texts
     from core.models.loading import load_model
 
+    settings = {"windows": args.windows, "sequence_length": args.sequence_length,
+                "calibration_windows": args.calibration_windows, "models": args.models, "qwen2": QWEN2,
+                "evaluation": "bundled:wiki-evaluation, first 4 articles as one document",
+                "calibration": "bundled:wiki-calibration"}
     rows: list[dict] = []
+    previous = RESULTS / f"{args.name}.json"
+    if args.resume and previous.is_file():  # rows an interrupted run measured with the same settings
+        old = json.loads(previous.read_text())
+        if {k: old["settings"].get(k) for k in settings} == settings:
+            rows = old["rows"]
+            started_at.update(commit=old.get("commit", started_at["commit"]), dirty=old.get("dirty", False))
+    done = {(r["model"], r["row"]) for r in rows}
+
+    def emit(row: dict) -> None:
+        rows.append(row)  # written after every row, so a long run interrupted keeps what it measured
+        write_results(args.name, rows, {**settings, "complete": False}, started_at)
+
     with tempfile.TemporaryDirectory(prefix="bench-models-") as tmp:
         tmp = Path(tmp)
         text_file = tmp / "articles.txt"  # four articles as one plain-text document
@@ -279,17 +311,13 @@ def main(argv: list[str] | None = None) -> int:
                 source = BUNDLED
             else:
                 source = str(build_qwen2(tmp / "qwen2-source", load_model(BUNDLED).tokenizer))
-            rows += run_model(key, source, folder, text_file, args)
+            run_model(key, source, folder, text_file, args, done, emit)
     problems = checks(rows)
     print_table([{**r, "mb": r.get("disk_bytes", 0) / 1e6 if r.get("disk_bytes") else None} for r in rows],
                 [("model", "model", ""), ("row", "row", ""), ("mb", "MB", ".1f"),
                  ("ppl_transformers", "ppl (transformers)", ".2f"), ("ppl_llama_cpp", "ppl (llama.cpp)", ".2f"),
                  ("reference_gap", "vs reference", ".1e"), ("error", "error", "")])
-    settings = {"windows": args.windows, "sequence_length": args.sequence_length,
-                "calibration_windows": args.calibration_windows, "models": args.models, "qwen2": QWEN2,
-                "evaluation": "bundled:wiki-evaluation, first 4 articles as one document",
-                "calibration": "bundled:wiki-calibration", "problems": problems}
-    path = write_results(args.name, rows, settings, started_at)
+    path = write_results(args.name, rows, {**settings, "complete": True, "problems": problems}, started_at)
     print(f"wrote {path}")
     for problem in problems:
         print(f"problem: {problem}", file=sys.stderr)
