@@ -294,6 +294,23 @@ def distill() -> str:
     return source_line(["distill"], ["bench/bench_distill.py"]) + text
 
 
+def qat() -> str:
+    """Issue 17: quantization-aware training against RTN / GPTQ+MSE and the float control, with its budget stated."""
+    result = load("qat")
+    settings = result["settings"]
+    body = [[row["row"], ppl(row["ppl_wiki"]), ppl(row["ppl_reviews"]), f"{row['kl']:.3f}", num(row["wall_s"], ".0f"),
+             f"{row['tokens']:,}"] for row in result["rows"]]
+    budget = (f"Each trained row: {settings['steps']} steps × {settings['batch_size']} windows × "
+              f"{settings['train_length']} tokens = {settings['tokens_per_training_row']:,} tokens of "
+              f"bundled:wiki-calibration (learning rate {settings['lr']:g}, T = 2, α = 0.5); evaluation "
+              f"{settings['evaluation']}.")
+    if not settings.get("complete"):
+        budget += " The run stopped before every row was measured: the missing rows have no result yet."
+    return (source_line(["qat"], ["bench/bench_qat.py"])
+            + table(["row", "perplexity held-out wiki", "perplexity reviews", "KL to original", "wall s",
+                     "tokens trained"], body) + "\n" + budget + "\n")
+
+
 def classify() -> str:
     """Issue 19: teacher and student test accuracy of the "Distil a small classifier" pipeline on two data sets."""
     rows = load("classify")["rows"]
@@ -424,7 +441,7 @@ def models() -> str:
     settings = result["settings"]
     if str(ROOT) not in sys.path:  # run as a script: bench/ is on the path, the repository root is not
         sys.path.insert(0, str(ROOT))
-    from bench.bench_models import checks  # the issue's checks, on the rows as written
+    from bench.bench_models import STEPS, checks  # the issue's checks, on the rows as written
 
     problems = checks(rows)
     text = (source_line(["models"], ["bench/bench_models.py"])
@@ -438,6 +455,12 @@ def models() -> str:
                "folder scoring what the in-memory result scored, every row quantized with its embedding smaller "
                "than the source's file, the shape errors refused before loading." if not problems
                else "Checks that failed: " + "; ".join(problems) + ".") + "\n")
+    if not settings.get("complete", True):
+        expected = ["original", "GGUF Q4_0", "GGUF Q4_0, embedding kept (F16)"] + [name for name, _, _ in STEPS]
+        missing = [f"{MODEL_TITLES.get(m, m)}: {name}" for m in settings["models"].split(",")
+                   for name in expected if not any(r["model"] == m and r["row"] == name for r in rows)]
+        text += ("\n**This run is not complete** (it is written row by row; `bench/bench_models.py --resume` "
+                 "measures the rest)" + (f"; not measured yet: {', '.join(missing)}" if missing else "") + ".\n")
     return text
 
 
@@ -445,7 +468,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "baseline": baseline, "prune": prune, "prune-peers": prune_peers, "structured": structured, "quant": quant,
     "quant-ingredients": quant_ingredients, "quant-peers": quant_peers, "decode": decode, "lowrank": lowrank,
     "distill": distill, "classify": classify, "tasks": tasks, "tasks-speed": tasks_speed, "estimates": estimates,
-    "models": models,
+    "models": models, "qat": qat,
 }
 
 
