@@ -7,7 +7,9 @@ process and once as ``torchrun --nproc_per_node 2 -m core.cli.commands run``: ea
 calibrates on half the windows and the statistics are all-reduced before each block is compressed.  The
 table gives the largest difference between the two saved models' weights (every Linear, as the model
 computes with it: packed layers dequantized), the share of weights that moved by more than 1e-3, and both
-perplexities.  Wall times are of the whole command on this 2-core shared machine (two processes share
+perplexities.  Every process computes with one thread (torchrun's default, set for the one-process run too),
+so each window's forward pass is the same arithmetic in both runs and the only difference is the order in
+which the statistics were summed.  Wall times are of the whole command on this 2-core shared machine (two processes share
 the same two cores, so no speed-up is expected here; the point is equality).
 """
 
@@ -79,14 +81,19 @@ def main() -> None:
     add_window_arguments(parser, calibration=8, windows=8, sequence_length=256)
     args = parser.parse_args()
     started = provenance()
-    rows = []
+    rows: list[dict] = []
+    settings = {"model": "bundled:smollm2-135m", "calibration": "bundled:wiki-calibration",
+                "evaluation": "bundled:wiki-evaluation", "calibration_windows": args.calibration_windows,
+                "eval_windows": args.windows, "sequence_length": args.sequence_length, "processes": [1, 2],
+                "backend": "gloo (CPU)", "threads_per_process": 1}
     with tempfile.TemporaryDirectory(prefix="bench-distributed-") as temp:
         temp = Path(temp)
         # the runs' history goes to a scratch home; the model cache stays the real one (converted once)
         from core import paths
 
         env = {**os.environ, paths.HOME_ENV: str(temp / "home"), paths.DATA_ENV: str(paths.datasets_dir()),
-               paths.CACHE_ENV: str(paths.cache_dir()), "HF_HUB_OFFLINE": "1"}
+               paths.CACHE_ENV: str(paths.cache_dir()), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+               "MKL_NUM_THREADS": "1"}
         for method, (technique, params) in METHODS.items():
             recipe = _recipe(temp / f"{technique}.yaml", technique, params, args)
             with socket.socket() as sock:
@@ -108,11 +115,9 @@ def main() -> None:
                                     ("share_moved_over_1e-3", "moved >1e-3", ".3%"),
                                     ("perplexity_one", "ppl 1 proc", ".3f"), ("perplexity_two", "ppl 2 procs", ".3f"),
                                     ("seconds_one", "s 1 proc", ".0f"), ("seconds_two", "s 2 procs", ".0f")])
-    settings = {"model": "bundled:smollm2-135m", "calibration": "bundled:wiki-calibration",
-                "evaluation": "bundled:wiki-evaluation", "calibration_windows": args.calibration_windows,
-                "eval_windows": args.windows, "sequence_length": args.sequence_length, "processes": [1, 2],
-                "backend": "gloo (CPU)"}
-    print(f"wrote {write_results('distributed', rows, settings, started)}")
+            # written after every method, so a long run that stops keeps what it measured
+            settings["complete"] = len(rows) == len(METHODS)
+            print(f"wrote {write_results('distributed', rows, settings, started)}")
 
 
 if __name__ == "__main__":
