@@ -321,7 +321,7 @@ class HessianStats:
         total = self._upper * self.tokens
         reduce(total)
         self.tokens = _reduced_count(reduce, self.tokens, total.device)
-        self._upper = total / self.tokens
+        self._upper = total / max(self.tokens, 1)  # a Linear no window reached stays zero, as on one process
         self._full = None
 
     @property
