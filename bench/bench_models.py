@@ -12,7 +12,7 @@ Models:
   tied head; the embedding is 21% of its weights);
 * ``qwen2``: a Qwen2-architecture model built here from a ``transformers`` config with random weights
   (seed 0): 4 layers of width 256 and SmolLM2's 49,152-token tokenizer, tied head, saved as bfloat16
-  safetensors — like the issue's model, most of its weights (75%) are the embedding.  Quality means
+  safetensors — like the issue's model, most of its weights (80%) are the embedding.  Quality means
   nothing here (its perplexity is about the vocabulary size); sizes, shapes and plumbing do.
 
 Rows, each through the runner with the registered step (``run_recipe``), except the original (loaded and
