@@ -299,7 +299,7 @@ def qat() -> str:
     result = load("qat")
     settings = result["settings"]
     body = [[row["row"], ppl(row["ppl_wiki"]), ppl(row["ppl_reviews"]), f"{row['kl']:.3f}", num(row["wall_s"], ".0f"),
-             f"{row['tokens']:,}"] for row in result["rows"]]
+             f"{row['tokens']:,}", str(row["best_step"]) if "best_step" in row else "—"] for row in result["rows"]]
     budget = (f"Each trained row: {settings['steps']} steps × {settings['batch_size']} windows × "
               f"{settings['train_length']} tokens = {settings['tokens_per_training_row']:,} tokens of "
               f"bundled:wiki-calibration (learning rate {settings['lr']:g}, T = 2, α = 0.5); evaluation "
@@ -308,7 +308,7 @@ def qat() -> str:
         budget += " The run stopped before every row was measured: the missing rows have no result yet."
     return (source_line(["qat"], ["bench/bench_qat.py"])
             + table(["row", "perplexity held-out wiki", "perplexity reviews", "KL to original", "wall s",
-                     "tokens trained"], body) + "\n" + budget + "\n")
+                     "tokens trained", "step kept (0 = the start)"], body) + "\n" + budget + "\n")
 
 
 def classify() -> str:
