@@ -172,6 +172,7 @@ def _count_tokens(rank: int, folder: Path, port: int) -> None:
         model = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in config.items() if k != "architectures"}))
         model.load_state_dict(data["state"])
         seen, found = _counted_importance_matrix(model.eval(), data["windows"])
+        _check_each_statistic_combines(rank)
         torch.save({"seen": seen, "counts": {k: e.count for k, e in found.items()},
                     "sums": {k: torch.as_tensor(e.sum2) for k, e in found.items()}}, folder / f"rank{rank}.pt")
     finally:
@@ -196,3 +197,25 @@ def _counted_importance_matrix(model, windows) -> tuple[int, dict]:
     finally:
         calibration.InputNormStats.add = real_add
     return seen[0], found
+
+
+def _check_each_statistic_combines(rank: int) -> None:
+    """On two processes, each statistics object fed its own rows equals one fed every row, once combined."""
+    from core.engine.calibration import HessianStats, InputNormStats
+    from core.engine.distributed import all_reduce_stats
+    from core.techniques.quantize.smooth import ChannelMaxStats
+
+    linear = torch.nn.Linear(12, 3)
+    rows = torch.Generator().manual_seed(5)
+    parts = [torch.randn(7, 12, generator=rows) * 3, torch.randn(20, 12, generator=rows)]  # unequal counts
+    for cls in (HessianStats, InputNormStats, ChannelMaxStats):
+        alone, combined = cls(linear), cls(linear)
+        for part in parts:
+            alone.add(part)
+        combined.add(parts[rank])
+        all_reduce_stats({"a": combined, "b": combined})  # shared by two Linears: combined once
+        for name in ("hessian", "sum_squares", "max", "tokens"):
+            if hasattr(alone, name):
+                want, got = getattr(alone, name), getattr(combined, name)
+                assert torch.allclose(torch.as_tensor(got).double(), torch.as_tensor(want).double(), rtol=1e-5), (
+                    cls.__name__, name)
