@@ -489,10 +489,26 @@ def distributed() -> str:
                      "s, 1 process", "s, 2 processes"], body) + "\n" + note + "\n\n" + why + "\n")
 
 
+def gguf() -> str:
+    result = load("gguf")
+    settings = result["settings"]
+    rows = [[row["type"], num(row["mb"], ".1f"), ppl(row["ppl"]), ppl(row.get("ppl_imatrix")),
+             num(row.get("quantize_s"), ".1f"), num(row.get("quantize_imatrix_s"), ".1f")] for row in result["rows"]]
+    return (source_line(["gguf"], ["bench/bench_gguf.py"])
+            + table(["type", "file MB", "llama.cpp perplexity, no imatrix", "… with our imatrix", "quantize s",
+                     "… with imatrix s"], rows)
+            + f"\nPerplexity by `llama-perplexity` on {settings['chunks_scored']} chunks of {settings['context']} "
+              f"tokens of the held-out Wikipedia text (llama.cpp's convention: the second half of each chunk scored); "
+              f"our importance matrix from {settings['calibration_windows']} chunks of the calibration text "
+              f"({settings['imatrix_seconds']:.0f} s). SmolLM2-135M's 576-wide layers are not multiples of the "
+              "256-value K-quant block, so llama.cpp gives most tensors its fallback types (Q5_0, Q6_K → Q8_0, "
+              "IQ4_NL), which is why the K-types are larger here than on a 7B model.\n")
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
     "baseline": baseline, "prune": prune, "prune-peers": prune_peers, "structured": structured, "quant": quant,
     "quant-ingredients": quant_ingredients, "quant-peers": quant_peers, "decode": decode, "lowrank": lowrank,
-    "distill": distill, "classify": classify, "tasks": tasks, "tasks-speed": tasks_speed, "estimates": estimates,
+    "distill": distill, "classify": classify, "tasks": tasks, "tasks-speed": tasks_speed, "estimates": estimates, "gguf": gguf,
     "models": models, "qat": qat,
     "distributed": distributed,
 }
