@@ -214,8 +214,10 @@ def test_real_model_embedding_on_is_smaller_by_its_share_and_costs_little(tmp_pa
     # the perplexity cost of 4-bit rows, measured: bounded, and not free
     ppl_on, ppl_off = on["after"]["perplexity"]["perplexity"], off["after"]["perplexity"]["perplexity"]
     assert abs(ppl_on / ppl_off - 1) < 0.01, (ppl_on, ppl_off)
-    # the folder reloads in our loader and scores what the in-memory result scored, on the same windows
+    # the folder reloads in our loader and scores what the in-memory result scored, on the same windows.  The
+    # runner measured the weights rounded to bfloat16 but computed in float32; the folder loads as bfloat16, so
+    # it is computed in float32 here too (in bfloat16 arithmetic it reads 0.2-0.6% higher, embedding on or off)
     loaded = load_model(str(tmp_path / "on"))
     assert isinstance(loaded.model.model.embed_tokens, PackedEmbedding)
     windows = perplexity_windows(load_texts(str(_articles(tmp_path))), loaded.tokenizer, L, WINDOWS)
-    assert perplexity(loaded.model, windows).perplexity == pytest.approx(ppl_on, rel=1e-4)
+    assert perplexity(loaded.model.float(), windows).perplexity == pytest.approx(ppl_on, rel=1e-4)
