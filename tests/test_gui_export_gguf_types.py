@@ -8,7 +8,6 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest  # noqa: E402
-from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
 from core.eval.compare import read_output_folder  # noqa: E402
 from core.io.gguf_types import GGUF_TYPE_INFO  # noqa: E402
@@ -17,14 +16,8 @@ from gui.screens.export.panel import ExportPanel  # noqa: E402
 from gui.widgets.formatting import format_bytes  # noqa: E402
 from tests.helpers import collect, write_recipe  # noqa: E402
 
+pytest_plugins = ["tests.gui_fixtures"]  # the dialogs fixture
 TIMEOUT_MS = 120_000
-
-
-@pytest.fixture
-def dialogs(monkeypatch):
-    shown: list[QMessageBox] = []
-    monkeypatch.setattr(QMessageBox, "exec", lambda box: shown.append(box) or int(QMessageBox.StandardButton.Ok))
-    return shown
 
 
 @pytest.fixture
