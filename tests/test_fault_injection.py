@@ -440,7 +440,7 @@ def test_config_weights_mismatch_is_one_line_without_the_load_report(tmp_path, t
 
 @pytest.mark.parametrize("argv", [
     ["eval", "bundled:smollm2-135m", "--sequence-length", "abc"],
-    ["export-gguf", "somewhere", "-o", "x.gguf", "--type", "Q2_K"],
+    ["export-gguf", "somewhere", "-o", "x.gguf", "--type", "Q9_Z"],  # no such GGUF type (Q2_K now is one)
     ["run"],
     ["no-such-command"],
 ])

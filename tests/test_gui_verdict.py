@@ -162,9 +162,10 @@ def test_gptq_form_keeps_dampening_under_a_closed_advanced_fold(qtbot):
     form = _gptq_form(qtbot)
     for everyday in ("bits", "group_size"):
         assert form.editors[everyday].isVisible(), everyday
-    for expert in ("dampening", "act_order", "clip", "block_size", "static_groups", "true_sequential"):
+    for expert in ("dampening", "act_order", "clip", "block_size", "static_groups", "true_sequential",
+                   "embedding_bits"):
         assert expert in form.expert_fields and not form.editors[expert].isVisible(), expert
-    assert not form.advanced_open and form.advanced_button.text() == "Advanced (9)"
+    assert not form.advanced_open and form.advanced_button.text() == "Advanced (10)"
     damp_label = form.advanced.layout().labelForField(form.editors["dampening"])
     assert damp_label.text() == "Stabilizer (dampening):"
     assert "numerical stability" in form.editors["dampening"].toolTip()

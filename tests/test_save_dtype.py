@@ -84,15 +84,21 @@ def test_cast_keeps_packed_modules_non_persistent_buffers_and_tying():
     model[1].weight = model[0].weight  # tied, like a language model's input and output embeddings
     model[1].register_buffer("table", torch.rand(3), persistent=False)
     scale = model[2].weight_scale.clone()
-    # Rounding only: still float32, but every value is representable in bfloat16.
-    assert cast_floating_weights(model, torch.bfloat16, keep_compute_dtype=True) == 1
+    assert not torch.equal(scale, scale.to(torch.bfloat16).float())
+    # Rounding only: still float32, but every value is representable in bfloat16 -- the tied weight once, and
+    # the packed layer's scales, which the saved folder's loader builds in bfloat16 (so the run measures what
+    # the reloaded result computes)
+    assert cast_floating_weights(model, torch.bfloat16, keep_compute_dtype=True) == 2
     weight = model[0].weight
     assert weight.dtype == torch.float32 and torch.equal(weight, weight.to(torch.bfloat16).float())
+    rounded = model[2].weight_scale.clone()
+    assert rounded.dtype == torch.float32 and torch.equal(rounded, scale.to(torch.bfloat16).float())
     assert cast_floating_weights(model, torch.bfloat16) == 1  # the tied weight once
     assert model[0].weight is model[1].weight and model[0].weight.dtype == torch.bfloat16
     assert model[1].table.dtype == torch.float32
     assert model[2].weight_packed.dtype == torch.int32
-    assert torch.equal(model[2].weight_scale, scale) and model[2].bias.dtype == torch.float32
+    # saving leaves a packed layer's tensors in their own dtype
+    assert torch.equal(model[2].weight_scale, rounded) and model[2].bias.dtype == torch.float32
 
 
 
@@ -135,7 +141,9 @@ def test_packed_quantized_tensors_keep_their_format(tmp_path, tiny_llama_dir, te
         dtypes = {name: f.get_slice(name).get_dtype() for name in f.keys()}
     assert dtypes["model.layers.0.mlp.up_proj.weight_packed"] == "I32"
     assert dtypes["model.layers.0.mlp.up_proj.weight_scale"] == "F32"  # scales of packed layers untouched
-    assert dtypes["model.embed_tokens.weight"] == "BF16"
+    assert dtypes["model.embed_tokens.weight_packed"] == "I32"  # the embedding is packed too (8-bit by default)
+    assert dtypes["model.embed_tokens.weight_scale"] == "F32"
+    assert dtypes["model.norm.weight"] == "BF16"  # ordinary floating-point weights follow the chosen dtype
     from core.models.loading import load_model
 
     loaded = load_model(str(folder))  # our loader rebuilds the packed layers

@@ -83,6 +83,20 @@ def _module_is_plain(module: torch.nn.Module) -> bool:
     return True
 
 
+def _round_packed_scales(module: torch.nn.Module, dtype: torch.dtype) -> int:
+    """Round a packed layer's scales to ``dtype``'s precision in place (their dtype kept): loading the saved
+    folder builds its packed layers in ``dtype`` (the config's), so this is what the reloaded model computes
+    with; the file keeps them in their own dtype, now exactly representable in ``dtype``."""
+    scale = getattr(module, "weight_scale", None)
+    if getattr(module, "weight_packed", None) is None or not isinstance(scale, torch.Tensor) \
+            or not scale.is_floating_point() or torch.finfo(scale.dtype).bits <= torch.finfo(dtype).bits:
+        return 0
+    scale.data = scale.data.to(dtype).to(scale.dtype)
+    if hasattr(module, "int4_scale_zeros"):  # a CPU kernel's copy of the old scales: rebuilt at the next call
+        module.int4_weight = module.int4_scale_zeros = None
+    return 1
+
+
 def cast_floating_weights(model: torch.nn.Module, dtype: torch.dtype, *, keep_compute_dtype: bool = False) -> int:
     """Round or cast the model's ordinary floating-point weights to ``dtype`` in place; return how many changed.
 
@@ -94,6 +108,8 @@ def cast_floating_weights(model: torch.nn.Module, dtype: torch.dtype, *, keep_co
     seen: set[int] = set()
     for module in model.modules():
         if not _module_is_plain(module):
+            if keep_compute_dtype:
+                changed += _round_packed_scales(module, dtype)
             continue
         skip = getattr(module, "_non_persistent_buffers_set", set())
         named = [*module.named_parameters(recurse=False),

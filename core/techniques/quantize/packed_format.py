@@ -116,26 +116,22 @@ def load_packed(folder: Path, task: str):
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     model = _auto_class(task).from_config(config, dtype=dtype)
     head = _tied_head(model)
-    tensors = _read_tensors(folder)
     for group in quant.get("config_groups", {}).values():
         weights = group["weights"]
         for name in group["targets"]:
             module = model.get_submodule(name)
             scheme = (weights["num_bits"], weights.get("group_size") or 0, weights["symmetric"])
-            # the scales keep the dtype they were saved in (float32 scales read into a bfloat16 model would
-            # be rounded, and the result would no longer compute what the run measured)
-            scale = tensors.get(f"{name}.weight_scale")
-            dtype = scale.dtype if scale is not None and scale.is_floating_point() else module.weight.dtype
             if isinstance(module, nn.Embedding):
                 packed = PackedEmbedding(module.num_embeddings, module.embedding_dim, *scheme,
-                                         dtype=dtype, padding_idx=module.padding_idx)
+                                         dtype=module.weight.dtype, padding_idx=module.padding_idx)
                 replace_module(model, name, packed)
                 if head is not None and model.get_input_embeddings() is packed:
                     replace_module(model, head, TiedPackedHead(packed))
                 continue
             packed = PackedLinear(module.in_features, module.out_features, *scheme,
-                                  bias=module.bias is not None, dtype=dtype)
+                                  bias=module.bias is not None, dtype=module.weight.dtype)
             replace_module(model, name, packed)
+    tensors = _read_tensors(folder)
     result = model.load_state_dict(tensors, strict=False)
     loaded = {p.data_ptr() for n, p in model.named_parameters() if n in tensors}
     missing = [k for k in result.missing_keys if model.get_parameter(k).data_ptr() not in loaded] \
