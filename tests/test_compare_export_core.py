@@ -194,3 +194,15 @@ def test_a_pipeline_that_already_quantizes_is_not_told_to_add_quantization():
         assert "quantization step" not in note and "GGUF" in note, step
     assert "Add a quantization step" in size_note({**base, "steps": [{"technique": "wanda_prune",
                                                                         "family": "pruning"}]})
+
+
+def test_a_packed_folder_off_the_gguf_blocks_says_why_gguf_is_refused_and_what_to_do():
+    from core.io.export import gguf_problem
+
+    packed = {"model_type": "llama", "quantization_config": {"format": "pack-quantized", "config_groups": {
+        "group_0": {"weights": {"num_bits": 4, "group_size": 64, "symmetric": False}, "targets": []}}}}
+    problem = gguf_problem(packed, None)
+    assert "round its weights a second time" in problem and "q4_0" in problem and "transformers" not in problem
+    on_blocks = {"model_type": "llama", "quantization_config": {"format": "pack-quantized", "config_groups": {
+        "group_0": {"weights": {"num_bits": 4, "group_size": 32, "symmetric": True}, "targets": []}}}}
+    assert gguf_problem(on_blocks, None) is None  # Q4_0-shaped blocks: written unchanged

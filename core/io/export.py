@@ -80,8 +80,9 @@ def gguf_problem(config: dict[str, Any], manifest: dict[str, Any] | None, replac
     if config.get("quantization_config"):
         if _on_gguf_blocks(config["quantization_config"]):
             return None  # quantization-aware training on Q4_0 / Q8_0 blocks: written unchanged (checked per tensor)
-        return ("this folder is already quantized with transformers' own quantizer; export GGUF from a float "
-                "or pruned result, since GGUF applies its own quantization")
+        return ("this folder is already quantized, on a grid that is not a GGUF type's blocks, so GGUF would round "
+                "its weights a second time; export GGUF from a float or pruned result (GGUF applies its own "
+                "quantization), or train with the qat step on the q4_0 or q8_0 grid, which exports unchanged")
     if manifest is not None and not replaceable:
         return (f"its layers were replaced ({manifest.get('format')}); GGUF needs plain float layers. Export GGUF "
                 "from a float or pruned result: GGUF applies its own quantization")
