@@ -61,11 +61,14 @@ def iter_imatrix_file(model: Any, tokenizer: Any, path: str | Path, texts: list[
 
 def iter_gguf_export(source: str | Path, destination: str | Path, quant: str = "Q8_0", *, imatrix: bool = False,
                      settings: ImatrixSettings | None = None, save_imatrix: str | Path | None = None,
-                     overwrite: bool = False, keep_embedding: bool = False, device: str = "cpu") -> Generator[Any, None, dict[str, Any]]:
+                     overwrite: bool = False, keep_embedding: bool = False, device: str = "cpu",
+                     imatrix_file: str | Path | None = None) -> Generator[Any, None, dict[str, Any]]:
     """Write ``source`` (a run's output folder, or any model source the app loads) as one GGUF of type ``quant``.
 
     ``imatrix``: compute our importance matrix and let the quantizer use it; ``save_imatrix``: also keep it at
-    that path (llama.cpp's imatrix GGUF, for its own tools); ``keep_embedding``: the token embedding stays F16.  Atomic: nothing half-written on failure or cancel.
+    that path (llama.cpp's imatrix GGUF, for its own tools); ``imatrix_file``: with ``imatrix``, use this
+    importance matrix (computed earlier, e.g. once for a queue of types) instead of computing one;
+    ``keep_embedding``: the token embedding stays F16.  Atomic: nothing half-written on failure or cancel.
     """
     quantizer = needs_quantizer(quant, imatrix)
     if save_imatrix is not None and not imatrix:
@@ -99,7 +102,9 @@ def iter_gguf_export(source: str | Path, destination: str | Path, quant: str = "
     imatrix_path = None
     with journaled(Path(f"{partial_path(destination)}.imatrix.gguf")) as scratch:
         try:
-            if imatrix:
+            if imatrix and imatrix_file is not None:
+                imatrix_path = Path(imatrix_file)
+            elif imatrix:
                 calibration = settings.calibration or data.calibration
                 texts = load_texts(calibration, settings.text_column if settings.calibration else data.text_column)
                 imatrix_path = Path(save_imatrix) if save_imatrix is not None else scratch
