@@ -29,6 +29,7 @@ from core.engine.targets import select_linears
 from core.errors import StudioError
 from core.events import ProgressMeter
 from core.models.memory import release_free_memory
+from core.models.streaming import block_stream
 
 
 class _StopForward(Exception):
@@ -134,9 +135,13 @@ def run_blockwise(model: nn.Module, windows: torch.Tensor, *, make_stats: Callab
     On several processes (:mod:`core.engine.distributed`), each runs its share of the windows and the
     statistics are all-reduced before each block is compressed, so every process compresses alike.  A loop
     with ``observe_block`` runs every window on every process instead (what it observes is not combined).
+
+    A streamed model (:mod:`core.models.streaming`) has its blocks on the meta device: each is read from the
+    weight files when its turn comes and handed back (to be written) and dropped once it is done.
     """
     blocks_name, blocks = find_blocks(model)
     chosen = dict(select_linears(model, targets, ignore)) if compress_block is not None else {}
+    stream = block_stream(model)
     home = next(model.parameters()).device
     device = torch.device(device) if device is not None else home
     use_cache = getattr(getattr(model, "config", None), "use_cache", None)
@@ -149,7 +154,10 @@ def run_blockwise(model: nn.Module, windows: torch.Tensor, *, make_stats: Callab
         inputs, kwargs_list = _capture_on(model, blocks, windows, device, home)
         for index, block in enumerate(blocks):
             block_name = f"{blocks_name}.{index}"
-            block.to(device)
+            if stream is not None:
+                stream.onload(block_name, block, device)
+            else:
+                block.to(device)
             linears = {name: module for name, module in chosen.items() if name.startswith(block_name + ".")}
             groups, called_once = _stages(block, linears, inputs[0], kwargs_list[0], device) if linears \
                 else ([], False)
@@ -171,9 +179,11 @@ def run_blockwise(model: nn.Module, windows: torch.Tensor, *, make_stats: Callab
             if observe_block is not None:
                 yield from observe_block(Block(index, block_name, block, linears, {}), inputs, outputs)
             inputs = outputs
-            release_free_memory()
-            if device != home:
+            if stream is not None:
+                stream.offload(block_name, block)
+            elif device != home:
                 block.to(home)
+            release_free_memory()
             event = meter.update(index + 1)
             if event:
                 yield event

@@ -10,6 +10,7 @@ No Qt and no torch at import: the Pipeline page calls this on the GUI thread.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ SAVE_BYTES_PER_S = 2e8
 EVAL_BATCH = 4  # windows per batch in perplexity and KL (core.eval.perplexity)
 DECODE_TOKENS = 48  # new tokens per sample prompt (core.eval.speed)
 SPEED_RUN_TOKENS = 160  # prefill + decode tokens timed by the speed measurement, about
+_BLOCK_NAME = re.compile(r"^(.*?\.\d+)\.")  # "model.layers.3.mlp.up_proj" -> block "model.layers.3"
 FLOAT_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
 
 
@@ -263,12 +265,39 @@ def estimate(summary: Any, recipe: Any, device: str, available_bytes: int | None
     needs_copy = teacher or any(getattr(step.config, "student", None) is not None and step.technique.startswith("distill")
                                 for _, step in recipe.enabled_steps())
     peak = in_memory * (2 if needs_copy else 1) + max(working, eval_working) + in_memory // 4
+    if getattr(recipe.model, "stream", False):
+        whole = peak
+        resident, block = streamed_bytes(layers, ctx.compute_bytes)
+        # one window's logits at a time (batch 1), the windows' hidden states in and out of a block
+        eval_working = (data.sequence_length * ctx.vocab * 4 * 2 + windows * data.sequence_length * ctx.hidden
+                        * ctx.compute_bytes * 2) if recipe.evaluation.perplexity else 0
+        peak = resident + block * 2 + max(working, eval_working)
+        notes.append(f"Streamed: the peak is the weights outside the blocks ({resident / 1e6:,.0f} MB), one block "
+                     f"({block / 1e6:,.0f} MB, twice while it is written) and its working memory, whatever the depth; "
+                     f"in memory it would be about {whole / 1e6:,.0f} MB.")
     notes.append("Times from a forward pass timed on this machine when the model loaded." if throughput is not None
                  else "No forward pass of this model has been timed here yet: the time is plain arithmetic.")
     notes += _busy_notes(throughput, device)
     return Estimate(params, output_params, output_bytes, int(peak), seconds, available_bytes, notes,
                     _format_text(formats, float_name, any_float_left), output_nonzero, phases, parts,
                     throughput is not None)
+
+
+def streamed_bytes(layers: list[Layer], compute_bytes: int) -> tuple[int, int]:
+    """(bytes of the weights outside the repeated blocks, bytes of the largest block) for a streamed run.
+
+    A block is every layer named ``<…>.<index>.<…>``; the rest (embedding, final norm, head) stays resident.
+    """
+    blocks: dict[str, int] = {}
+    resident = 0
+    for layer in layers:
+        found = _BLOCK_NAME.match(layer.name)
+        size = layer.params * compute_bytes
+        if found:
+            blocks[found.group(1)] = blocks.get(found.group(1), 0) + size
+        else:
+            resident += size
+    return resident, max(blocks.values(), default=0)
 
 
 def _busy_notes(throughput: Throughput | None, device: str) -> list[str]:

@@ -41,6 +41,9 @@ class ModelSpec:
     task: str = param("causal-lm", "What the model does: generate text, or classify it.", choices=TASKS)
     trust_remote_code: bool = param(False, "Run Python code shipped with the model. Only for models "
                                     "you trust: that code runs with your permissions.")
+    stream: bool = param(False, "Keep the weights on disk and bring one decoder block at a time into memory "
+                         "(models bigger than memory). Wanda and GPTQ and perplexity only, on a local "
+                         "safetensors folder of a Llama-shaped model; anything else says so before it starts.")
 
 
 @dataclass

@@ -28,6 +28,7 @@ from core.engine.original_cache import keep_measurements, load_measurements, mea
 from core.engine.preflight import check_shapes_before_loading
 from core.engine.recipe import Recipe, classifier_reading
 from core.engine.registry import get_technique
+from core.engine.streamed import run_streamed
 from core.errors import RecipeError
 from core.eval.metrics import align_predictions, classification_metrics, iter_predict_labels
 from core.eval.perplexity import iter_kl_to_teacher, iter_perplexity
@@ -281,6 +282,8 @@ def run_recipe(recipe: Recipe, output_dir: str | Path, *, overwrite: bool = Fals
     started = time.perf_counter()
     output, inputs = check_run(recipe, output_dir, overwrite=overwrite, device=device, recipe_file=recipe_file)
     torch.manual_seed(recipe.seed)
+    if recipe.model.stream:  # one block in memory at a time (core.engine.streamed); checks its own limits first
+        return (yield from run_streamed(recipe, output, overwrite=overwrite, device=device, started=started))
     yield StageStarted("load", "Loading the model", 1, _stage_count(recipe))
     loaded = yield from iter_load_model(recipe.model.source, recipe.model.task, recipe.model.trust_remote_code, device,
                                         pooled_tokenizer=True)

@@ -1,0 +1,75 @@
+"""The block-wise techniques' bodies for a streamed model (:mod:`core.engine.streamed`).
+
+Each is the in-memory handler's math and loop (``wanda_mask`` through ``prune_blockwise``,
+``gptq_quantize_weight`` through ``run_blockwise``) without what needs the whole model at once
+(counting every weight's bytes, swapping packed modules into the model, the embedding step): the
+calibration engine reads and writes each block, so the result is the in-memory one, block by block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import torch
+
+from core.engine.calibration import HessianStats, InputNormStats, run_blockwise
+from core.engine.registry import StepReport
+from core.engine.streamed import StreamContext, register_streamed
+from core.events import LayerStat
+from core.techniques.prune.data_aware import prune_blockwise
+from core.techniques.prune.masks import parse_pattern
+from core.techniques.prune.wanda import wanda_mask
+from core.techniques.quantize.common import check_widths
+from core.techniques.quantize.gptq import gptq_quantize_weight
+from core.techniques.quantize.packed_linear import PackedLinear
+
+
+@register_streamed("wanda_prune")
+def stream_wanda(model, config, ctx: StreamContext) -> Generator[Any, None, StepReport]:
+    """Wanda on a streamed model: the handler's math (``wanda_mask``) and shared loop (``prune_blockwise``)."""
+    n, m = parse_pattern(config.pattern)
+
+    def prune_linear(_name, linear, stats: InputNormStats, sparsity: float) -> dict:
+        linear.weight.mul_(wanda_mask(linear.weight, stats.norms(), sparsity, n, m))
+        return {}
+
+    rows, achieved, _schedule = yield from prune_blockwise(
+        model, ctx, config=config, make_stats=InputNormStats, prune_linear=prune_linear, stage="Wanda pruning")
+    return StepReport(summary=f"Pruned {len(rows)} layers to {achieved:.1%} zeros with Wanda, streamed block by block.",
+                      metrics={"sparsity": achieved, "layers": len(rows)}, layers=rows,
+                      notes=["Saved dense: zeros take as much disk as any other value."])
+
+
+@register_streamed("gptq_quantize")
+def stream_gptq(model, config, ctx: StreamContext) -> Generator[Any, None, StepReport]:
+    """GPTQ on a streamed model (``gptq_quantize_weight`` per Linear); the block keeps the dequantized values."""
+    rows: list[dict] = []
+
+    def compress(block):
+        for name, linear in block.linears.items():
+            with torch.no_grad():
+                codes, scales, zeros, _perm, error = gptq_quantize_weight(
+                    linear.weight, block.stats[name].hessian, config.bits, config.group_size, config.symmetric,
+                    config.act_order, config.dampening, config.block_size, scale_dtype=linear.weight.dtype,
+                    clip=config.clip, static_groups=config.static_groups)
+                packed = PackedLinear.from_linear(linear, codes, scales, zeros, config.bits, config.group_size,
+                                                  config.symmetric)
+                linear.weight = torch.nn.Parameter(packed.dequantized_weight().to(linear.weight.dtype),
+                                                   requires_grad=False)
+            rows.append({"layer": name, "params": linear.weight.numel(), "quant_bits": config.bits,
+                         "reconstruction_error": error})
+            yield LayerStat(name, "reconstruction_error", error, ctx.step_index)
+
+    check_widths(model, config.targets, config.ignore, config.group_size)  # on the skeleton, before any work
+    yield from run_blockwise(model, ctx.calibration_windows(), make_stats=HessianStats, compress_block=compress,
+                             targets=config.targets, ignore=config.ignore, device=ctx.device,
+                             stage="GPTQ quantization", step_index=ctx.step_index,
+                             sequential=config.true_sequential)
+    return StepReport(
+        summary=f"Quantized {len(rows)} layers to {config.bits} bits with GPTQ, streamed block by block.",
+        metrics={"layers": len(rows), "reconstruction_error": sum(r["reconstruction_error"] for r in rows)},
+        layers=rows, notes=["A streamed GPTQ run saves the dequantized values dense (exactly what the packed "
+                            "layers compute); the packed, smaller folder needs an in-memory run for now."])
+
+
