@@ -1,6 +1,9 @@
 #!/bin/sh
 # Build llama.cpp's command-line tools that GGUF export and its tests run (quantize, perplexity, imatrix,
 # tokenize) from the llama.cpp source vendored in llama-cpp-python's source distribution on the package index.
+# It also extracts llama.cpp's own Hugging Face -> GGUF converter (convert_hf_to_gguf.py, its conversion/ package
+# and the gguf-py it imports, which matches the converter's version) into DEST/convert: core/io/gguf_convert.py
+# runs it for the model families our own GGUF writer does not cover (Gemma, Qwen3, Mistral, Phi-3, ...).
 # Usage: packaging/build_llama_cpp.sh PYTHON DEST   (DEST/bin receives the tools; skipped when already built)
 set -eu
 PY=$1
@@ -8,11 +11,23 @@ DEST=$2
 VERSION=0.3.36
 TOOLS="llama-quantize llama-perplexity llama-imatrix llama-tokenize"
 STAMP="$DEST/bin/.built-$VERSION"
-[ -f "$STAMP" ] && exit 0
+CONVERT_STAMP="$DEST/convert/.extracted-$VERSION"
+SDIST="$DEST/src/llama_cpp_python-$VERSION.tar.gz"
+[ -f "$STAMP" ] && [ -f "$CONVERT_STAMP" ] && exit 0
 mkdir -p "$DEST/src" "$DEST/bin"
 # pip's own HTTP cache keeps the tar.gz, so a rebuild does not download it again.
-"$PY" -m pip download --quiet --no-deps --no-binary llama-cpp-python "llama-cpp-python==$VERSION" -d "$DEST/src"
-SDIST="$DEST/src/llama_cpp_python-$VERSION.tar.gz"
+[ -f "$SDIST" ] || "$PY" -m pip download --quiet --no-deps --no-binary llama-cpp-python \
+	"llama-cpp-python==$VERSION" -d "$DEST/src"
+if [ ! -f "$CONVERT_STAMP" ]; then
+	rm -rf "$DEST/convert" "$DEST/convert.partial"
+	mkdir -p "$DEST/convert.partial"
+	V="llama_cpp_python-$VERSION/vendor/llama.cpp"
+	tar -xzf "$SDIST" -C "$DEST/convert.partial" --strip-components=3 \
+		"$V/convert_hf_to_gguf.py" "$V/conversion" "$V/gguf-py/gguf" "$V/LICENSE"
+	touch "$DEST/convert.partial/.extracted-$VERSION"
+	mv "$DEST/convert.partial" "$DEST/convert"
+fi
+[ -f "$STAMP" ] && exit 0
 rm -rf "$DEST/src/llama_cpp_python-$VERSION"
 tar -xzf "$SDIST" -C "$DEST/src" "llama_cpp_python-$VERSION/vendor/llama.cpp"
 SRC="$DEST/src/llama_cpp_python-$VERSION/vendor/llama.cpp"

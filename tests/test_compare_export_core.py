@@ -155,9 +155,12 @@ def test_gguf_export_and_where_it_does_not_apply(run_output, tmp_path):
     _, written = collect(iter_export_gguf(out, tmp_path / "tiny.gguf", "Q8_0"))
     assert written["path"].endswith("tiny.gguf") and read_gguf_summary(written["path"])["architecture"] == "llama"
     assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
-    assert "Llama-architecture" in gguf_problem({"model_type": "bert"}, None)
-    assert "replaced" in gguf_problem({"model_type": "llama"}, {"format": "factorized"}, replaceable=False)
-    assert gguf_problem({"model_type": "llama"}, {"format": "sparse"}, replaceable=True) is None
+    assert "causal language models" in gguf_problem({"model_type": "bert", "architectures": ["BertModel"]}, None)
+    llama = {"model_type": "llama", "architectures": ["LlamaForCausalLM"]}
+    assert "replaced" in gguf_problem(llama, {"format": "factorized"}, replaceable=False)
+    assert gguf_problem(llama, {"format": "sparse"}, replaceable=True) is None
+    # other families go through llama.cpp's own converter (tests/test_gguf_families.py)
+    assert gguf_problem({"model_type": "gemma2", "architectures": ["Gemma2ForCausalLM"]}, None) is None
 
 
 # -- HTML report and CLI ---------------------------------------------------------------------------------

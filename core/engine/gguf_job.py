@@ -23,6 +23,7 @@ from core.errors import StudioError
 from core.eval.compare import OutputFolderError, read_output_folder
 from core.events import Log
 from core.io.export import _pre_tokenizer, describe_output, iter_export_gguf
+from core.io.gguf_convert import iter_converted_gguf, written_by_our_writer
 from core.io.gguf_quantize import iter_quantized_gguf
 from core.io.gguf_types import needs_quantizer
 from core.io.imatrix_gguf import ImatrixEntry, write_imatrix
@@ -111,8 +112,13 @@ def iter_gguf_export(source: str | Path, destination: str | Path, quant: str = "
                 yield from iter_imatrix_file(model, loaded.tokenizer, imatrix_path, texts, dataset=calibration,
                                              sequence_length=settings.sequence_length or data.sequence_length,
                                              windows=settings.windows or data.calibration_windows, device=device)
-            written = yield from iter_quantized_gguf(model, loaded.tokenizer, destination, quant, pre=pre, name=name,
-                                                     imatrix=imatrix_path, keep_embedding=keep_embedding)
+            if written_by_our_writer(getattr(model.config, "model_type", None)):
+                written = yield from iter_quantized_gguf(model, loaded.tokenizer, destination, quant, pre=pre,
+                                                         name=name, imatrix=imatrix_path, keep_embedding=keep_embedding)
+            else:  # other families: llama.cpp's own converter, then the same quantizer
+                written = yield from iter_converted_gguf(model, loaded.tokenizer, destination, quant,
+                                                         imatrix=imatrix_path, keep_embedding=keep_embedding,
+                                                         extras_from=load_from if Path(load_from).is_dir() else None)
         finally:
             scratch.unlink(missing_ok=True)
     yield Log(f"Wrote {destination} ({written['bytes'] / 1e6:.1f} MB, {quant}"

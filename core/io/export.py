@@ -74,11 +74,12 @@ def _on_gguf_blocks(quantization: dict[str, Any]) -> bool:
 def gguf_problem(config: dict[str, Any], manifest: dict[str, Any] | None, replaceable: bool = True) -> str | None:
     """Why a model with this config.json / manifest cannot be written as GGUF, or None."""
     model_type = config.get("model_type")
-    if model_type not in ("llama", "qwen2"):
-        return (f"GGUF export writes Llama-architecture (and Qwen2) models; this one is {model_type or 'unknown'!r}. "
-                "Use the transformers folder instead.")
+    architectures = config.get("architectures") or []
+    if not model_type or (architectures and not any(str(name).endswith("ForCausalLM") for name in architectures)):
+        return (f"GGUF export writes causal language models (…ForCausalLM); this one is {model_type or 'unknown'!r} "
+                f"({', '.join(architectures) or 'no architecture named'}). Use the transformers folder instead.")
     if config.get("quantization_config"):
-        if _on_gguf_blocks(config["quantization_config"]):
+        if model_type in ("llama", "qwen2") and _on_gguf_blocks(config["quantization_config"]):
             return None  # quantization-aware training on Q4_0 / Q8_0 blocks: written unchanged (checked per tensor)
         return ("this folder is already quantized, on a grid that is not a GGUF type's blocks, so GGUF would round "
                 "its weights a second time; export GGUF from a float or pruned result (GGUF applies its own "
@@ -196,7 +197,15 @@ def iter_export_gguf(folder: str | Path, destination: str | Path, quant: str = "
     loaded = yield from iter_load_model(str(info.folder), run.task, trust_remote_code=False, device=device)
     yield Progress("writing GGUF", 0, 1)
     # lazy: the Export screen imports this module at start; numpy and torch load only when a GGUF is written
+    from core.io.gguf_convert import iter_converted_gguf, written_by_our_writer
     from core.io.gguf_export import export_gguf
+
+    if not written_by_our_writer(getattr(loaded.model.config, "model_type", None)):
+        # Gemma, Qwen3, Mistral, Phi-3, ...: llama.cpp's own converter, then its quantizer for the type
+        written = yield from iter_converted_gguf(loaded.model.to("cpu"), loaded.tokenizer, destination, quant,
+                                                 keep_embedding=not quantize_embedding, extras_from=info.folder)
+        yield Log(f"Wrote {destination} ({written['bytes'] / 1e6:.1f} MB, {quant}, llama.cpp's converter)")
+        return written
 
     written = export_gguf(loaded.model.to("cpu"), loaded.tokenizer, destination, quant,
                           pre=_pre_tokenizer(run.teacher_source), name=run.report.get("recipe") or None,

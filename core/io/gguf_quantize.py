@@ -38,11 +38,14 @@ def gguf_tensor_name(state_name: str) -> str:
 
 
 def iter_quantize_file(source: Path, path: Path, quant: str, *, imatrix: str | Path | None = None,
-                       keep_embedding: bool = False, threads: int | None = None) -> Generator[Any, None, float]:
-    """Run llama-quantize on the F16/F32 GGUF ``source`` into ``path`` (the caller renames it into place).
+                       keep_embedding: bool = False, threads: int | None = None,
+                       extra_args: list[str] | None = None) -> Generator[Any, None, float]:
+    """Run llama-quantize on the F16/F32 GGUF ``source`` into ``path`` (the caller renames it into place);
+    ``extra_args``: more of its options (e.g. ``--override-kv``).
     Yields progress (cancel points: closing kills the tool); returns the quantizer's seconds."""
     threads = threads or max(1, min(4, os.cpu_count() or 1))
     args = ["--imatrix", str(imatrix)] if imatrix is not None else []
+    args += extra_args or []
     if keep_embedding:
         args += ["--token-embedding-type", "f16"]
     started = time.perf_counter()

@@ -66,9 +66,17 @@ def run_tool(name: str, args: list[str], *, doing: str, poll_s: float = 0.2) -> 
     """Run ``name args…``; yields a Log when it starts, then None while it runs (cancel points); returns its
     output (stdout and stderr together).  A non-zero exit raises StudioError with the tool's last lines."""
     tool = require_tool(name)
-    yield Log(f"{doing}: {tool.name} {' '.join(args)}")
-    with subprocess.Popen([str(tool), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          errors="replace") as process:
+    return (yield from run_command([str(tool), *args], doing=doing, poll_s=poll_s, label=name))
+
+
+def run_command(argv: list[str], *, doing: str, poll_s: float = 0.2, env: dict[str, str] | None = None,
+                label: str | None = None) -> Generator[Any, None, str]:
+    """Run the command ``argv`` as :func:`run_tool` runs a tool (cancel points; closing kills it; a non-zero exit
+    is one StudioError line naming ``label`` with the command's last lines)."""
+    label = label or Path(argv[0]).name
+    yield Log(f"{doing}: {label} {' '.join(argv[1:])}")
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          errors="replace", env=env) as process:
         chunks: list[str] = []
         try:
             # communicate() with a timeout keeps what was read so far; the last call returns all the output
@@ -86,7 +94,7 @@ def run_tool(name: str, args: list[str], *, doing: str, poll_s: float = 0.2) -> 
     output = "".join(chunks)
     if process.returncode != 0:
         tail = " | ".join(line.strip() for line in output.strip().splitlines()[-3:])
-        raise StudioError(f"{doing} failed: {name} exited with {process.returncode}: {tail}")
+        raise StudioError(f"{doing} failed: {label} exited with {process.returncode}: {tail}")
     return output
 
 
