@@ -257,28 +257,29 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_export_gguf(args) -> int:
-    if args.imatrix or args.type not in ("F16", "Q8_0", "Q4_0"):
-        return _cmd_export_gguf_quantizer(args)
-    from core.io.export import iter_export_gguf
-
-    written = EventPrinter(args.quiet).consume(iter_export_gguf(args.folder, args.output, args.type,
-                                                                overwrite=args.overwrite,
-                                                                quantize_embedding=not args.keep_embedding))
-    print(f"Wrote        {written['path']} ({written['bytes'] / 1e6:.1f} MB, {written['quant']})")
-    return 0
-
-
-def _cmd_export_gguf_quantizer(args) -> int:
-    """K- and i-quants (and any type with --imatrix) through llama.cpp's quantizer, with our importance matrix."""
-    from core.engine.gguf_job import ImatrixSettings, iter_gguf_export
+    """One GGUF per type of --type (comma-separated), one importance matrix for all, Modelfiles and a README card."""
+    from core.engine.gguf_job import ImatrixSettings
+    from core.engine.gguf_queue import iter_gguf_queue
 
     settings = ImatrixSettings(args.calibration, args.imatrix_windows, args.imatrix_length)
-    written = EventPrinter(args.quiet).consume(iter_gguf_export(
-        args.folder, args.output, args.type, imatrix=args.imatrix, settings=settings,
-        save_imatrix=args.save_imatrix, overwrite=args.overwrite, keep_embedding=args.keep_embedding))
-    print(f"Wrote        {written['path']} ({written['bytes'] / 1e6:.1f} MB, {written['quant']}"
-          f"{', with our importance matrix' if written.get('imatrix') else ''})")
+    done = EventPrinter(args.quiet).consume(iter_gguf_queue(
+        args.folder, args.output, args.type, imatrix=args.imatrix, settings=settings, save_imatrix=args.save_imatrix,
+        overwrite=args.overwrite, keep_embedding=args.keep_embedding, cards=not args.no_cards))
+    for written in done["files"]:
+        print(f"Wrote        {written['path']} ({written['bytes'] / 1e6:.1f} MB, {written['quant']}"
+              f"{', with our importance matrix' if written.get('imatrix') else ''})")
+    for card in done["cards"]:
+        print(f"Wrote        {card}")
     return 0
+
+
+def _gguf_types(text: str) -> list[str]:
+    from core.engine.gguf_queue import parse_types
+
+    try:
+        return parse_types(text)
+    except StudioError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _cmd_techniques(args) -> int:
@@ -363,10 +364,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export-gguf", help="write a run's output folder as one GGUF file (llama.cpp, Ollama)")
     p.add_argument("folder", help="the output folder of a run, or any model source the app loads (Llama architecture)")
-    p.add_argument("-o", "--output", required=True, help="the .gguf file to write (its name ends in .gguf)")
-    p.add_argument("--overwrite", action="store_true", help="replace a GGUF file this app exported before")
-    p.add_argument("--type", default="Q8_0", choices=GGUF_TYPE_CHOICES,
-                   help="number format of the weights (K- and i-quants are made by llama.cpp's llama-quantize)")
+    p.add_argument("-o", "--output", required=True, help="the .gguf file to write (its name ends in .gguf); with "
+                   "several types, each is written as NAME-TYPE.gguf next to it")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace GGUF files, Modelfiles and a README this app exported before")
+    p.add_argument("--type", default=["Q8_0"], type=_gguf_types, metavar="TYPE[,TYPE…]",
+                   help="number format of the weights, one or several separated by commas: "
+                        f"{', '.join(GGUF_TYPE_CHOICES)} (K- and i-quants are made by llama.cpp's llama-quantize)")
+    p.add_argument("--no-cards", action="store_true",
+                   help="write only the .gguf files, not an Ollama Modelfile per file and a README card next to them")
     p.add_argument("--imatrix", action="store_true",
                    help="weigh rounding by an importance matrix computed on the calibration text (llama.cpp's imatrix)")
     p.add_argument("--calibration", help="text for the importance matrix (default: the result's recipe's calibration)")
