@@ -29,7 +29,7 @@ from core.io.gguf_cards import (
     write_card,
 )
 from core.io.gguf_types import GGUF_TYPE_INFO
-from core.io.output_rules import check_output_file, resolved
+from core.io.output_rules import Input, check_output_file, resolved
 from core.partials import journaled, partial_path
 
 
@@ -115,14 +115,16 @@ def iter_gguf_queue(source: str | Path, output: str | Path, types: str | Iterabl
     """
     quants = parse_types(types)
     destinations = {q: resolved(p) for q, p in queue_destinations(output, quants).items()}
+    card_source = _source_card(source)
+    label = "the result folder being exported" if card_source.get("report") else "the model being exported"
+    inputs = [Input(Path(source), label)] if Path(source).exists() else []
     for path in destinations.values():
-        check_output_file(path, ".gguf", (), overwrite)
+        check_output_file(path, ".gguf", inputs, overwrite)
     if cards:
         for path in card_paths(destinations.values()):
             check_card_file(path, overwrite)
     if save_imatrix is not None and not imatrix:
         raise StudioError("--save-imatrix needs --imatrix: there is no importance matrix to save without it")
-    card_source = _source_card(source) if cards else {}
     first = next(iter(destinations.values()))
     files: list[dict[str, Any]] = []
     written_cards: list[Path] = []
@@ -131,7 +133,8 @@ def iter_gguf_queue(source: str | Path, output: str | Path, types: str | Iterabl
         try:
             for index, (quant, path) in enumerate(destinations.items()):
                 yield QueueItem(index, len(quants), quant, str(path))
-                yield Log(f"GGUF {index + 1} of {len(quants)}: {quant} -> {path}")
+                if len(quants) > 1:
+                    yield Log(f"GGUF {index + 1} of {len(quants)}: {quant} -> {path}")
                 use = imatrix and quant != "F16"  # F16 rounds nothing, so there is nothing to weigh
                 if use and matrix is None:  # the first type that needs it computes it, once for the queue
                     keep = Path(save_imatrix) if save_imatrix is not None else scratch
