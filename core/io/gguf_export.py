@@ -84,8 +84,16 @@ def _on_blocks(module: Any) -> bool:
 def _gridded_weights(model: Any) -> dict[str, torch.Tensor]:
     """Weights already on a quantization grid (packed layers, e.g. quantization-aware training on llama.cpp's
     Q4_0 / Q8_0 blocks), dequantized, by state-dict name."""
-    return {f"{name}.weight": module.dequantized_weight() for name, module in model.named_modules()
-            if _on_blocks(module)}
+    return {f"{name}.weight": _block_values(module) for name, module in model.named_modules() if _on_blocks(module)}
+
+
+def _block_values(module: Any) -> torch.Tensor:
+    """code · scale in float32 (exact: a float16 scale times a code of at most 8 bits): a layer reloaded in
+    bfloat16 would compute ``dequantized_weight()`` in bfloat16, rounding the products llama.cpp stores exactly."""
+    codes = module.codes().to(torch.float32)
+    rows, columns = codes.shape
+    scale = module.weight_scale.to(torch.float32)
+    return (codes.reshape(rows, scale.shape[1], -1) * scale.unsqueeze(-1)).reshape(rows, columns)
 
 
 def _check_no_second_rounding(name: str, array: np.ndarray, qtype: Any, quant: str) -> None:

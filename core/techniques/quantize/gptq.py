@@ -21,6 +21,11 @@ one matrix product per block.  Details of this implementation (:func:`gptq_quant
 - per-channel (group_size 0): one scale per row from the original weights, as in the reference;
 - ``clip="mse"``: each group's range is fitted by the clip search of :func:`grid.mse_group_params`
   (the reference's optional ``mse`` grid search) wherever min-max parameters would be computed.
+- ``grid="q4_0" / "q8_0"``: llama.cpp's blocks of 32 (:mod:`gguf_grid`): each block's scale by
+  llama.cpp's rule from the updated weights when GPTQ reaches the block (from the original ones with
+  static groups / act-order, whose blocks stay contiguous), and the element that defines it forced to
+  the extreme code when its column comes (its error compensated like any other), so the GGUF export,
+  which re-derives every scale from the weights, writes GPTQ's codes unchanged.
 
 Checked against the reference: dampening 0.01 · mean(diag H), block size 128, act-order with
 static groups, as there.  ``true_sequential`` is the reference's option of the same name: the
@@ -41,6 +46,7 @@ import torch
 from core.engine.calibration import HessianStats, inverse_hessian_cholesky, run_blockwise
 from core.engine.params import param
 from core.engine.registry import Needs, StepReport, register
+from core.errors import RecipeError
 from core.events import LayerStat
 from core.models.memory import release_file_pages
 from core.models.module_swap import replace_module
@@ -51,13 +57,17 @@ from core.techniques.quantize.common import (
     embedding_step,
     size_metrics,
 )
+from core.techniques.quantize.fake_quant import GGUF_GRIDS
+from core.techniques.quantize.gguf_grid import CODE_LIMITS, block_scales, force_extreme
 from core.techniques.quantize.grid import check_group_size, code_range, dequantize, fit_group_params
 from core.techniques.quantize.packed_format import mark_quantized
 from core.techniques.quantize.packed_linear import PackedLinear
 
 
 @dataclass
-class GPTQConfig(WeightQuantConfig):
+class GPTQOptions(WeightQuantConfig):
+    """GPTQ's settings on the app's int grid (what mixed precision shares with it)."""
+
     act_order: bool = param(False, "Quantize the most active inputs first (by calibration energy), so the "
                             "error lands on the least important ones. On the bundled model it took 4-bit g64 "
                             "from 25.6 to 23.5 perplexity (symmetric) at no extra cost; recommended.",
@@ -82,6 +92,30 @@ class GPTQConfig(WeightQuantConfig):
                                   label="Layer after layer, in running order", expert=True)
 
 
+GRID_HELP = ("int: the app's packed grid (bits and group size as set; saved for transformers and vLLM). q4_0 / "
+             "q8_0: llama.cpp's blocks of 32 with its own scale rule, so the result exports to GGUF Q4_0 / Q8_0 "
+             "holding exactly GPTQ's corrected codes, with no second rounding (set bits 4 or 8, group size 32, "
+             "symmetric; the token embedding is left to the GGUF export).")
+
+
+@dataclass
+class GPTQConfig(GPTQOptions):
+    grid: str = param("int", GRID_HELP, choices=("int", *GGUF_GRIDS), label="Grid")
+
+    def validate(self) -> None:
+        GPTQOptions.validate(self)
+        if self.grid not in GGUF_GRIDS:
+            return
+        bits, block = GGUF_GRIDS[self.grid]
+        if (self.bits, self.group_size, self.symmetric) != (bits, block, True):
+            raise RecipeError(f"grid {self.grid} stores {bits} bits in symmetric blocks of {block}: set bits {bits}, "
+                              f"group_size {block} and symmetric true (got bits {self.bits}, group_size "
+                              f"{self.group_size}, symmetric {self.symmetric})")
+        if self.clip != "none":
+            raise RecipeError(f"grid {self.grid} takes each block's range from llama.cpp's scale rule: set clip none "
+                              f"(got clip {self.clip})")
+
+
 @contextmanager
 def _one_thread():
     """Run the column loop on one intra-op thread.
@@ -102,7 +136,7 @@ def _one_thread():
 def gptq_quantize_weight(weight: torch.Tensor, hessian: torch.Tensor, bits: int = 4, group_size: int = 128,
                          symmetric: bool = True, act_order: bool = False, percdamp: float = 0.01,
                          block_size: int = 128, scale_dtype: torch.dtype | None = None, clip: str = "none",
-                         static_groups: bool = False):
+                         static_groups: bool = False, grid: str = "int"):
     """Quantize ``weight`` [out, in] with GPTQ; return (codes, scales, zeros, perm, error).
 
     ``codes`` int8 [out, in] in the original column order; ``scales`` float32 [out, groups]
@@ -111,18 +145,25 @@ def gptq_quantize_weight(weight: torch.Tensor, hessian: torch.Tensor, bits: int 
     range is fitted ("none": min-max, "mse": shrunk to the smallest rounding error); ``error`` is
     ‖(W − Ŵ) X‖² / tokens = ½ tr(ΔW H ΔWᵀ) summed over outputs, with the undamped Hessian.
     ``static_groups`` fits every group to the original weights up front (implied by act-order).
+    ``grid`` "q4_0" / "q8_0": llama.cpp's blocks of 32 instead (``bits``, ``group_size``, ``symmetric``,
+    ``scale_dtype`` and ``clip`` are then the grid's; see :mod:`gguf_grid`): each block's scale by llama.cpp's
+    rule, and the element that defines it forced to the extreme code, so GGUF export keeps every code.
     """
     with _one_thread():
         return _gptq(weight, hessian, bits, group_size, symmetric, act_order, percdamp, block_size, scale_dtype,
-                     clip, static_groups)
+                     clip, static_groups, grid)
 
 
 def _gptq(weight, hessian, bits, group_size, symmetric, act_order, percdamp, block_size, scale_dtype, clip,
-          static_groups):
+          static_groups, grid="int"):
+    gguf = grid != "int"
+    if gguf:  # llama.cpp's blocks: symmetric, 32 columns, its own code range
+        bits, group_size = GGUF_GRIDS[grid]
+        symmetric = True
     rows, columns = weight.shape
     check_group_size(columns, group_size)
     size = group_size or columns
-    low, high = code_range(bits)
+    low, high = CODE_LIMITS[grid] if gguf else code_range(bits)
     original = weight.detach().to(torch.float32)
     W = original.clone()
     H = hessian.detach().to(device=W.device, dtype=torch.float32).clone()
@@ -133,14 +174,21 @@ def _gptq(weight, hessian, bits, group_size, symmetric, act_order, percdamp, blo
     scales = torch.ones(rows, columns // size, device=W.device)
     zeros = None if symmetric else torch.zeros(rows, columns // size, dtype=torch.int8, device=W.device)
     static = act_order or static_groups or not group_size
-    if static:  # all groups' parameters from the original weights (static groups / per-channel)
+    extreme_t = None  # GGUF grids: [groups, rows] the column (inside its block) of the element defining d
+    if static and gguf:
+        scales, extreme = block_scales(W, grid)
+        extreme_t = extreme.T.contiguous()
+    elif static:  # all groups' parameters from the original weights (static groups / per-channel)
         scales, zeros = fit_group_params(W, bits, group_size, symmetric, scale_dtype, clip)
+    elif gguf:
+        extreme_t = torch.zeros(columns // size, rows, dtype=torch.int64, device=W.device)
     perm = None
     order = torch.arange(columns, device=W.device)
     if act_order:
         perm = torch.argsort(torch.diag(H), descending=True)
         W, H, order = W[:, perm], H[perm][:, perm], perm
     group_of = (order // size).tolist()  # the group of each column, in processing order
+    position = (order % size).tolist()  # each column's place inside its group (GGUF grids: its block)
     Hinv = inverse_hessian_cholesky(H, percdamp, "GPTQ")
 
     step = block_size if static else -(-block_size // size) * size
@@ -156,7 +204,10 @@ def _gptq(weight, hessian, bits, group_size, symmetric, act_order, percdamp, blo
         Hinv1 = Hinv[i1:i2, i1:i2]
         for i in range(i2 - i1):
             j = i1 + i
-            if not static and j % size == 0:  # a new group starts: fit it to the updated weights
+            if not static and gguf and j % size == 0:  # a new block starts: llama.cpp's d of the updated weights
+                s, e = block_scales(W1[i:i + size].T, grid)
+                scale_t[j // size], extreme_t[j // size] = s[:, 0], e[:, 0]
+            elif not static and j % size == 0:  # a new group starts: fit it to the updated weights
                 s, z = fit_group_params(W1[i:i + size].T, bits, 0, symmetric, scale_dtype, clip)
                 scale_t[j // size] = s[:, 0]
                 if zero_t is not None:
@@ -165,7 +216,12 @@ def _gptq(weight, hessian, bits, group_size, symmetric, act_order, percdamp, blo
             s = scale_t[g]
             z = zero_t[g] if zero_t is not None else 0.0
             w = W1[i]
-            q = torch.clamp_(torch.round_(w / s + z), low, high)
+            if gguf:  # d = 0 only for an all-zero block: its codes are 0, as llama.cpp writes them
+                q = torch.clamp_(torch.round_(torch.where(s == 0, 0.0, w / s)), low, high)
+                # the element that defines d goes to the extreme code, or llama.cpp would derive another d
+                q = force_extreme(q, w, extreme_t[g] == position[j], grid)
+            else:
+                q = torch.clamp_(torch.round_(w / s + z), low, high)
             err = (w - (q - z) * s) / Hinv1[i, i]
             # OBS update: compensate this column's error on the rest of the block.
             W1[i + 1:].addr_(Hinv1[i, i + 1:], err, alpha=-1)
@@ -205,7 +261,7 @@ def gptq_quantize_model(model, windows: torch.Tensor, bits_of: Callable[[str], i
                 codes, scales, zeros, _perm, error = gptq_quantize_weight(
                     linear.weight, block.stats[name].hessian, bits, config.group_size, config.symmetric,
                     config.act_order, config.dampening, config.block_size, scale_dtype=linear.weight.dtype,
-                    clip=config.clip, static_groups=config.static_groups)
+                    clip=config.clip, static_groups=config.static_groups, grid=getattr(config, "grid", "int"))
                 packed = PackedLinear.from_linear(linear, codes, scales, zeros, bits, config.group_size,
                                                   config.symmetric)
             # Until the engine has run the windows through this block, the Linear holds the exact
@@ -248,8 +304,11 @@ def apply_gptq_quantize(model, config: GPTQConfig, ctx):
     """Handler: check widths, Hessians block by block, GPTQ each target Linear into a PackedLinear."""
     check_widths(model, config.targets, config.ignore, config.group_size)  # before any calibration work
     windows = ctx.calibration_windows()
-    # the embedding first, so the Hessians are gathered on the inputs the quantized model will see
-    embedding, embedding_notes = yield from embedding_step(model, config, ctx.step_index)
+    if config.grid in GGUF_GRIDS:  # llama.cpp quantizes the token embedding itself when it writes the file
+        embedding, embedding_notes = {"embedding_quantized": 0.0}, [
+            f"The token embedding stays in float: the GGUF export quantizes it to {config.grid.upper()} itself."]
+    else:  # the embedding first, so the Hessians are gathered on the inputs the quantized model will see
+        embedding, embedding_notes = yield from embedding_step(model, config, ctx.step_index)
     rows = yield from gptq_quantize_model(model, windows, lambda _name: config.bits, config, ctx.device,
                                           ctx.step_index)
     mark_quantized(model)
@@ -257,6 +316,8 @@ def apply_gptq_quantize(model, config: GPTQConfig, ctx):
                "calibration_tokens": int(windows.numel())}
     group = config.group_size or "per-channel"
     clipped = ", MSE-clipped ranges" if config.clip == "mse" else ""
+    if config.grid in GGUF_GRIDS:
+        clipped = f", on llama.cpp's {config.grid.upper()} blocks: exports to GGUF {config.grid.upper()} unchanged"
     return StepReport(
         summary=f"Quantized {len(rows)} layers to {config.bits} bits (group {group}{clipped}) with GPTQ: "
                 f"{metrics['bits_per_weight']:.2f} bits per weight stored.",

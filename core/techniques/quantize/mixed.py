@@ -27,7 +27,7 @@ from core.techniques.quantize.common import (
     embedding_step,
     size_metrics,
 )
-from core.techniques.quantize.gptq import GPTQ_NOTE, GPTQConfig, gptq_quantize_model
+from core.techniques.quantize.gptq import GPTQ_NOTE, GPTQOptions, gptq_quantize_model
 from core.techniques.quantize.packed_format import mark_quantized
 from core.techniques.quantize.packed_linear import packed_storage_bytes
 from core.techniques.quantize.rtn import rtn_quantize_layers
@@ -35,7 +35,7 @@ from core.techniques.quantize.sensitivity import MEASURES, measure_sensitivities
 
 
 @dataclass
-class MixedPrecisionConfig(GPTQConfig):
+class MixedPrecisionConfig(GPTQOptions):
     bits: int = param(4, "The low bit width, what the least sensitive layers get (2–8; 4 is usual).",
                       label="Low bit width")
     high_bits: int = param(8, "The high bit width, kept by the most sensitive layers (more than the low one).",
