@@ -35,7 +35,7 @@ def test_every_type_is_listed_with_a_plain_line_and_its_estimated_size(qtbot, re
     qtbot.addWidget(panel)
     panel.set_run(result)
     qtbot.waitUntil(lambda: panel.info is not None, timeout=TIMEOUT_MS)
-    items = {panel.gguf_type.itemData(i): panel.gguf_type.itemText(i) for i in range(panel.gguf_type.count())}
+    items = {name: panel.gguf.item_text(name) for name in panel.gguf.type_names()}
     assert list(items) == list(GGUF_TYPE_INFO)
     assert {"Q2_K", "Q3_K_M", "Q4_K_S", "Q4_K_M", "Q5_K_M", "Q6_K", "IQ4_XS", "F16", "Q8_0", "Q4_0"} <= set(items)
     assert "the usual choice" in items["Q4_K_M"]
@@ -43,9 +43,13 @@ def test_every_type_is_listed_with_a_plain_line_and_its_estimated_size(qtbot, re
     # the estimate is the result's parameters at the type's bits per weight: F16 is two bytes a weight
     assert items["F16"].endswith(f"(about {format_bytes(parameters * 2)})"), items["F16"]
     assert items["Q4_K_M"].endswith(f"(about {format_bytes(int(parameters * 4.9 / 8))})"), items["Q4_K_M"]
-    assert panel.gguf_type.currentData() == "Q8_0"
-    panel.gguf_type.setCurrentIndex(panel.gguf_type.findData("F16"))
+    assert panel.gguf.checked() == (["Q8_0"] if missing_reason("llama-quantize") else ["Q4_K_M"])
+    panel.gguf.set_checked(["F16"])
     assert not panel.gguf_imatrix.isEnabled()  # nothing to weigh when nothing is rounded
+    panel.gguf.set_checked(["F16", "Q8_0"])
+    assert panel.gguf_imatrix.isEnabled() == (missing_reason("llama-quantize") is None)
+    panel.gguf.set_checked([])
+    assert not panel.gguf_button.isEnabled()  # nothing ticked, nothing to export
 
 
 @pytest.mark.skipif(missing_reason("llama-quantize") is not None, reason=str(missing_reason("llama-quantize")))
@@ -56,7 +60,7 @@ def test_export_page_writes_q4_k_m_with_our_importance_matrix(qtbot, dialogs, re
     qtbot.addWidget(panel)
     panel.set_run(result)
     qtbot.waitUntil(lambda: panel.info is not None, timeout=TIMEOUT_MS)
-    panel.gguf_type.setCurrentIndex(panel.gguf_type.findData("Q4_K_M"))
+    panel.gguf.set_checked(["Q4_K_M"])
     assert panel.gguf_imatrix.isEnabled()
     panel.gguf_imatrix.setChecked(True)
     job = panel.export_gguf(tmp_path / "tiny-Q4_K_M.gguf")
@@ -64,4 +68,5 @@ def test_export_page_writes_q4_k_m_with_our_importance_matrix(qtbot, dialogs, re
     assert not dialogs, [d.text() for d in dialogs]
     summary = read_gguf_summary(tmp_path / "tiny-Q4_K_M.gguf")
     assert summary["architecture"] == "llama" and "done" in panel.status.text()
+    assert panel.gguf.command.text().startswith(f"llama-cli -m {tmp_path / 'tiny-Q4_K_M.gguf'} -p ")
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]

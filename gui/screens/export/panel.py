@@ -15,10 +15,7 @@ from typing import Any
 from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
-    QCheckBox,
-    QComboBox,
     QFileDialog,
-    QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -29,9 +26,8 @@ from PySide6.QtWidgets import (
 )
 
 from core.eval.compare import read_output_folder
-from core.io.gguf_types import GGUF_TYPE_INFO, QUANTIZER_TYPES, estimated_bytes, needs_quantizer
-from core.io.llama_cpp_tools import missing_reason
 from gui.errors import show_error
+from gui.screens.export.gguf_box import GgufBox
 from gui.widgets.formatting import format_bytes
 from gui.widgets.labels import heading, rich_label
 from gui.widgets.result_folder import OPEN_SHORTCUT, ask_result_folder, open_result_button
@@ -77,30 +73,13 @@ class ExportPanel(QWidget):
         self.copy_button = _button("Save a copy as…", "Ctrl+Shift+S", "Copy the whole result folder (model, "
                                    "tokenizer, recipe, report) to a new folder. It appears only when complete.",
                                    self.save_copy)
-        self.gguf_type = QComboBox()
-        quantizer_missing = missing_reason("llama-quantize")
-        for name, (text, _bits) in GGUF_TYPE_INFO.items():
-            self.gguf_type.addItem(f"{name} — {text}", name)
-            index = self.gguf_type.count() - 1
-            self.gguf_type.setItemData(index, text, Qt.ItemDataRole.ToolTipRole)
-            if name in QUANTIZER_TYPES and quantizer_missing:  # greyed out, saying how to get llama.cpp
-                self.gguf_type.model().item(index).setEnabled(False)
-                self.gguf_type.setItemData(index, quantizer_missing, Qt.ItemDataRole.ToolTipRole)
-        self.gguf_type.setCurrentIndex(self.gguf_type.findData("Q8_0"))
-        self.gguf_type.setToolTip("The number format of the weights in the GGUF file, smallest loss first; the "
-                                  "K- and i-quants are made by llama.cpp's own quantizer.")
-        self.gguf_type.currentIndexChanged.connect(lambda _index: self._refresh())
-        self.gguf_imatrix = QCheckBox("Importance matrix from the calibration text")
-        self.gguf_imatrix.setToolTip(
-            "Measure which inputs of every layer carry the most signal on the result's calibration text (llama.cpp's "
-            "imatrix, computed block by block here) and round those weights most carefully. Costs one pass over "
-            "the calibration text; worth it below 5 bits." + (f" Unavailable: {quantizer_missing}"
-                                                             if quantizer_missing else ""))
-        self.gguf_imatrix.setEnabled(not quantizer_missing)
-        self.gguf_button = _button("Export GGUF…", "Ctrl+E", "Write one .gguf file for llama.cpp, Ollama or "
-                                   "LM Studio, in the format chosen on the left.", self.export_gguf)
-        self.gguf_note = QLabel("")
-        self.gguf_note.setWordWrap(True)
+        self.gguf_button = _button("Export GGUF…", "Ctrl+E", "Write one .gguf file per ticked type for llama.cpp, "
+                                   "Ollama or LM Studio, one after another.", self.export_gguf)
+        self.gguf = GgufBox(self.gguf_button)
+        self.gguf_imatrix = self.gguf.imatrix
+        self.gguf_note = self.gguf.note
+        self.gguf.types.itemChanged.connect(lambda _item: self._refresh())
+        self._queue: dict[str, Any] | None = None  # while a GGUF queue runs: its types and the files finished
         self.recipe_button = _button("Save recipe as YAML…", "Ctrl+Shift+Y", "Save the recipe that made this result; "
                                      "run it again with compression-studio-cli run, or load it on the Pipeline page.",
                                      self.save_recipe)
@@ -128,14 +107,7 @@ class ExportPanel(QWidget):
         folder_layout.addWidget(self.show_button)
         folder_layout.addWidget(self.copy_button)
         folder_layout.addStretch(1)
-        gguf_box = QGroupBox("GGUF file (llama.cpp, Ollama, LM Studio)")
-        gguf_layout = QFormLayout(gguf_box)
-        row = QHBoxLayout()
-        row.addWidget(self.gguf_type, 1)
-        row.addWidget(self.gguf_button)
-        gguf_layout.addRow("Weights as", row)
-        gguf_layout.addRow("", self.gguf_imatrix)
-        gguf_layout.addRow(self.gguf_note)
+        gguf_box = self.gguf
         files_box = QGroupBox("Recipe and report")
         files_layout = QHBoxLayout(files_box)
         files_layout.addWidget(self.recipe_button)
@@ -185,12 +157,13 @@ class ExportPanel(QWidget):
         have = self.run is not None
         for button in (self.show_button, self.copy_button, self.recipe_button, self.report_button):
             button.setEnabled(have and not busy)
-        self.gguf_button.setEnabled(have and not busy and self.info is not None and not self.info.gguf_problem)
-        self.gguf_type.setEnabled(self.gguf_button.isEnabled())
-        self.gguf_imatrix.setEnabled(self.gguf_button.isEnabled() and self.gguf_type.currentData() != "F16"
-                                     and not missing_reason("llama-quantize"))
+        applies = have and not busy and self.info is not None and not self.info.gguf_problem
+        self.gguf.set_enabled(applies)
+        self.gguf_button.setEnabled(applies and bool(self.gguf.checked()))
         self.cancel_button.setEnabled(busy)
-        self.progress.setVisible(busy)  # an idle, empty bar looked like a text field to fill in
+        queue = busy and self._queue is not None
+        self.progress.setVisible(busy and not queue)  # an idle, empty bar looked like a text field to fill in
+        self.gguf.show_progress(queue)
         self.cancel_button.setVisible(busy)
         self.open_button.setEnabled(not busy)
         if not have:
@@ -211,11 +184,7 @@ class ExportPanel(QWidget):
     def _label_sizes(self) -> None:
         """Each type's line with its estimated file size, from the result's parameter count."""
         parameters = (self.run.report.get("after") or {}).get("parameters") if self.run is not None else None
-        for index in range(self.gguf_type.count()):
-            name = self.gguf_type.itemData(index)
-            text = GGUF_TYPE_INFO[name][0]
-            size = f" (about {format_bytes(estimated_bytes(int(parameters), name))})" if parameters else ""
-            self.gguf_type.setItemText(index, f"{name} — {text}{size}")
+        self.gguf.label_sizes(parameters)
 
     def open_folder(self, folder: str | Path | None = None) -> Any:
         if folder is None:
@@ -247,15 +216,22 @@ class ExportPanel(QWidget):
         self.job = start_job(factory, on_event=self._on_event,
                              on_finished=lambda result: self._on_finished(what, result),
                              on_errored=lambda exc: self._on_errored(what, exc),
-                             on_cancelled=lambda: self.status.setText(f"{what}: cancelled. Nothing was written."),
-                             on_done=self._refresh)
+                             on_cancelled=lambda: self._on_cancelled(what),
+                             on_done=self._on_done)
         self._refresh()
         return self.job
 
     def _on_event(self, event: Any) -> None:
+        from core.engine.gguf_queue import QueueItem
         from core.events import Log, Progress
 
-        if isinstance(event, Progress):
+        if isinstance(event, QueueItem):
+            self.gguf.on_item(event)
+            if event.done and self._queue is not None:
+                self._queue["done"].append(Path(event.path))
+        elif isinstance(event, Progress) and self._queue is not None:
+            self.gguf.on_progress(event.stage, event.fraction)
+        elif isinstance(event, Progress):
             self.progress.setRange(0, 1000 if event.total else 0)
             self.progress.setValue(round(event.fraction * 1000))
         elif isinstance(event, Log):
@@ -264,16 +240,40 @@ class ExportPanel(QWidget):
     def _on_finished(self, what: str, result: Any) -> None:
         self.progress.setRange(0, 1000)
         self.progress.setValue(1000)
+        if isinstance(result, dict) and "files" in result:  # a GGUF queue
+            files = [Path(f["path"]) for f in result["files"]]
+            self.last_written = files[0]
+            self.gguf.show_command(files[0])
+            written = ", ".join(f"{f.name} ({format_bytes(int(r['bytes']))})" for f, r in zip(files, result["files"],
+                                                                                          strict=True))
+            cards = f"; Modelfiles and {Path(result['cards'][-1]).name} beside them" if result["cards"] else ""
+            self.status.setText(f"{what}: done. Written to {files[0].parent}: {written}{cards}")
+            self.exported.emit(what, files[0])
+            return
         path = Path(result["path"] if isinstance(result, dict) else result)
         self.last_written = path
         self.status.setText(f"{what}: done. Written to {path}")
         self.exported.emit(what, path)
 
+    def _finished_note(self) -> str:
+        done = self._queue["done"] if self._queue else []
+        if not done:
+            return "Nothing was written."
+        self.gguf.show_command(done[0])
+        return f"The finished files stay: {', '.join(p.name for p in done)}; nothing of the others was written."
+
+    def _on_cancelled(self, what: str) -> None:
+        self.status.setText(f"{what}: cancelled. {self._finished_note()}")
+
     def _on_errored(self, what: str, exc: BaseException) -> None:
         self.progress.setRange(0, 1000)
         self.progress.setValue(0)
-        self.status.setText(f"{what} failed: {exc}. Nothing was written.")
+        self.status.setText(f"{what} failed: {exc}. {self._finished_note()}")
         show_error(exc, self.window(), what)
+
+    def _on_done(self) -> None:
+        self._queue = None
+        self._refresh()
 
     def cancel(self) -> None:
         if self.is_busy():
@@ -305,23 +305,31 @@ class ExportPanel(QWidget):
                             "Folder (*)", iter_copy_output)
 
     def export_gguf(self, destination: str | Path | None = None) -> JobHandle | None:
+        """Write every ticked GGUF type (a queue, one importance matrix for all) to ``destination`` (asked for when
+        None): that file for one type, ``NAME-TYPE.gguf`` next to it for several; with the Modelfiles and README."""
         if self.run is None or not self.gguf_button.isEnabled():
             return None
-        quant, device = self.gguf_type.currentData(), self.device()
+        from core.engine.gguf_queue import iter_gguf_queue
+
+        types, device = self.gguf.checked(), self.device()
         imatrix = self.gguf_imatrix.isEnabled() and self.gguf_imatrix.isChecked()
-        if needs_quantizer(quant, imatrix):  # llama.cpp's quantizer, after our importance matrix when asked
-            from core.engine.gguf_job import iter_gguf_export
-
-            return self._export(f"Exporting GGUF {quant}", destination, "Export as GGUF", f"-{quant}.gguf",
-                                "GGUF files (*.gguf)",
-                                lambda folder, target: iter_gguf_export(folder, target, quant, imatrix=imatrix,
-                                                                        device=device, overwrite=True))
-        from core.io.export import iter_export_gguf
-
-        return self._export(f"Exporting GGUF {quant}", destination, "Export as GGUF", f"-{quant}.gguf",
-                            "GGUF files (*.gguf)",
-                            # the save dialog asked before replacing a file; core still replaces only a GGUF it wrote
-                            lambda folder, target: iter_export_gguf(folder, target, quant, device, overwrite=True))
+        cards = self.gguf.cards.isChecked()
+        several = len(types) > 1
+        title = (f"Export {len(types)} GGUF files: each is named NAME-TYPE.gguf" if several else "Export as GGUF")
+        what = f"Exporting GGUF {', '.join(types)}"
+        self._queue = {"types": types, "done": []}
+        # the save dialog asked before replacing a file; core still replaces only files it wrote
+        job = self._export(what, destination, title, ".gguf" if several else f"-{types[0]}.gguf",
+                           "GGUF files (*.gguf)",
+                           lambda folder, target: iter_gguf_queue(folder, target, types, imatrix=imatrix,
+                                                                  device=device, overwrite=True, cards=cards))
+        if job is None:
+            self._queue = None
+            self._refresh()
+        else:
+            self.gguf.start_queue(types)
+            self._refresh()
+        return job
 
     def save_recipe(self, destination: str | Path | None = None) -> JobHandle | None:
         from core.io.export import save_recipe
