@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
 )
 
 from core.io.gguf_cards import llama_cli_command
@@ -57,8 +58,11 @@ class GgufBox(QGroupBox):
             self.types.addItem(item)
         default = "Q8_0" if self.quantizer_missing else "Q4_K_M"
         self._item(default).setCheckState(Qt.CheckState.Checked)
+        self.types.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # narrow: elided, tooltip
+        self.types.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.types.setSpacing(2)  # rows packed edge to edge read as one block of text
         rows = self.types.count()
-        self.types.setFixedHeight(self.types.sizeHintForRow(0) * rows + 2 * self.types.frameWidth() + 4)
+        self.types.setFixedHeight((self.types.sizeHintForRow(0) + 4) * rows + 2 * self.types.frameWidth() + 4)
         self.imatrix = QCheckBox("Importance matrix from the calibration text (computed once for all types)")
         self.imatrix.setToolTip(
             "Measure which inputs of every layer carry the most signal on the result's calibration text (llama.cpp's "
@@ -72,6 +76,7 @@ class GgufBox(QGroupBox):
                               "run each one. Files this app did not write are never replaced.")
         self.note = QLabel("")
         self.note.setWordWrap(True)
+        self.note.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)  # no blank band around it
         self.file_progress = QProgressBar()
         self.file_progress.setRange(0, 1000)
         self.file_progress.setToolTip("Progress of the file being written now.")
@@ -89,6 +94,7 @@ class GgufBox(QGroupBox):
 
         layout = QFormLayout(self)
         layout.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        layout.addRow(self.note)
         layout.addRow("Types", self.types)
         layout.addRow("", self.imatrix)
         layout.addRow("", self.cards)
@@ -102,7 +108,6 @@ class GgufBox(QGroupBox):
         command.addWidget(self.command, 1)
         command.addWidget(self.copy_button)
         layout.addRow("Run it", command)
-        layout.addRow(self.note)
         self.show_progress(False)
 
     def _item(self, name: str) -> QListWidgetItem:
@@ -139,10 +144,7 @@ class GgufBox(QGroupBox):
     def show_progress(self, shown: bool) -> None:
         """The two bars only while a GGUF queue runs (an idle, empty bar looked like a field to fill in)."""
         for bar in (self.file_progress, self.queue_progress):
-            bar.setVisible(shown)
-            label = self.layout().labelForField(bar)
-            if label is not None:
-                label.setVisible(shown)
+            self.layout().setRowVisible(bar, shown)  # the whole row, its spacing included
 
     def start_queue(self, names: list[str]) -> None:
         self.queue_progress.setRange(0, len(names))

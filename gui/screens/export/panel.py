@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -115,9 +116,12 @@ class ExportPanel(QWidget):
         files_layout.addStretch(1)
         progress = QHBoxLayout()
         progress.addWidget(self.progress, 1)
+        progress.addStretch(0)  # keeps Cancel button-sized while a GGUF queue shows its own bars instead
         progress.addWidget(self.cancel_button)
         column = QWidget()
         column.setMaximumWidth(900)
+        # never taller than its contents: a wrapped status line made the GGUF group grow blank bands
+        column.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         inner = QVBoxLayout(column)
         inner.setContentsMargins(0, 0, 0, 0)
         inner.setSpacing(12)
