@@ -41,6 +41,7 @@ from core.io.saving import atomic_folder, write_run_files
 from core.io.stream_saving import ShardWriter
 from core.models.loading import _parse_tokenizer_or_explain, gguf_cache_folder, resolve_source
 from core.models.model_info import folder_weight_bytes
+from core.models.module_swap import replace_module
 from core.models.streaming import SafetensorsReader, block_stream, open_streamed
 
 TURN_OFF = "set model.stream: false to run it in memory"
@@ -96,6 +97,11 @@ class StreamContext:
     tokenizer: Any
     device: str
     step_index: int = 0
+    # module name -> the module to write in its place when its block is written (a packed layer for a Linear);
+    # it then stays in the model's skeleton, on meta, so later passes read it back from the shards
+    replacements: dict[str, torch.nn.Module] = field(default_factory=dict)
+    finishers: list[Callable[[Any, Path], None]] = field(default_factory=list)  # (model, folder) once written
+    zeros_written: int = 0  # zero values in the floating-point tensors the last step wrote
     _windows: torch.Tensor | None = field(default=None, repr=False)
 
     def calibration_windows(self) -> torch.Tensor:
@@ -139,20 +145,36 @@ def write_streamed_step(model, step, ctx: StreamContext, folder: Path,
     blocks_name, blocks = find_blocks(model)
     folder.mkdir(parents=True, exist_ok=True)
     writer = ShardWriter(folder, len(blocks) + 1, save_dtype)
-    stream.on_offload = lambda name, block: writer.write(
-        {f"{name}.{key}": value for key, value in block.state_dict().items()})
+
+    def write_block(name: str, block) -> None:
+        replaced = {key: module for key, module in ctx.replacements.items() if key.startswith(name + ".")}
+        tensors = {f"{name}.{key}": value for key, value in block.state_dict().items()
+                   if not any(f"{name}.{key}".startswith(module + ".") for module in replaced)}
+        for module_name, module in replaced.items():
+            tensors.update({f"{module_name}.{key}": value for key, value in module.state_dict().items()})
+            replace_module(model, module_name, module.to("meta"))
+            del ctx.replacements[module_name]
+        writer.write(tensors)
+
+    stream.on_offload = write_block
     try:
         report = yield from STREAMED_STEPS[step.technique](model, step.config, ctx)
     finally:
         stream.on_offload = None
+        ctx.replacements.clear()
     writer.write(_non_block_tensors(model, blocks_name))
     writer.finish()
     model.config.save_pretrained(folder)
+    for finish in ctx.finishers:
+        finish(model, folder)
+    ctx.finishers.clear()
+    ctx.zeros_written = writer.zeros
     return report
 
 
 def _measure(model, eval_windows, device, label: str) -> Generator[Any, None, dict]:
-    result: dict[str, Any] = {"parameters": sum(p.numel() for p in model.parameters())}
+    unique = {id(p): p for p in model.parameters()}.values()  # a tied head once
+    result: dict[str, Any] = {"parameters": sum(p.numel() for p in unique)}
     if eval_windows is not None:
         ppl = yield from iter_streamed_perplexity(model, eval_windows, device)
         result["perplexity"] = ppl.to_dict()
@@ -183,6 +205,8 @@ def run_streamed(recipe: Recipe, output: Path, *, overwrite: bool = False, devic
                                           recipe.evaluation.perplexity_convention)
     yield StageStarted("measure_before", "Measuring the original", 2, total)
     before = yield from _measure(model, eval_windows, device, "before")
+    before.update(bytes_on_disk=folder_weight_bytes(source),
+                  on_disk_is=f"the source weights as stored ({source.name}, safetensors)")
     save_dtype, dtype_reason = resolve_save_dtype(recipe.output.dtype, model, "folder", source)
     ctx = StreamContext(recipe, tokenizer, device)
     steps = []
@@ -197,6 +221,8 @@ def run_streamed(recipe: Recipe, output: Path, *, overwrite: bool = False, devic
             last = number == len(enabled)
             target = folder if last else folder / f".stream-step-{number}"
             report = yield from write_streamed_step(model, step, ctx, target, save_dtype if last else None)
+            if number == 1:  # every block of the source has been read once by now: its zeros are counted
+                before["nonzero_parameters"] = before["parameters"] - sum(stream.zeros.values())
             stream.set_reader(SafetensorsReader(target))  # the next step (or the measurement) reads this result
             if number > 1:
                 shutil.rmtree(folder / f".stream-step-{number - 1}", ignore_errors=True)
@@ -211,6 +237,9 @@ def run_streamed(recipe: Recipe, output: Path, *, overwrite: bool = False, devic
         yield StageStarted("measure_after", "Measuring the result", total - 1, total)
         after = yield from _measure(model, eval_windows, device, "after")
         after["bytes_on_disk"] = folder_weight_bytes(folder)
+        after["parameters"] = before["parameters"]  # every streamed step keeps the shapes (packed layers too)
+        after["nonzero_parameters"] = after["parameters"] - ctx.zeros_written
+        after["on_disk_is"] = f"the saved folder's weight files (safetensors, floating-point weights as {dtype_name(save_dtype)})"
         yield StageStarted("save", "Saving", total, total)
         report = {"recipe": recipe.name, "source": recipe.model.source, "task": recipe.model.task, "streamed": True,
                   "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "before": before, "after": after,

@@ -27,6 +27,7 @@ class ShardWriter:
         self.written = 0
         self.weight_map: dict[str, str] = {}
         self.total_size = 0
+        self.zeros = 0  # zero values among the floating-point tensors written (pruned weights)
 
     def write(self, tensors: dict[str, torch.Tensor]) -> None:
         """Write the next shard: ``tensors`` by their full names in the model."""
@@ -40,6 +41,8 @@ class ShardWriter:
             if self.dtype is not None and tensor.is_floating_point():
                 tensor = tensor.to(self.dtype)
             ready[name] = tensor.contiguous()
+            if tensor.is_floating_point():
+                self.zeros += int((tensor == 0).sum())
             self.weight_map[name] = file
             self.total_size += tensor.numel() * tensor.element_size()
         save_file(ready, self.folder / file, metadata={"format": "pt"})

@@ -59,10 +59,16 @@ class SafetensorsReader:
         return name in self.files
 
     def read(self, name: str) -> torch.Tensor:
+        """The tensor ``name``, in memory of its own.
+
+        ``get_tensor`` gives a view of the file's private memory map: changing it in place (pruning masks
+        it) would turn those pages into anonymous copies that live as long as the map, one block's worth
+        more for every block.  A copy is freed with the block; the file's pages stay the kernel's to drop.
+        """
         file = self.files[name]
         if file not in self._handles:
             self._handles[file] = safe_open(file, framework="pt")
-        return self._handles[file].get_tensor(name)
+        return self._handles[file].get_tensor(name).clone()
 
     def close(self) -> None:
         self._handles.clear()
@@ -79,6 +85,12 @@ def _put(root: nn.Module, name: str, tensor: torch.Tensor) -> None:
         module._parameters[leaf] = nn.Parameter(tensor, requires_grad=False)
     else:
         module._buffers[leaf] = tensor
+
+
+def _zeros(tensors) -> int:
+    """Zero values among the floating-point tensors that hold storage (each counted once)."""
+    unique = {id(t): t for t in tensors if t.device.type != "meta" and t.is_floating_point()}
+    return sum(int((t == 0).sum()) for t in unique.values())
 
 
 def resident_bytes(model: nn.Module) -> int:
@@ -102,6 +114,7 @@ class BlockStream:
         self.on_offload: Callable[[str, nn.Module], None] | None = None  # sees a finished block's weights
         self.peak_resident_bytes = resident_bytes(model)
         self.loads = 0
+        self.zeros: dict[str, int] = {"": _zeros(model.state_dict(keep_vars=True).values())}  # block -> zeros read
         # floating tensors are read in the resident weights' dtype (a result saved in another dtype is
         # measured with its rounded values, in the dtype the model computes in)
         self.compute_dtype = next((p.dtype for p in model.parameters()
@@ -114,6 +127,9 @@ class BlockStream:
 
     def onload(self, block_name: str, block: nn.Module, device: torch.device | str) -> None:
         """Read every tensor of ``block`` (named ``block_name`` in the model) from the files onto ``device``."""
+        # buffers still empty now (e.g. a packed layer's kernel layout) are caches the block may build: dropped later
+        self._empty = [(module, key) for module in block.modules() for key, value in module._buffers.items()
+                       if value is None]
         for local in block.state_dict(keep_vars=True):
             full = f"{block_name}.{local}"
             if full not in self.reader:
@@ -123,6 +139,7 @@ class BlockStream:
                 tensor = tensor.to(self.compute_dtype)
             _put(block, local, tensor.to(device))
         self.loads += 1
+        self.zeros[block_name] = _zeros(block.state_dict(keep_vars=True).values())
         self.peak_resident_bytes = max(self.peak_resident_bytes, resident_bytes(self.model))
 
     def offload(self, block_name: str, block: nn.Module) -> None:
@@ -132,6 +149,9 @@ class BlockStream:
             self.on_offload(block_name, block)
         for local, tensor in block.state_dict(keep_vars=True).items():
             _put(block, local, torch.empty_like(tensor, device="meta"))
+        for module, key in getattr(self, "_empty", []):
+            module._buffers[key] = None
+        self._empty = []
 
 
 def block_stream(model: nn.Module) -> BlockStream | None:

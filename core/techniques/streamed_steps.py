@@ -8,7 +8,9 @@ calibration engine reads and writes each block, so the result is the in-memory o
 
 from __future__ import annotations
 
+import json
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,11 +19,13 @@ from core.engine.calibration import HessianStats, InputNormStats, run_blockwise
 from core.engine.registry import StepReport
 from core.engine.streamed import StreamContext, register_streamed
 from core.events import LayerStat
+from core.models.formats import model_format, write_manifest
 from core.techniques.prune.data_aware import prune_blockwise
 from core.techniques.prune.masks import parse_pattern
 from core.techniques.prune.wanda import wanda_mask
-from core.techniques.quantize.common import check_widths
+from core.techniques.quantize.common import QUANT_NOTES, check_widths, size_metrics
 from core.techniques.quantize.gptq import gptq_quantize_weight
+from core.techniques.quantize.packed_format import mark_quantized, quantization_config
 from core.techniques.quantize.packed_linear import PackedLinear
 
 
@@ -43,8 +47,13 @@ def stream_wanda(model, config, ctx: StreamContext) -> Generator[Any, None, Step
 
 @register_streamed("gptq_quantize")
 def stream_gptq(model, config, ctx: StreamContext) -> Generator[Any, None, StepReport]:
-    """GPTQ on a streamed model (``gptq_quantize_weight`` per Linear); the block keeps the dequantized values."""
+    """GPTQ on a streamed model (``gptq_quantize_weight`` per Linear), saved packed as the in-memory run saves it.
+
+    While the block's outputs are computed its Linears hold the dequantized values (as in memory); the packed
+    layer is what the block's shard holds, and what the skeleton keeps (on meta) for the passes after it.
+    """
     rows: list[dict] = []
+    check_widths(model, config.targets, config.ignore, config.group_size)  # on the skeleton, before any work
 
     def compress(block):
         for name, linear in block.linears.items():
@@ -57,19 +66,30 @@ def stream_gptq(model, config, ctx: StreamContext) -> Generator[Any, None, StepR
                                                   config.symmetric)
                 linear.weight = torch.nn.Parameter(packed.dequantized_weight().to(linear.weight.dtype),
                                                    requires_grad=False)
-            rows.append({"layer": name, "params": linear.weight.numel(), "quant_bits": config.bits,
+            ctx.replacements[name] = packed
+            info = packed.compression_info()
+            rows.append({"layer": name, "params": info["params"], "bits": info["bits"], "quant_bits": config.bits,
                          "reconstruction_error": error})
             yield LayerStat(name, "reconstruction_error", error, ctx.step_index)
+            yield LayerStat(name, "bits", info["bits"], ctx.step_index)
 
-    check_widths(model, config.targets, config.ignore, config.group_size)  # on the skeleton, before any work
     yield from run_blockwise(model, ctx.calibration_windows(), make_stats=HessianStats, compress_block=compress,
                              targets=config.targets, ignore=config.ignore, device=ctx.device,
                              stage="GPTQ quantization", step_index=ctx.step_index,
                              sequential=config.true_sequential)
+    ctx.finishers.append(_describe_packed)
+    metrics = {**size_metrics(rows), "reconstruction_error": sum(r["reconstruction_error"] for r in rows)}
     return StepReport(
-        summary=f"Quantized {len(rows)} layers to {config.bits} bits with GPTQ, streamed block by block.",
-        metrics={"layers": len(rows), "reconstruction_error": sum(r["reconstruction_error"] for r in rows)},
-        layers=rows, notes=["A streamed GPTQ run saves the dequantized values dense (exactly what the packed "
-                            "layers compute); the packed, smaller folder needs an in-memory run for now."])
+        summary=f"Quantized {len(rows)} layers to {config.bits} bits with GPTQ, streamed block by block: "
+                f"{metrics['bits_per_weight']:.2f} bits per weight stored.",
+        metrics=metrics, layers=rows, notes=QUANT_NOTES[:1])
 
 
+def _describe_packed(model, folder: Path) -> None:
+    """The packed folder's config (compressed-tensors quantization_config) and manifest, from the skeleton."""
+    mark_quantized(model)
+    path = folder / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["quantization_config"] = quantization_config(model)
+    path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    write_manifest(folder, model_format(model))
