@@ -118,7 +118,8 @@ def iter_gguf_export(source: str | Path, destination: str | Path, quant: str = "
             else:  # other families: llama.cpp's own converter, then the same quantizer
                 written = yield from iter_converted_gguf(model, loaded.tokenizer, destination, quant,
                                                          imatrix=imatrix_path, keep_embedding=keep_embedding,
-                                                         extras_from=load_from if Path(load_from).is_dir() else None)
+                                                         extras_from=load_from if Path(load_from).is_dir() else None,
+                                                         name=name)
         finally:
             scratch.unlink(missing_ok=True)
     yield Log(f"Wrote {destination} ({written['bytes'] / 1e6:.1f} MB, {quant}"

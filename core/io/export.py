@@ -203,7 +203,8 @@ def iter_export_gguf(folder: str | Path, destination: str | Path, quant: str = "
     if not written_by_our_writer(getattr(loaded.model.config, "model_type", None)):
         # Gemma, Qwen3, Mistral, Phi-3, ...: llama.cpp's own converter, then its quantizer for the type
         written = yield from iter_converted_gguf(loaded.model.to("cpu"), loaded.tokenizer, destination, quant,
-                                                 keep_embedding=not quantize_embedding, extras_from=info.folder)
+                                                 keep_embedding=not quantize_embedding, extras_from=info.folder,
+                                                 name=run.report.get("recipe") or None)
         yield Log(f"Wrote {destination} ({written['bytes'] / 1e6:.1f} MB, {quant}, llama.cpp's converter)")
         return written
 

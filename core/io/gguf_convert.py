@@ -63,10 +63,11 @@ def written_by_our_writer(model_type: str | None) -> bool:
     return model_type in ARCHITECTURES
 
 
-def iter_convert_folder(folder: str | Path, path: str | Path, outtype: str = "f16",
+def iter_convert_folder(folder: str | Path, path: str | Path, outtype: str = "f16", name: str | None = None,
                         ) -> Generator[Any, None, Path]:
     """Run llama.cpp's converter on a float safetensors model folder into ``path`` (a ``.gguf``), atomically:
-    written under a hidden name and renamed when complete.  Yields events (cancel points); returns ``path``."""
+    written under a hidden name and renamed when complete (``name``: the model's name in the file, else the
+    file's).  Yields events (cancel points); returns ``path``."""
     script = require_converter()
     path = Path(path)
     with journaled(partial_path(path)) as partial:
@@ -75,7 +76,7 @@ def iter_convert_folder(folder: str | Path, path: str | Path, outtype: str = "f1
             env = {**os.environ, "HF_HUB_OFFLINE": "1"}
             env.pop("NO_LOCAL_GGUF", None)
             yield from run_command([sys.executable, str(script), str(folder), "--outfile", str(partial), "--outtype",
-                                    outtype], doing="converting to GGUF with llama.cpp's convert_hf_to_gguf.py",
+                                    outtype, "--model-name", name or path.stem], doing="converting to GGUF with llama.cpp's convert_hf_to_gguf.py",
                                    env=env, label=CONVERTER)
             if not partial.is_file():
                 raise StudioError(f"{CONVERTER} finished without writing {partial.name}")
@@ -102,10 +103,11 @@ def save_float_folder(model: Any, tokenizer: Any, folder: Path, extras_from: str
 
 def iter_converted_gguf(model: Any, tokenizer: Any, path: str | Path, quant: str, *,
                         imatrix: str | Path | None = None, keep_embedding: bool = False,
-                        extras_from: str | Path | None = None, threads: int | None = None,
+                        extras_from: str | Path | None = None, threads: int | None = None, name: str | None = None,
                         ) -> Generator[Any, None, dict[str, Any]]:
     """Write ``model`` (any family llama.cpp's converter knows) as a GGUF of type ``quant`` at ``path``: converter to
-    F16, then ``llama-quantize`` (``imatrix``: an importance-matrix GGUF; ``keep_embedding``: token embedding F16).
+    F16, then ``llama-quantize`` (``imatrix``: an importance-matrix GGUF; ``keep_embedding``: token embedding F16;
+    ``extras_from``: a folder whose ``tokenizer.model`` to add; ``name``: the model's name, else the file's).
     Yields progress (cancel points); returns path, bytes, quant, architecture and the quantizer's seconds."""
     if quant not in GGUF_TYPE_INFO:
         raise StudioError(f"unknown GGUF type {quant!r}; choose one of {', '.join(GGUF_TYPE_INFO)}")
@@ -129,7 +131,7 @@ def iter_converted_gguf(model: Any, tokenizer: Any, path: str | Path, quant: str
             folder.mkdir()
             save_float_folder(model, tokenizer, folder, extras_from)
             yield Progress("writing GGUF", 1, 3)
-            yield from iter_convert_folder(folder, base, "f16")
+            yield from iter_convert_folder(folder, base, "f16", name or path.stem)
             remove_path(folder)  # the float copy is no longer needed: free the disk before quantizing
             yield Progress("writing GGUF", 2, 3)
             seconds = yield from iter_quantize_file(base, out_partial, quant, imatrix=imatrix,
