@@ -183,7 +183,8 @@ class ExportPanel(QWidget):
         self.folder_label.setToolTip(info.description)
         self._label_sizes()
         self.gguf_note.setText(f"Does not apply: {info.gguf_problem}" if info.gguf_problem else
-                               "Applies: a Llama- or Qwen2-architecture model with plain float layers.")
+                               "Applies: a causal language model with plain float layers (Llama and Qwen2 by our "
+                               "own writer, other families by llama.cpp's converter).")
 
     def _label_sizes(self) -> None:
         """Each type's line with its estimated file size, from the result's parameter count."""
