@@ -162,3 +162,21 @@ def test_parse_types_names_the_unknown_type():
     with pytest.raises(StudioError, match="'Q9'"):
         parse_types("Q4_K_M,Q9")
 
+
+
+@pytest.mark.skipif(missing_reason("llama-perplexity") is not None, reason=str(missing_reason("llama-perplexity")))
+def test_the_card_holds_the_perplexity_llama_cpp_measures_for_each_file(tmp_path, result, text_file, capsys):
+    from core.io.llama_cpp_tools import perplexity
+
+    out = tmp_path / "gguf"
+    out.mkdir()
+    assert main(["-q", "export-gguf", str(result.folder), "-o", str(out / "tiny.gguf"), "--type", "F16,Q8_0",
+                 "--perplexity", "2", "--perplexity-context", "32"]) == 0
+    printed, readme = capsys.readouterr().out, (out / "README.md").read_text()
+    for quant in ("Q8_0",):  # the recipe's evaluation text is text_file: llama.cpp's own number on it
+        path = out / f"tiny-{quant}.gguf"
+        theirs = perplexity(path, text_file, 32, 2)["perplexity"]
+        assert f"| {quant} | `{path.name}` | {path.stat().st_size / 1e6:.1f} MB | {theirs:.2f} |" in readme
+        assert f"{path} " in printed and f"llama.cpp perplexity {theirs:.2f}" in printed
+    assert f"2 chunks of 32 tokens of {text_file}" in readme
+    assert "| F16 | `tiny-F16.gguf` |" in readme and "| not measured |" not in readme

@@ -259,15 +259,17 @@ def _cmd_report(args) -> int:
 def _cmd_export_gguf(args) -> int:
     """One GGUF per type of --type (comma-separated), one importance matrix for all, Modelfiles and a README card."""
     from core.engine.gguf_job import ImatrixSettings
-    from core.engine.gguf_queue import iter_gguf_queue
+    from core.engine.gguf_queue import PerplexitySettings, iter_gguf_queue
 
     settings = ImatrixSettings(args.calibration, args.imatrix_windows, args.imatrix_length)
+    measure = PerplexitySettings(args.perplexity, args.perplexity_context) if args.perplexity else None
     done = EventPrinter(args.quiet).consume(iter_gguf_queue(
         args.folder, args.output, args.type, imatrix=args.imatrix, settings=settings, save_imatrix=args.save_imatrix,
-        overwrite=args.overwrite, keep_embedding=args.keep_embedding, cards=not args.no_cards))
+        overwrite=args.overwrite, keep_embedding=args.keep_embedding, cards=not args.no_cards, measure=measure))
     for written in done["files"]:
+        ppl = f", llama.cpp perplexity {written['perplexity']:.2f}" if "perplexity" in written else ""
         print(f"Wrote        {written['path']} ({written['bytes'] / 1e6:.1f} MB, {written['quant']}"
-              f"{', with our importance matrix' if written.get('imatrix') else ''})")
+              f"{', with our importance matrix' if written.get('imatrix') else ''}{ppl})")
     for card in done["cards"]:
         print(f"Wrote        {card}")
     return 0
@@ -371,6 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--type", default=["Q8_0"], type=_gguf_types, metavar="TYPE[,TYPE…]",
                    help="number format of the weights, one or several separated by commas: "
                         f"{', '.join(GGUF_TYPE_CHOICES)} (K- and i-quants are made by llama.cpp's llama-quantize)")
+    p.add_argument("--perplexity", type=int, default=0, metavar="CHUNKS",
+                   help="also measure each file's perplexity with llama.cpp's llama-perplexity on CHUNKS chunks of the "
+                        "result's evaluation text (shown in the README card)")
+    p.add_argument("--perplexity-context", type=int, default=512, help="tokens per chunk (default: %(default)s)")
     p.add_argument("--no-cards", action="store_true",
                    help="write only the .gguf files, not an Ollama Modelfile per file and a README card next to them")
     p.add_argument("--imatrix", action="store_true",

@@ -10,6 +10,7 @@ describe every file finished so far (:mod:`core.io.gguf_cards`).
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from core.io.gguf_cards import (
     write_card,
 )
 from core.io.gguf_types import GGUF_TYPE_INFO
+from core.io.llama_cpp_tools import require_tool
 from core.io.output_rules import Input, check_output_file, resolved
 from core.partials import journaled, partial_path
 
@@ -93,28 +95,66 @@ def _imatrix_card(path: Path) -> dict[str, Any]:
             "chunk_size": value(gguf.Keys.IMatrix.CHUNK_SIZE)}
 
 
-def write_cards(files: list[Path], source: dict[str, Any], imatrix: dict[str, Any] | None,
-                overwrite: bool) -> list[Path]:
-    """The Modelfile of each GGUF in ``files`` and one README card for all of them; returns what was written."""
+def write_cards(files: list[Path], source: dict[str, Any], imatrix: dict[str, Any] | None, overwrite: bool,
+                perplexity: tuple[dict[str, float], str | None] = ({}, None)) -> list[Path]:
+    """The Modelfile of each GGUF in ``files`` and one README card for all of them; returns what was written.
+    ``perplexity``: (type -> llama.cpp's perplexity, how it was measured), where measured."""
     facts = [read_gguf_facts(path) for path in files]
     written = [write_card(modelfile_path(f.path), modelfile_text(f), overwrite) for f in facts]
-    written.append(write_card(files[0].parent / README_NAME, readme_text(facts, source, imatrix=imatrix), overwrite))
+    card = readme_text(facts, source, imatrix=imatrix, perplexity=perplexity[0], perplexity_how=perplexity[1])
+    written.append(write_card(files[0].parent / README_NAME, card, overwrite))
     return written
+
+
+@dataclass(frozen=True)
+class PerplexitySettings:
+    """llama.cpp's perplexity of each file (``llama-perplexity``): ``chunks`` of ``context`` tokens of ``text``
+    (None: the result's own evaluation text, else the bundled held-out text)."""
+
+    chunks: int
+    context: int = 512
+    text: str | None = None
+
+
+def _held_out_file(settings: PerplexitySettings, card_source: dict[str, Any], folder: Path) -> tuple[Path, str]:
+    """The held-out text as one plain file llama-perplexity reads (documents joined by blank lines)."""
+    from core.data.texts import load_texts
+    from core.engine.recipe import recipe_from_text
+
+    name, column = settings.text or "bundled:wiki-evaluation", "text"
+    if settings.text is None and card_source.get("report"):
+        data = recipe_from_text(read_output_folder(card_source["folder"]).recipe_yaml).data
+        name, column = data.evaluation, data.text_column
+    path = folder / "held-out.txt"
+    path.write_text("\n\n".join(load_texts(name, column)) + "\n", encoding="utf-8")
+    return path, name
+
+
+def _measured(path: Path, held_out: Path, settings: PerplexitySettings) -> Generator[Any, None, float]:
+    from core.io.llama_cpp_tools import perplexity
+
+    yield Log(f"Measuring {path.name} with llama-perplexity ({settings.chunks} chunks of {settings.context} tokens)")
+    return float(perplexity(path, held_out, settings.context, settings.chunks)["perplexity"])
 
 
 def iter_gguf_queue(source: str | Path, output: str | Path, types: str | Iterable[str], *, imatrix: bool = False,
                     settings: ImatrixSettings | None = None, save_imatrix: str | Path | None = None,
                     overwrite: bool = False, keep_embedding: bool = False, device: str = "cpu",
-                    cards: bool = True) -> Generator[Any, None, dict[str, Any]]:
+                    cards: bool = True, measure: PerplexitySettings | None = None,
+                    ) -> Generator[Any, None, dict[str, Any]]:
     """Write ``source`` as one GGUF per type in ``types``, one after another (see the module docstring).
 
     ``output``: the file for a single type, else the name the types are appended to (``model-Q4_K_M.gguf``).
-    ``cards``: also write the Modelfiles and the README card.  Every destination is checked before any work.
+    ``cards``: also write the Modelfiles and the README card.  ``measure``: also llama.cpp's perplexity of each
+    file on held-out text, in the results and the card (one llama-perplexity run per file, waited for: a cancel
+    takes effect when it ends).  Every destination is checked before any work.
     Yields :class:`QueueItem` events around each file and its export's progress; returns ``files`` (each
     file's result), ``cards`` (paths written) and ``imatrix`` (where the matrix was kept, with ``save_imatrix``).
     """
     quants = parse_types(types)
     destinations = {q: resolved(p) for q, p in queue_destinations(output, quants).items()}
+    if measure is not None:
+        require_tool("llama-perplexity")  # before any work: one line saying how to get it
     card_source = _source_card(source)
     label = "the result folder being exported" if card_source.get("report") else "the model being exported"
     inputs = [Input(Path(source), label)] if Path(source).exists() else []
@@ -129,7 +169,10 @@ def iter_gguf_queue(source: str | Path, output: str | Path, types: str | Iterabl
     files: list[dict[str, Any]] = []
     written_cards: list[Path] = []
     matrix: Path | None = None
-    with journaled(Path(f"{partial_path(first)}.queue-imatrix.gguf")) as scratch:
+    measured: dict[str, float] = {}
+    with journaled(Path(f"{partial_path(first)}.queue-imatrix.gguf")) as scratch, \
+            tempfile.TemporaryDirectory(prefix="gguf-queue-") as work:
+        held_out = _held_out_file(measure, card_source, Path(work)) if measure is not None else None
         try:
             for index, (quant, path) in enumerate(destinations.items()):
                 yield QueueItem(index, len(quants), quant, str(path))
@@ -147,11 +190,17 @@ def iter_gguf_queue(source: str | Path, output: str | Path, types: str | Iterabl
                                                          imatrix_file=matrix if use else None, overwrite=overwrite,
                                                          keep_embedding=keep_embedding, device=device)
                 result = {**result, "quant": quant, "imatrix": str(matrix) if use else None}
+                if held_out is not None:
+                    measured[quant] = yield from _measured(path, held_out[0], measure)
+                    result["perplexity"] = measured[quant]
                 files.append(result)
                 if cards:  # rewritten after each file: a cancel later leaves cards that describe what is there
                     imatrix_info = _imatrix_card(matrix) if matrix is not None else None
+                    how = (f"{measure.chunks} chunks of {measure.context} tokens of {held_out[1]}"
+                           if held_out is not None else None)
                     written_cards = write_cards([Path(f["path"]) for f in files], card_source, imatrix_info,
-                                                overwrite=True if written_cards else overwrite)
+                                                overwrite=True if written_cards else overwrite,
+                                                perplexity=(measured, how))
                 yield QueueItem(index, len(quants), quant, str(path), done=True, bytes=int(result["bytes"]))
         finally:
             scratch.unlink(missing_ok=True)

@@ -113,13 +113,13 @@ def _bytes(n: int) -> str:
 
 
 def readme_text(files: list[GgufFacts], source: dict[str, Any], *, imatrix: dict[str, Any] | None = None,
-                perplexity: dict[str, float] | None = None) -> str:
+                perplexity: dict[str, float] | None = None, perplexity_how: str | None = None) -> str:
     """The model card of the exported files.
 
     ``source``: ``{"name", "folder"}`` plus, for a run's result, its ``report`` (report.json: source model,
     recipe name, steps with their summaries, before/after measurements).  ``imatrix``: the importance matrix's
     ``datasets``, ``chunks`` and ``chunk_size``, when one was used.  ``perplexity``: type -> llama.cpp's
-    perplexity of that file, where measured.
+    perplexity of that file, where measured (``perplexity_how``: on what text).
     """
     report = source.get("report") or {}
     name = source.get("name") or "model"
@@ -159,6 +159,9 @@ def readme_text(files: list[GgufFacts], source: dict[str, Any], *, imatrix: dict
         lines.append(f"| {facts.quant} | `{facts.path.name}` | {_bytes(facts.bytes)} | "
                      f"{f'{measured:.2f}' if measured else 'not measured'} | "
                      f"{GGUF_TYPE_INFO.get(facts.quant, ('',))[0]} |")
+    if perplexity_how:
+        lines += ["", f"Perplexity measured by llama.cpp's `llama-perplexity` on {perplexity_how} "
+                      "(the second half of each chunk scored; lower is better)."]
     lines += ["", "## Run it", ""]
     for facts in files:
         lines += [f"**{facts.quant}** with llama.cpp, then with Ollama:", "", "```sh",
