@@ -169,8 +169,9 @@ def ollama_template(source: str | None, bos: str = "", eos: str = "",
         template = go_template(pieces)
     except _TemplateError as exc:
         return None, f"the tokenizer's chat template could not be written as an Ollama template ({exc})"
+    no_system = "; it has no system role, so a SYSTEM message is not used" if pieces.system_before is None else ""
     return template, (f"converted from the tokenizer's chat template and checked to write the same text on "
-                      f"{checked} conversations")
+                      f"{checked} conversations{no_system}")
 
 
 def stop_words(pieces_source: str | None, bos: str, eos: str, control_tokens: list[str]) -> list[str]:
