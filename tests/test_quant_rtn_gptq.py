@@ -183,7 +183,7 @@ def test_end_to_end_saves_packed_and_reloads(tmp_path, tiny_llama_dir, text_file
     assert report["after"]["bytes_on_disk"] == pytest.approx(expected, rel=0.05)
 
     manifest = json.loads((tmp_path / "out" / "compression_studio.json").read_text())
-    assert manifest["plain_transformers"] == symmetric  # asymmetric: transformers 5.23 refuses packed zeros
+    assert manifest["plain_transformers"]  # asymmetric too: its config asks transformers to dequantize at load
     loaded = load_model(str(tmp_path / "out"))
     model = loaded.model
     assert isinstance(model.model.layers[0].self_attn.q_proj, PackedLinear)

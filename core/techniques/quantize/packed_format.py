@@ -8,10 +8,13 @@ group per (bits, group size, symmetry) whose targets are the exact layer names).
 
 - our loader rebuilds the model with :class:`PackedLinear` modules (memory stays packed);
 - plain ``transformers`` loads it too when the ``compressed-tensors`` package is installed
-  (it decompresses to dense weights in memory); vLLM reads the same layout.  Asymmetric folders
-  are the same layout (checked against compressed-tensors' own decompressor), but transformers
-  5.23 + compressed-tensors 0.20 expect an unpacked zero point while loading and refuse them, so
-  they are registered as a second format name that does not claim plain-transformers loading.
+  (it decompresses to dense weights in memory); vLLM reads the same layout (its WNA16 scheme: format
+  "pack-quantized", int weights of 4 or 8 bits, strategy "group"/"channel", no activation quantization).
+  Asymmetric folders are the same layout, zero points packed along rows as compressed-tensors packs them
+  and vLLM reads them; transformers (5.25, compressed-tensors 0.20.1) builds its compressed skeleton with
+  an unpacked zero point and refuses the shapes, but asked to dequantize at load time it unpacks them with
+  compressed-tensors' decompressor, so their ``quantization_config`` carries ``"dequantize": true`` (a
+  transformers loading option, ignored by vLLM).  They keep a second format name (older folders lack the key).
   A packed token embedding (:mod:`.packed_embedding`; the embedding is listed among a config group's
   targets, a tied head among ``ignore``) is not read by transformers either: a third name.
 """
@@ -66,8 +69,10 @@ def quantization_config(model: nn.Module) -> dict:
                                    strategy="group" if group_size else "channel", group_size=group_size or None)
         schemes[f"group_{index}"] = QuantizationScheme(targets=names, weights=weights, format="pack-quantized")
     config = QuantizationConfig(config_groups=schemes, format="pack-quantized", quantization_status="compressed",
-                                ignore=ignore)
-    return config.model_dump(mode="json")
+                                ignore=ignore).model_dump(mode="json")
+    if any(not symmetric for _bits, _group, symmetric in groups):
+        config["dequantize"] = True  # transformers unpacks the packed zero points only on this path
+    return config
 
 
 def save_packed(model: nn.Module, folder: Path) -> None:
@@ -154,9 +159,11 @@ register_format(SavedFormat(
     name=ASYMMETRIC_FORMAT_NAME,
     description="Weights packed to 2–8 bits with per-group scales and zero points "
                 "(compressed-tensors 'pack-quantized', asymmetric).",
-    save=save_packed, load=load_packed, plain_transformers=False,
-    notes=["vLLM and compressed-tensors read this layout; transformers 5.23 with compressed-tensors 0.20 "
-           "refuses its packed zero points, so load it with this app (or quantize symmetric)."]))
+    save=save_packed, load=load_packed, plain_transformers=True,
+    notes=["Plain transformers loads this folder with the 'compressed-tensors' package installed, dequantizing "
+           "at load time (its config asks so: transformers' compressed skeleton refuses packed zero points); "
+           "vLLM reads it packed. A folder saved before that key: from_pretrained(folder, "
+           "quantization_config=CompressedTensorsConfig(dequantize=True))."]))
 register_format(SavedFormat(
     name=EMBEDDING_FORMAT_NAME,
     description="Weights and the token embedding packed to 2–8 bits with per-group scales "
