@@ -81,7 +81,8 @@ def test_two_types_of_the_bundled_model_from_one_importance_matrix(tmp_path, cou
             in modelfile)
     assert 'PARAMETER stop "<|im_end|>"' in modelfile
     readme = (tmp_path / "README.md").read_text()
-    assert "bundled:wiki-calibration (4 chunks of 64 tokens)" in readme
+    assert ("Q4_K_M, Q5_K_M rounded by llama.cpp's `llama-quantize` from the app's F16 export, weighing rounding "
+            "errors by an importance matrix computed once on bundled:wiki-calibration (4 chunks of 64 tokens)" in readme)
     assert f"| Q5_K_M | `smollm-Q5_K_M.gguf` | {q5.stat().st_size / 1e6:.1f} MB |" in readme
     assert {f["path"] for f in done["files"]} == {str(q4), str(q5)}
 
@@ -117,6 +118,7 @@ def test_modelfile_and_readme_card_say_what_the_result_and_files_are(tmp_path, r
     assert f"1. **magnitude_prune** ({step['family']}): {step['summary']}" in readme
     before, after = report["before"]["perplexity"]["perplexity"], report["after"]["perplexity"]["perplexity"]
     assert f"{before:.2f} before, {after:.2f} after" in readme
+    assert "Then GGUF: Q8_0, F16 written by the app's own GGUF writer." in readme  # no llama.cpp involved
     for quant in ("Q8_0", "F16"):
         path = out / f"tiny-{quant}.gguf"
         assert read_gguf_facts(path).quant == quant

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import write_error
-from core.io.gguf_types import GGUF_TYPE_INFO
+from core.io.gguf_types import GGUF_TYPE_INFO, needs_quantizer
 from core.io.ollama_template import ollama_template, stop_words
 from core.io.output_rules import OutputError, resolved
 from core.partials import journaled, ordinary_permissions, partial_path
@@ -146,13 +146,19 @@ def readme_text(files: list[GgufFacts], source: dict[str, Any], *, imatrix: dict
                           f"{after_ppl:.2f} after."]
     else:
         lines += [f"- Model: `{source.get('folder') or name}`, exported as loaded (no compression step).", ""]
-    how = ("each file's weights rounded to its type by llama.cpp's `llama-quantize` (F16, and Q8_0 / Q4_0 "
-           "without an importance matrix, by the app's own writer)")
-    if imatrix:
-        how += (f", weighing rounding errors by an importance matrix computed once on "
-                f"{', '.join(imatrix.get('datasets') or ['the calibration text'])} "
-                f"({imatrix.get('chunks')} chunks of {imatrix.get('chunk_size')} tokens)")
-    lines += ["", f"Then GGUF: {how}.", "", "## Files", "",
+    ours = [f.quant for f in files if not needs_quantizer(f.quant, imatrix is not None and f.quant != "F16")]
+    theirs = [f.quant for f in files if f.quant not in ours]
+    how = []
+    if ours:
+        how.append(f"{', '.join(ours)} written by the app's own GGUF writer")
+    if theirs:
+        weighed = ""
+        if imatrix:
+            weighed = (f", weighing rounding errors by an importance matrix computed once on "
+                       f"{', '.join(imatrix.get('datasets') or ['the calibration text'])} "
+                       f"({imatrix.get('chunks')} chunks of {imatrix.get('chunk_size')} tokens)")
+        how.append(f"{', '.join(theirs)} rounded by llama.cpp's `llama-quantize` from the app's F16 export{weighed}")
+    lines += ["", f"Then GGUF: {'; '.join(how)}.", "", "## Files", "",
               "| Type | File | Size | Perplexity (llama.cpp) | What it is |", "|---|---|---|---|---|"]
     for facts in files:
         measured = (perplexity or {}).get(facts.quant)
