@@ -380,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cards", action="store_true",
                    help="write only the .gguf files, not an Ollama Modelfile per file and a README card next to them")
     p.add_argument("--imatrix", action="store_true",
-                   help="weigh rounding by an importance matrix computed on the calibration text (llama.cpp's imatrix)")
+                   help="weigh rounding by an importance matrix computed on the calibration text (llama.cpp's imatrix), "
+                        "once for all the types")
     p.add_argument("--calibration", help="text for the importance matrix (default: the result's recipe's calibration)")
     p.add_argument("--imatrix-windows", type=int, help="chunks of calibration text (default: the recipe's)")
     p.add_argument("--imatrix-length", type=int, help="tokens per chunk (default: the recipe's sequence length)")
