@@ -8,6 +8,7 @@ refused before any work.
 
 from __future__ import annotations
 
+import gc
 from types import SimpleNamespace
 
 import pytest
@@ -81,19 +82,50 @@ def test_streamed_perplexity_equals_in_memory_perplexity(tiny_llama_dir, tiny_to
     assert block_stream(model).loads == 2  # each of the 2 blocks read once for all the windows
 
 
-def test_parameters_resident_at_once_do_not_grow_with_depth(tmp_path, tiny_tokenizer, text_file):
-    peaks, sizes = {}, {}
+def _live_cpu_tensor_bytes() -> int:
+    """Bytes of every CPU tensor storage Python can still reach (each storage once): what a leak would keep."""
+    gc.collect()  # only what is still reachable
+    storages = {}
+    for obj in gc.get_objects():
+        if isinstance(obj, torch.Tensor) and obj.device.type == "cpu":
+            storage = obj.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize(("technique", "params"), [
+    ("wanda_prune", {"sparsity": 0.5}),
+    ("gptq_quantize", {"bits": 4, "group_size": 32, "quantize_embedding": False}),
+])
+def test_memory_held_at_once_does_not_grow_with_depth(tmp_path, tiny_tokenizer, text_file, monkeypatch,
+                                                      technique, params):
+    """Counted, not timed: the model's resident parameter bytes (the stream's own count) and every CPU tensor
+    still reachable when a block is dropped (a replaced Linear kept alive elsewhere counts too)."""
+    import core.models.streaming as streaming
+
+    offload, held = streaming.BlockStream.offload, []
+
+    def counting(self, name, block):
+        held.append(_live_cpu_tensor_bytes())
+        offload(self, name, block)
+
+    monkeypatch.setattr(streaming.BlockStream, "offload", counting)
+    peaks, live, sizes = {}, {}, {}
     for layers in (2, 6):
         folder = _llama_dir(tmp_path, tiny_tokenizer, layers, f"llama-{layers}")
         path = write_recipe(tmp_path / "recipe.yaml", folder, text_file,
-                            model={"source": str(folder), "stream": True}, evaluation={"kl_to_teacher": False},
-                            steps=[{"technique": "wanda_prune", "params": {"sparsity": 0.5}}])
+                            model={"source": str(folder), "stream": True},
+                            evaluation={"kl_to_teacher": False, "perplexity": False},
+                            steps=[{"technique": technique, "params": params}])
+        held.clear()
         _, report = collect(run_recipe(load_recipe(path), tmp_path / f"out-{layers}"))
-        peaks[layers] = report["peak_resident_parameter_bytes"]
-        sizes[layers] = sum(p.numel() * 4 for p in load_model(str(folder)).model.parameters())
+        peaks[layers], live[layers] = report["peak_resident_parameter_bytes"], max(held)
+    for layers in (2, 6):
+        sizes[layers] = sum(p.numel() * 4 for p in load_model(str(tmp_path / f"llama-{layers}")).model.parameters())
     block = (sizes[6] - sizes[2]) // 4  # float32 bytes of one block
     assert peaks[6] == peaks[2]
     assert peaks[6] <= sizes[6] - 4 * block  # never more than the resident layers and one block (+ its copy)
+    assert live[6] - live[2] < block / 2  # four more blocks went through, none of them stayed
 
 
 def test_a_block_is_read_into_memory_of_its_own_not_a_view_of_the_file(tiny_llama_dir):

@@ -152,7 +152,9 @@ def write_streamed_step(model, step, ctx: StreamContext, folder: Path,
                    if not any(f"{name}.{key}".startswith(module + ".") for module in replaced)}
         for module_name, module in replaced.items():
             tensors.update({f"{module_name}.{key}": value for key, value in module.state_dict().items()})
+            old = model.get_submodule(module_name)
             replace_module(model, module_name, module.to("meta"))
+            old.to_empty(device="meta")  # the engine still holds the replaced Linear: drop its weights too
             del ctx.replacements[module_name]
         writer.write(tensors)
 
