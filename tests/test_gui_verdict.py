@@ -206,13 +206,14 @@ def test_every_technique_field_has_a_plain_label_and_a_tooltip(qtbot):
 
 def test_recipe_keys_are_unchanged():
     """Plain-words labels did not rename a recipe key: every key older recipes use is still there, in order
-    (quantize_embedding and embedding_bits were added for issue 20; recipes without them get the defaults)."""
+    (quantize_embedding and embedding_bits were added for issue 20, grid for issue 22; recipes without them get the
+    defaults)."""
     config = get_technique("gptq_quantize").config_cls()
     keys = list(config.__dataclass_fields__)
     old = ["bits", "group_size", "symmetric", "clip", "targets", "ignore", "act_order", "dampening", "block_size",
            "static_groups", "true_sequential"]
     assert [key for key in keys if key in old] == old
-    assert keys == [*old[:6], "quantize_embedding", "embedding_bits", *old[6:]]
+    assert keys == [*old[:6], "quantize_embedding", "embedding_bits", *old[6:], "grid"]  # grid: issue 22
 
 
 def test_run_page_at_1024_puts_the_verdict_above_a_table_of_numbers(qtbot, tmp_path):
