@@ -8,7 +8,8 @@ text).  On each, three jobs run streamed, each in its own fresh process: Wanda 5
 (the recipe through the runner, perplexity off, so the step and the block-by-block writing are what is
 timed) and the perplexity evaluation alone; for contrast, Wanda in memory (the same recipe, not streamed).  Each child samples its anonymous resident memory
 (``RssAnon`` of /proc/self/status, every 5 ms) and reports the peak, its ``VmHWM`` (which also counts
-the pages of the memory-mapped weight files) and the wall time of the job (imports excluded).
+the pages of the memory-mapped weight files), the wall time of the job (imports excluded) and of its
+block loop alone (first block read to last block dropped: the part that grows with depth).
 
 Then a wider model whose weight files are larger than the memory the run is allowed: the child runs
 in a cgroup (v1 ``memory.limit_in_bytes``, or v2 ``memory.max``) made here, so the kernel kills it if
@@ -102,6 +103,20 @@ def child(args) -> dict:
     from core.models.streaming import block_stream, open_streamed
 
     torch.set_num_threads(1)  # a shared 2-core machine: one thread keeps the timings steady
+    # the block loop's own time: from the first block read to the last block dropped (every pass)
+    import core.models.streaming as streaming
+
+    onload, offload, loop = streaming.BlockStream.onload, streaming.BlockStream.offload, {"seconds": 0.0}
+
+    def timed_onload(self, name, block, device):
+        loop.setdefault("start", time.perf_counter())
+        onload(self, name, block, device)
+
+    def timed_offload(self, name, block):
+        offload(self, name, block)
+        loop["end"] = time.perf_counter()
+
+    streaming.BlockStream.onload, streaming.BlockStream.offload = timed_onload, timed_offload
     model_dir, work = Path(args.model), Path(args.work)
     baseline = AnonPeak.now()
     result: dict = {"baseline_anon_mb": baseline / 1e6}
@@ -125,6 +140,8 @@ def child(args) -> dict:
             if "peak_resident_parameter_bytes" in report:
                 result["resident_parameter_mb"] = report["peak_resident_parameter_bytes"] / 1e6
         result["seconds"] = time.perf_counter() - started
+    if "start" in loop:
+        result["block_seconds"] = loop["end"] - loop["start"]
     result["peak_anon_mb"] = peak.peak / 1e6
     result["vm_hwm_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
     return result

@@ -493,16 +493,87 @@ def gguf() -> str:
     result = load("gguf")
     settings = result["settings"]
     rows = [[row["type"], num(row["mb"], ".1f"), ppl(row["ppl"]), ppl(row.get("ppl_imatrix")),
-             num(row.get("quantize_s"), ".1f"), num(row.get("quantize_imatrix_s"), ".1f")] for row in result["rows"]]
+             ppl(row.get("ppl_gptq")), num(row.get("quantize_s"), ".1f"), num(row.get("quantize_imatrix_s"), ".1f")]
+            for row in result["rows"]]
+    gptq = [row for row in result["rows"] if row.get("ppl_gptq") is not None]
+    gptq_note = ""
+    if gptq:
+        seconds = ", ".join(f"{row['type']} {row['gptq_s']:.0f} s" for row in gptq)
+        gptq_note = (" GPTQ-on-grid: our GPTQ step with `grid` set to the type (act-order; llama.cpp's blocks of 32 and "
+                     "scale rule, each block's largest weight on the extreme code) on the same calibration chunks, "
+                     f"run through the runner ({seconds}), and exported by the Export page's job: the file holds "
+                     "GPTQ's error-compensated codes with no second rounding; its token embedding is quantized by "
+                     "the export as in llama.cpp's files.")
+        earlier = settings.get("earlier_columns")
+        if earlier:
+            gptq_note += (f" The GPTQ-on-grid column was measured in the run named above; the other columns come from "
+                          f"{earlier['from']} (commit {earlier['commit']}).")
     return (source_line(["gguf"], ["bench/bench_gguf.py"])
-            + table(["type", "file MB", "llama.cpp perplexity, no imatrix", "… with our imatrix", "quantize s",
-                     "… with imatrix s"], rows)
+            + table(["type", "file MB", "llama.cpp perplexity, no imatrix", "… with our imatrix", "… GPTQ-on-grid",
+                     "quantize s", "… with imatrix s"], rows)
             + f"\nPerplexity by `llama-perplexity` on {settings['chunks_scored']} chunks of {settings['context']} "
               f"tokens of the held-out Wikipedia text (llama.cpp's convention: the second half of each chunk scored); "
               f"our importance matrix from {settings['calibration_windows']} chunks of the calibration text "
               f"({settings['imatrix_seconds']:.0f} s). SmolLM2-135M's 576-wide layers are not multiples of the "
               "256-value K-quant block, so llama.cpp gives most tensors its fallback types (Q5_0, Q6_K → Q8_0, "
-              "IQ4_NL), which is why the K-types are larger here than on a 7B model.\n")
+              "IQ4_NL), which is why the K-types are larger here than on a 7B model."
+              + gptq_note + "\n")
+
+
+def stream() -> str:
+    """Issue 18: streamed runs, peak anonymous memory and time against depth, and a model larger than the cap."""
+    result = load("stream")
+    settings = result["settings"]
+    rows = [row for row in result["rows"] if row["model"] != "larger than allowed"]
+    cell = {(row["layers"], row["job"]): row for row in rows}
+    depths = sorted({row["layers"] for row in rows})
+    jobs = ["wanda", "gptq", "eval", "inmemory"]
+
+    def mem_time(row: dict | None) -> str:
+        if row is None or "error" in row:
+            return "failed" if row else "–"
+        loop = f" (blocks {row['block_seconds']:.1f} s)" if "block_seconds" in row else ""
+        return f"{row['peak_anon_mb']:.0f} MB, {row['seconds']:.1f} s{loop}"
+
+    body = [[str(depth), num(cell[(depth, "wanda")]["weight_mb"], ".0f"),
+             *[mem_time(cell.get((depth, job))) for job in jobs]] for depth in depths]
+    low, high = depths[0], depths[-1]
+    ratios = []
+    for job, title in zip(jobs[:3], ["Wanda", "GPTQ", "perplexity"], strict=True):
+        a, b = cell[(low, job)], cell[(high, job)]
+        # linear in depth: the block loop's seconds per block are the same at every depth
+        per_block = [cell[(depth, job)]["block_seconds"] / depth for depth in depths]
+        ratios.append(f"{title} {b['peak_anon_mb'] / a['peak_anon_mb']:.2f}× the peak memory, "
+                      f"{' / '.join(f'{t:.2f}' for t in per_block)} s per block")
+    big = [row for row in result["rows"] if row["model"] == "larger than allowed"]
+    big_lines = []
+    for row in big:
+        how = "streamed" if row["job"] == "wanda" else "in memory"
+        if row.get("completed"):
+            big_lines.append(f"Wanda {how}: completed in {row['seconds']:.0f} s, peak anonymous memory "
+                             f"{row['peak_anon_mb']:.0f} MB, perplexity {row['perplexity_before']:.1f} before and "
+                             f"{row['perplexity_after']:.1f} after")
+        else:
+            big_lines.append(f"Wanda {how}: did not complete ({row.get('error', 'killed')})")
+    big_text = ""
+    if big:
+        first = big[0]
+        big_text = (f"\n\nLarger than allowed: {first['layers']} blocks of width {first['hidden']}, "
+                    f"{first['weight_mb']:.0f} MB of weight files, run in a memory cgroup capped at "
+                    f"{first['cap_mb']} MB (the whole recipe: perplexity before, the step, perplexity after, "
+                    f"saving). " + "; ".join(big_lines) + ". The cap holds what the run allocates; the weight files' pages, "
+                    "in the page cache since they were written, stay charged to the process that wrote them.")
+    note = (f"Random-weight Llamas of width {settings['hidden']} (vocabulary {settings['vocab']}), each job in a fresh "
+            f"process with one thread: peak anonymous resident memory (RssAnon sampled every 5 ms; about "
+            f"{rows[0]['baseline_anon_mb']:.0f} MB of it is Python, torch and transformers before any work), the "
+            f"job's wall time and, in brackets, its block loop's (first block read to last block dropped); {settings['calibration_windows']} calibration and {settings['windows']} evaluation "
+            f"windows of {settings['sequence_length']} tokens; perplexity off in the Wanda and GPTQ jobs. "
+            f"From {low} to {high} blocks ({'/'.join(map(str, depths))}): " + "; ".join(ratios) + " (the rest of "
+            "each job's time is the same at every depth: reading the data, opening the model; the machine's two "
+            "cores are shared, so single timings move by a few seconds).")
+    return (source_line(["stream"], ["bench/bench_stream.py"])
+            + table(["blocks", "weights MB", "Wanda, streamed", "GPTQ, streamed", "perplexity, streamed",
+                     "Wanda, in memory"], body) + "\n" + note + big_text + "\n")
 
 
 RENDERERS: dict[str, Callable[[], str]] = {
@@ -510,7 +581,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "quant-ingredients": quant_ingredients, "quant-peers": quant_peers, "decode": decode, "lowrank": lowrank,
     "distill": distill, "classify": classify, "tasks": tasks, "tasks-speed": tasks_speed, "estimates": estimates, "gguf": gguf,
     "models": models, "qat": qat,
-    "distributed": distributed,
+    "distributed": distributed, "stream": stream,
 }
 
 

@@ -9,8 +9,9 @@ the "after" one reading the shards just written.  Peak memory is the embedding a
 its statistics and the hidden states of the windows, whatever the depth.
 
 Narrow on purpose: Llama-shaped causal LMs from a safetensors folder (or a GGUF already converted
-into the cache); the steps Wanda pruning (uniform, dense) and GPTQ quantization (saved dense: the
-dequantized values of the packed result); perplexity as the only measurement.  Anything needing the
+into the cache); the steps Wanda pruning (uniform, dense) and GPTQ quantization (saved packed, as in
+memory: a step may write another module in place of a Linear, see ``StreamContext.replacements``);
+perplexity as the only measurement.  Anything needing the
 whole model at once is refused before any work by :func:`check_streamable`, in one line.
 Several steps chain: each reads the shards the one before it wrote (kept in a hidden folder inside
 the output's temporary folder, so nothing stays behind on failure).
