@@ -28,7 +28,7 @@ from core.engine.original_cache import keep_measurements, load_measurements, mea
 from core.engine.preflight import check_shapes_before_loading
 from core.engine.recipe import Recipe, classifier_reading
 from core.engine.registry import get_technique
-from core.engine.streamed import run_streamed
+from core.engine.streamed import check_streamable, run_streamed
 from core.errors import RecipeError
 from core.eval.metrics import align_predictions, classification_metrics, iter_predict_labels
 from core.eval.perplexity import iter_kl_to_teacher, iter_perplexity
@@ -132,6 +132,8 @@ def check_run(recipe: Recipe, output_dir: str | Path, *, overwrite: bool = False
     inputs = run_inputs(recipe, recipe_file)
     output = check_output_dir(output_dir, inputs, overwrite)
     check_data(recipe)
+    if recipe.model.stream:  # what a streamed run cannot do without the whole model, said before any work
+        check_streamable(recipe)
     check_shapes_before_loading(recipe)
     return output, inputs
 
