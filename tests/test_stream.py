@@ -192,3 +192,6 @@ def test_the_estimate_shows_a_streamed_peak_that_does_not_grow_with_depth():
     assert streamed.peak_bytes < whole.peak_bytes / 2
     assert any(note.startswith("Streamed:") for note in streamed.notes)
     assert _estimate(recipe(True), deeper).peak_bytes == streamed.peak_bytes
+    too_big = _estimate(recipe(False), summary, available=whole.peak_bytes // 2)
+    assert any("model.stream: true" in note for note in too_big.notes)
+    assert _estimate(recipe(True), summary, available=whole.peak_bytes // 2).fits

@@ -275,6 +275,9 @@ def estimate(summary: Any, recipe: Any, device: str, available_bytes: int | None
         notes.append(f"Streamed: the peak is the weights outside the blocks ({resident / 1e6:,.0f} MB), one block "
                      f"({block / 1e6:,.0f} MB, twice while it is written) and its working memory, whatever the depth; "
                      f"in memory it would be about {whole / 1e6:,.0f} MB.")
+    elif available_bytes is not None and peak > available_bytes:
+        notes.append("More than the memory here: with model.stream: true in the recipe the weights stay on disk and "
+                     "one decoder block at a time is brought in (Wanda, GPTQ and perplexity stream).")
     notes.append("Times from a forward pass timed on this machine when the model loaded." if throughput is not None
                  else "No forward pass of this model has been timed here yet: the time is plain arithmetic.")
     notes += _busy_notes(throughput, device)
