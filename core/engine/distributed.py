@@ -101,6 +101,17 @@ def _reduce(tensor: torch.Tensor, op: str = "sum") -> None:
                        "nothing was written") from exc
 
 
+def collective_device() -> str:
+    """Where a tensor must live for this group's collectives: CUDA under nccl, else the CPU."""
+    return "cuda" if active() and dist.get_backend() == "nccl" else "cpu"
+
+
+def all_reduce_tensor(tensor: torch.Tensor, op: str = "sum") -> None:
+    """Sum (or max) ``tensor`` across every process, in place; a process that died raises :class:`PeerLost`."""
+    if world_size() > 1:
+        _reduce(tensor, op)
+
+
 def all_reduce_stats(stats: dict[str, Any]) -> None:
     """Combine each statistics object across the processes, in place (shared objects once).
 
@@ -126,5 +137,5 @@ def barrier() -> None:
     """Wait until every process gets here; a process that died makes this raise :class:`PeerLost`."""
     if world_size() == 1:
         return
-    flag = torch.ones(1, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    flag = torch.ones(1, device=collective_device())
     _reduce(flag)  # an all-reduce rather than dist.barrier: it fails the same way as the statistics do

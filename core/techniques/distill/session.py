@@ -10,6 +10,7 @@ from pathlib import Path
 from core.errors import RecipeError
 from core.events import Log
 from core.techniques.distill.checkpoints import CheckpointStore
+from core.techniques.distill.data_parallel import store_suffix
 from core.techniques.distill.students import StudentOptions, load_named_student, shrink_student
 
 
@@ -18,7 +19,8 @@ def checkpoint_store(ctx, name: str) -> CheckpointStore:
     root = getattr(ctx, "checkpoint_root", None)
     if root is None:
         root = Path(tempfile.mkdtemp(prefix="distill-"))
-    return CheckpointStore(Path(root) / f"step-{ctx.step_index}-{name}")
+    # each process of a data-parallel run keeps its own (nodes need not share a disk)
+    return CheckpointStore(Path(root) / f"step-{ctx.step_index}-{name}{store_suffix()}")
 
 
 def prepare_pair(model, options: StudentOptions, ctx, task: str, texts: list[str] | None = None):

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from core.events import Log, Metric, ProgressMeter
+from core.techniques.distill import data_parallel
 from core.techniques.distill.checkpoints import CheckpointStore
 
 SCHEDULES = ("constant", "linear", "cosine")
@@ -144,6 +145,10 @@ def train(model: torch.nn.Module, *, batch_at: Callable[[int], Any],
     if accelerator is not None:
         train_model, optimizer = accelerator.prepare(model, optimizer)
         yield Log(f"Training with accelerate on {torch.cuda.device_count()} GPUs.")
+    elif data_parallel.distributed.world_size() > 1:  # torchrun: each process trains on its share of each batch
+        train_model = data_parallel.wrap(model)
+        yield Log(f"Training data-parallel on {data_parallel.distributed.world_size()} processes: each takes its "
+                  "share of every batch and the gradients are averaged.")
     autocast = settings.device.startswith("cuda") and settings.mixed_precision and accelerator is None
     meter = ProgressMeter(settings.stage, settings.total_steps, settings.step_index)
     accumulation = settings.grad_accumulation
@@ -179,12 +184,18 @@ def train(model: torch.nn.Module, *, batch_at: Callable[[int], Any],
         with torch.enable_grad():
             for micro in range(accumulation):
                 batch = batch_at(step * accumulation + micro)
+                # On several processes: this one's rows, its mean loss weighted by its share (see data_parallel)
+                weight = data_parallel.share_weight(data_parallel.rows(batch))
+                batch = data_parallel.local_share(batch)
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
                     total, soft, hard, n = compute_loss(train_model, batch)
-                scaled = total / accumulation
+                scaled = total * (weight / accumulation)
                 accelerator.backward(scaled) if accelerator is not None else scaled.backward()
-                sums = [s + float(v.detach()) / accumulation for s, v in zip(sums, (total, soft, hard), strict=True)]
+                share = weight / data_parallel.distributed.world_size() / accumulation
+                sums = [s + float(v.detach()) * share for s, v in zip(sums, (total, soft, hard), strict=True)]
                 count += int(n)
+            *sums, count = data_parallel.sum_across([*sums, count])  # the whole batch's, on every process
+            count = int(count)
             if settings.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
             optimizer.step()
