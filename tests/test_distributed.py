@@ -73,15 +73,10 @@ def test_two_processes_save_the_weights_of_one(tmp_path, tiny_llama_dir, text_fi
     for name in targets:
         assert not torch.equal(single[name], original[name])  # the step did change every target
         difference = (double[name] - single[name]).abs()
-        if technique == "wanda_prune" or name.startswith("model.layers.0.self_attn.") and name[-6:-5] in "qkv":
-            # the same mask (Wanda); the same rounding where the inputs are the embeddings themselves (GPTQ)
-            assert float(difference.max()) < 1e-5, f"{name}: max |Δ| {float(difference.max()):.2e}"
-        else:
-            # GPTQ rounds: a float-order difference of 1e-7 in the Hessian moves the few weights that sit on a
-            # rounding boundary by one step (~5e-3), and the error feedback carries that on.  Measured: at most
-            # 0.9% of a layer's weights move; without the all-reduce (each process its own half) 23-45% do.
-            moved = float((difference > 1e-3).float().mean())
-            assert moved < 0.02, f"{name}: {moved:.1%} of the weights moved by more than 1e-3"
+        # The same mask (Wanda); the same rounding (GPTQ: the Hessian's float64 sum of each window's product
+        # does not depend on which process added which window; with a float32 running mean 0.1–0.9% of a
+        # layer's weights moved by a grid step, and without the all-reduce 23–45%).
+        assert float(difference.max()) < 1e-5, f"{name}: max |Δ| {float(difference.max()):.2e}"
     assert torch.equal(double["lm_head"], single["lm_head"])
 
     # Rank 0's history row says done; the report is the one process's
@@ -93,7 +88,7 @@ def test_two_processes_save_the_weights_of_one(tmp_path, tiny_llama_dir, text_fi
 
     two = json.loads((tmp_path / "two" / "report.json").read_text())
     assert two["after"]["perplexity"]["perplexity"] == pytest.approx(one["after"]["perplexity"]["perplexity"],
-                                                                      rel=1e-3 if technique == "gptq_quantize" else 1e-5)
+                                                                      rel=1e-5)
 
 
 _DYING_RANK = """
