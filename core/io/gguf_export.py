@@ -16,9 +16,10 @@ types, with llama.cpp's exception for a tied head: a ``token_embd`` that is also
 (Q8_0 when the width is not a multiple of 256, else Q6_K, which this writer does not make);
 ``quantize_embedding=False`` keeps ``token_embd`` in F16, like its ``--token-embedding-type f16``.  A tensor whose rows are
 not a multiple of the 32-value block falls back to F16.  Layers that arrive already quantized (packed layers with a
-``dequantized_weight()``, e.g. quantization-aware training on llama.cpp's Q4_0 / Q8_0 grid) are
-written from their dequantized values only if the chosen type reproduces them exactly (checked per
-tensor); anything else would be a second rounding and is refused.  The file is written to a temporary name and renamed when
+``dequantized_weight()``: GPTQ or quantization-aware training on llama.cpp's Q4_0 / Q8_0 grid) are
+written block by block from their own codes and float16 scales (:mod:`gguf_blocks`), so any scale survives
+bit for bit (llama.cpp's quantizer would derive each scale again from the values); a layer whose codes or
+scales the chosen type cannot hold (checked per tensor) would be rounded a second time and is refused.  The file is written to a temporary name and renamed when
 complete.  :func:`read_gguf_summary` reads a file back with ``gguf.GGUFReader``.
 """
 
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 
 from core.errors import StudioError, is_disk_full, write_error
+from core.io.gguf_blocks import blocks_fit, pack_blocks
 from core.io.output_rules import GGUF_MARK_KEY
 from core.partials import journaled, ordinary_permissions, partial_path
 
@@ -87,6 +89,25 @@ def _gridded_weights(model: Any) -> dict[str, torch.Tensor]:
     return {f"{name}.weight": _block_values(module) for name, module in model.named_modules() if _on_blocks(module)}
 
 
+def _gridded_blocks(model: Any, config: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(codes int8 [rows, columns], scales float32 [rows, blocks]) of every packed layer on blocks of 32, by
+    llama.cpp tensor name, rows in llama.cpp's order (q/k rotary rows permuted like the weights)."""
+    heads = {"attn_q": config.num_attention_heads,
+             "attn_k": config.num_key_value_heads or config.num_attention_heads}
+    out = {}
+    for name, module in model.named_modules():
+        if not _on_blocks(module):
+            continue
+        codes = module.codes().detach().cpu().to(torch.int8).numpy()
+        scales = module.weight_scale.detach().cpu().to(torch.float32).numpy()
+        gguf_name = _gguf_name(f"{name}.weight")
+        kind = gguf_name.split(".")[-2]
+        if config.model_type == "llama" and kind in heads:  # a block's row moves with its row: permute both alike
+            codes, scales = permute_rotary(codes, heads[kind]), permute_rotary(scales, heads[kind])
+        out[gguf_name] = (codes, scales)
+    return out
+
+
 def _block_values(module: Any) -> torch.Tensor:
     """code · scale in float32 (exact: a float16 scale times a code of at most 8 bits): a layer reloaded in
     bfloat16 would compute ``dequantized_weight()`` in bfloat16, rounding the products llama.cpp stores exactly."""
@@ -96,16 +117,15 @@ def _block_values(module: Any) -> torch.Tensor:
     return (codes.reshape(rows, scale.shape[1], -1) * scale.unsqueeze(-1)).reshape(rows, columns)
 
 
-def _check_no_second_rounding(name: str, array: np.ndarray, qtype: Any, quant: str) -> None:
-    """A weight that arrives quantized must come out of the GGUF type unchanged, or it would be rounded twice."""
-    import gguf
-
-    back = gguf.quants.dequantize(gguf.quants.quantize(array, qtype), qtype)
-    if not np.array_equal(back, array):
-        changed = float(np.mean(back != array))
-        raise StudioError(f"{name} is already quantized on a grid that {quant} does not reproduce ({changed:.1%} of "
-                          f"its values would change, a second rounding): export a float result, or quantize with "
-                          f"quantization-aware training on the {quant.lower()} grid")
+def _gridded_tensor(name: str, codes: np.ndarray, scales: np.ndarray, quant: str) -> np.ndarray:
+    """A packed layer's own codes and scales as ``quant`` blocks; refused if the type cannot hold them exactly
+    (codes beyond its range, scales that are not float16 values): that would be a second rounding."""
+    if not blocks_fit(codes, scales, quant):
+        raise StudioError(f"{name} is already quantized on a grid that {quant} does not reproduce (its codes or "
+                          f"scales do not fit {quant}'s blocks; rounding again would be a second rounding): export a "
+                          f"float result, or quantize with GPTQ or quantization-aware training on the "
+                          f"{quant.lower()} grid")
+    return pack_blocks(codes, scales, quant)
 
 
 def _rope_theta(config: Any) -> float:
@@ -256,7 +276,7 @@ def _write_file(writer: Any, model: Any, tokenizer: Any, config: Any, quant: str
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
         _write_tokenizer(writer, tokenizer, vocab_rows, pre)
         types: dict[str, str] = {}
-        gridded = {_gguf_name(k) for k in _gridded_weights(model)}
+        gridded = _gridded_blocks(model, config)
         tensors = _tensors(model, config)
         tied = not any(tensor_name == "output.weight" for tensor_name, _, _ in tensors)
         for tensor_name, array, is_weight in tensors:
@@ -270,7 +290,10 @@ def _write_file(writer: Any, model: Any, tokenizer: Any, config: Any, quant: str
                 if quant == "F16" or array.shape[-1] % block:
                     raise StudioError(f"{tensor_name} is already quantized: export it as Q4_0 or Q8_0 (the grid it "
                                       "was trained on), not F16")
-                _check_no_second_rounding(tensor_name, array, qtype, quant)
+                writer.add_tensor(tensor_name, _gridded_tensor(tensor_name, *gridded[tensor_name], quant),
+                                  raw_dtype=qtype)
+                types[tensor_name] = quant
+                continue
             if not is_weight:
                 writer.add_tensor(tensor_name, array.astype(np.float32))
                 types[tensor_name] = "F32"

@@ -1,47 +1,53 @@
 """llama.cpp's Q4_0 / Q8_0 blocks as a grid GPTQ can round onto, so the GGUF export keeps GPTQ's codes.
 
-A GGUF file stores each block of 32 weights as a float16 scale ``d`` and integer codes, and
-llama.cpp's quantizer (``gguf.quants``, which the export runs on the dequantized weights) derives
-``d`` from the weights themselves: Q4_0 ``d = w[argmax |w|] / −8``, Q8_0 ``d = max |w| / 127``
-(:func:`fake_quant.gguf_codes`).  A GPTQ result therefore survives export unchanged exactly when, in
-every block, the element of largest magnitude sits on the extreme code (−8 for Q4_0, ±127 for Q8_0)
-and every code lies in the type's range: then llama.cpp re-derives the same ``d`` and the same codes.
+A GGUF Q4_0 / Q8_0 block stores 32 weights as a float16 scale ``d`` and integer codes (−8..7 / −127..127),
+and any float16 ``d`` is allowed.  The GGUF export writes a packed layer's blocks straight from its codes and
+scales (:mod:`core.io.gguf_blocks`), so GPTQ may choose each block's ``d`` freely.
 
-:func:`block_scales` gives each block its ``d`` by llama.cpp's rule from the weights it is given
-(GPTQ passes the error-updated weights when it reaches the block, or the original ones with static
-groups) and the column of the element that defines it; GPTQ forces that element's code to the
-extreme when its column comes (:func:`force_extreme`) and compensates the error of that choice like
-any other rounding.  ``d`` is further rounded to a value that float16 *and* bfloat16 hold exactly,
-so saving the result in either dtype (the runner rounds packed scales to the save dtype) keeps it.
+:func:`block_scales` chooses it as llama.cpp does when it quantizes Q4_0 with an importance matrix
+(ggml-quants.c ``make_qx_quants``): starting from the reference rule (Q4_0 ``d = w[argmax |w|] / −8``,
+Q8_0 ``d = max |w| / 127``) it tries 19 steps ``d / (1 + k/80)``, k = −9..9, rounds the block with each,
+takes the least-squares scale of those codes, ``Σ hᵢ wᵢ qᵢ / Σ hᵢ qᵢ²``, and keeps the one with the smallest
+weighted error ``Σ hᵢ (wᵢ − d qᵢ)²``.  The weights ``h`` are the Hessian's diagonal (llama.cpp's imatrix is
+the same per-input sum of squared activations).  GPTQ calls it when it reaches a block, on the weights its
+error updates have moved (on the original ones with static groups / act-order).  ``d`` is then rounded to a
+value that float16 *and* bfloat16 hold exactly, so saving the result in either dtype (the runner rounds
+packed scales to the save dtype) keeps it.
 """
 
 from __future__ import annotations
 
 import torch
 
-from core.techniques.quantize.fake_quant import GGUF_GRIDS, gguf_codes
+from core.techniques.quantize.fake_quant import GGUF_GRIDS
 
 CODE_LIMITS = {"q4_0": (-8, 7), "q8_0": (-127, 127)}  # llama.cpp's code ranges (Q8_0 never uses −128)
+STEPS = range(-9, 10)  # make_qx_quants' scale steps: 1/d = (nmax + 0.1 k) / max
 
 
-def block_scales(weight: torch.Tensor, grid: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(d float32 [rows, blocks], extreme int64 [rows, blocks]) of ``weight`` [rows, columns]: each block's scale
-    by llama.cpp's rule (exact in float16 and bfloat16) and the column inside the block that defines it."""
+def block_scales(weight: torch.Tensor, grid: str, importance: torch.Tensor) -> torch.Tensor:
+    """d float32 [rows, blocks] of ``weight`` [rows, columns]: each block's scale by the weighted search above
+    (weights ``importance`` [columns], ≥ 0), exact in float16 and bfloat16; 0 for an all-zero block."""
     _bits, block = GGUF_GRIDS[grid]
+    low, high = CODE_LIMITS[grid]
     rows, columns = weight.shape
-    _codes, d, _inside = gguf_codes(weight, grid)
+    x = weight.detach().to(torch.float32).reshape(rows, columns // block, block)
+    h = importance.detach().to(device=x.device, dtype=torch.float32).reshape(1, columns // block, block)
+    peak = torch.gather(x, -1, x.abs().argmax(dim=-1, keepdim=True))  # the block's largest |w|, signed
+    reference = peak / -8 if grid == "q4_0" else peak.abs() / 127  # llama.cpp's rule without an imatrix
+    zero = reference == 0
+    reference = torch.where(zero, torch.ones_like(reference), reference)
+    best_d = torch.zeros_like(reference)
+    best = torch.full_like(reference, -1.0)
+    for k in STEPS:
+        codes = torch.clamp(torch.round(x / (reference / (1 + k / 80))), low, high)
+        sumlx = (h * x * codes).sum(-1, keepdim=True)
+        suml2 = (h * codes * codes).sum(-1, keepdim=True)
+        # Σh(w − d q)² = Σhw² − sumlx²/suml2 at the least-squares d: the largest sumlx²/suml2 wins
+        gain = torch.where(suml2 > 0, sumlx * sumlx / suml2.clamp_min(1e-30), torch.zeros_like(suml2))
+        better = gain > best
+        best = torch.where(better, gain, best)
+        best_d = torch.where(better, torch.where(suml2 > 0, sumlx / suml2.clamp_min(1e-30), reference), best_d)
+    best_d = torch.where(zero, torch.zeros_like(best_d), best_d)
     # a value bfloat16 holds (8 significant bits) is also exact in float16 once rounded to its grid
-    d = d.to(torch.bfloat16).to(torch.float16).to(torch.float32)
-    magnitude = weight.detach().to(torch.float32).abs().reshape(rows, columns // block, block)
-    extreme = magnitude.argmax(dim=-1)  # the first largest |w|, as gguf_codes / numpy pick it
-    return d, extreme
-
-
-def force_extreme(codes: torch.Tensor, weight: torch.Tensor, forced: torch.Tensor, grid: str) -> torch.Tensor:
-    """``codes`` with the rows in ``forced`` set to the extreme code: −8 (Q4_0, whose d carries the sign) or
-    ±127 by the sign of ``weight`` (Q8_0, whose d is positive)."""
-    if grid == "q4_0":
-        extreme = torch.full_like(codes, -8.0)
-    else:
-        extreme = torch.where(weight < 0, -127.0, 127.0).to(codes.dtype)
-    return torch.where(forced, extreme, codes)
+    return best_d.squeeze(-1).to(torch.bfloat16).to(torch.float16).to(torch.float32)

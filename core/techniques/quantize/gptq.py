@@ -22,10 +22,9 @@ one matrix product per block.  Details of this implementation (:func:`gptq_quant
 - ``clip="mse"``: each group's range is fitted by the clip search of :func:`grid.mse_group_params`
   (the reference's optional ``mse`` grid search) wherever min-max parameters would be computed.
 - ``grid="q4_0" / "q8_0"``: llama.cpp's blocks of 32 (:mod:`gguf_grid`): each block's scale by
-  llama.cpp's rule from the updated weights when GPTQ reaches the block (from the original ones with
-  static groups / act-order, whose blocks stay contiguous), and the element that defines it forced to
-  the extreme code when its column comes (its error compensated like any other), so the GGUF export,
-  which re-derives every scale from the weights, writes GPTQ's codes unchanged.
+  llama.cpp's imatrix search (``make_qx_quants``) weighted by the Hessian's diagonal, on the updated
+  weights when GPTQ reaches the block (on the original ones with static groups / act-order, whose blocks
+  stay contiguous); the GGUF export writes the blocks from GPTQ's codes and scales, unchanged.
 
 Checked against the reference: dampening 0.01 · mean(diag H), block size 128, act-order with
 static groups, as there.  ``true_sequential`` is the reference's option of the same name: the
@@ -58,7 +57,7 @@ from core.techniques.quantize.common import (
     size_metrics,
 )
 from core.techniques.quantize.fake_quant import GGUF_GRIDS
-from core.techniques.quantize.gguf_grid import CODE_LIMITS, block_scales, force_extreme
+from core.techniques.quantize.gguf_grid import CODE_LIMITS, block_scales
 from core.techniques.quantize.grid import check_group_size, code_range, dequantize, fit_group_params
 from core.techniques.quantize.packed_format import mark_quantized
 from core.techniques.quantize.packed_linear import PackedLinear
@@ -93,7 +92,7 @@ class GPTQOptions(WeightQuantConfig):
 
 
 GRID_HELP = ("int: the app's packed grid (bits and group size as set; saved for transformers and vLLM). q4_0 / "
-             "q8_0: llama.cpp's blocks of 32 with its own scale rule, so the result exports to GGUF Q4_0 / Q8_0 "
+             "q8_0: llama.cpp's blocks of 32, scales searched as llama.cpp's imatrix quantizer does, so the result exports to GGUF Q4_0 / Q8_0 "
              "holding exactly GPTQ's corrected codes, with no second rounding (set bits 4 or 8, group size 32, "
              "symmetric; the token embedding is left to the GGUF export).")
 
@@ -112,7 +111,7 @@ class GPTQConfig(GPTQOptions):
                               f"group_size {block} and symmetric true (got bits {self.bits}, group_size "
                               f"{self.group_size}, symmetric {self.symmetric})")
         if self.clip != "none":
-            raise RecipeError(f"grid {self.grid} takes each block's range from llama.cpp's scale rule: set clip none "
+            raise RecipeError(f"grid {self.grid} searches each block's scale itself (llama.cpp's imatrix search): set clip none "
                               f"(got clip {self.clip})")
 
 
@@ -147,7 +146,7 @@ def gptq_quantize_weight(weight: torch.Tensor, hessian: torch.Tensor, bits: int 
     ``static_groups`` fits every group to the original weights up front (implied by act-order).
     ``grid`` "q4_0" / "q8_0": llama.cpp's blocks of 32 instead (``bits``, ``group_size``, ``symmetric``,
     ``scale_dtype`` and ``clip`` are then the grid's; see :mod:`gguf_grid`): each block's scale by llama.cpp's
-    rule, and the element that defines it forced to the extreme code, so GGUF export keeps every code.
+    imatrix search weighted by the Hessian's diagonal; GGUF export writes the codes and scales unchanged.
     """
     with _one_thread():
         return _gptq(weight, hessian, bits, group_size, symmetric, act_order, percdamp, block_size, scale_dtype,
@@ -174,21 +173,17 @@ def _gptq(weight, hessian, bits, group_size, symmetric, act_order, percdamp, blo
     scales = torch.ones(rows, columns // size, device=W.device)
     zeros = None if symmetric else torch.zeros(rows, columns // size, dtype=torch.int8, device=W.device)
     static = act_order or static_groups or not group_size
-    extreme_t = None  # GGUF grids: [groups, rows] the column (inside its block) of the element defining d
+    importance = torch.diag(H)  # GGUF grids: each block's scale search weighs its inputs by H_jj (the imatrix)
     if static and gguf:
-        scales, extreme = block_scales(W, grid)
-        extreme_t = extreme.T.contiguous()
+        scales = block_scales(W, grid, importance)
     elif static:  # all groups' parameters from the original weights (static groups / per-channel)
         scales, zeros = fit_group_params(W, bits, group_size, symmetric, scale_dtype, clip)
-    elif gguf:
-        extreme_t = torch.zeros(columns // size, rows, dtype=torch.int64, device=W.device)
     perm = None
     order = torch.arange(columns, device=W.device)
     if act_order:
         perm = torch.argsort(torch.diag(H), descending=True)
         W, H, order = W[:, perm], H[perm][:, perm], perm
     group_of = (order // size).tolist()  # the group of each column, in processing order
-    position = (order % size).tolist()  # each column's place inside its group (GGUF grids: its block)
     Hinv = inverse_hessian_cholesky(H, percdamp, "GPTQ")
 
     step = block_size if static else -(-block_size // size) * size
@@ -204,9 +199,8 @@ def _gptq(weight, hessian, bits, group_size, symmetric, act_order, percdamp, blo
         Hinv1 = Hinv[i1:i2, i1:i2]
         for i in range(i2 - i1):
             j = i1 + i
-            if not static and gguf and j % size == 0:  # a new block starts: llama.cpp's d of the updated weights
-                s, e = block_scales(W1[i:i + size].T, grid)
-                scale_t[j // size], extreme_t[j // size] = s[:, 0], e[:, 0]
+            if not static and gguf and j % size == 0:  # a new block starts: its d searched on the updated weights
+                scale_t[j // size] = block_scales(W1[i:i + size].T, grid, importance[j:j + size])[:, 0]
             elif not static and j % size == 0:  # a new group starts: fit it to the updated weights
                 s, z = fit_group_params(W1[i:i + size].T, bits, 0, symmetric, scale_dtype, clip)
                 scale_t[j // size] = s[:, 0]
@@ -218,8 +212,6 @@ def _gptq(weight, hessian, bits, group_size, symmetric, act_order, percdamp, blo
             w = W1[i]
             if gguf:  # d = 0 only for an all-zero block: its codes are 0, as llama.cpp writes them
                 q = torch.clamp_(torch.round_(torch.where(s == 0, 0.0, w / s)), low, high)
-                # the element that defines d goes to the extreme code, or llama.cpp would derive another d
-                q = force_extreme(q, w, extreme_t[g] == position[j], grid)
             else:
                 q = torch.clamp_(torch.round_(w / s + z), low, high)
             err = (w - (q - z) * s) / Hinv1[i, i]
