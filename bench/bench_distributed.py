@@ -2,14 +2,15 @@
 
     .venv/bin/python bench/bench_distributed.py [--calibration-windows 8] [--windows 8] [--sequence-length 256]
 
-For GPTQ and Wanda on the bundled SmolLM2-135M, the recipe runs through the command line once on one
-process and once as ``torchrun --nproc_per_node 2 -m core.cli.commands run``: each of the two processes
-calibrates on half the windows and the statistics are all-reduced before each block is compressed.  The
+For Wanda, GPTQ and a short distillation on the bundled SmolLM2-135M, the recipe runs through the command line
+once on one process and once as ``torchrun --nproc_per_node 2 -m core.cli.commands run``: for Wanda and GPTQ
+each of the two processes calibrates on half the windows and the statistics are all-reduced before each block
+is compressed; distillation trains data-parallel (each process half of every batch, gradients averaged).  The
 table gives the largest difference between the two saved models' weights (every Linear, as the model
 computes with it: packed layers dequantized), the share of weights that moved by more than 1e-3, and both
 perplexities.  Every process computes with one thread (torchrun's default, set for the one-process run too),
 so each window's forward pass is the same arithmetic in both runs and the only difference is the order in
-which the statistics were summed.  Wall times are of the whole command on this 2-core shared machine (two processes share
+which the statistics (or the gradients) were summed.  Wall times are of the whole command on this 2-core shared machine (two processes share
 the same two cores, so no speed-up is expected here; the point is equality).
 """
 
@@ -34,6 +35,10 @@ from bench.common import add_window_arguments, print_table, provenance, write_re
 METHODS = {  # row name -> (technique, params); the quicker first
     "Wanda 50%": ("wanda_prune", {"sparsity": 0.5}),
     "GPTQ 4-bit g64": ("gptq_quantize", {"bits": 4, "group_size": 64, "quantize_embedding": False}),
+    # data-parallel training: each process takes half of every batch of 4 windows, DDP averages the gradients
+    "Distillation, 4 steps": ("distill_causal_lm", {"student": "shrink", "student_layers": 24, "max_steps": 4,
+                                                   "batch_size": 4, "train_windows": 16, "validation_windows": 4,
+                                                   "learning_rate": 1e-4, "schedule": "constant"}),
 }
 
 
@@ -76,63 +81,11 @@ def _perplexity(folder: Path) -> float:
     return json.loads((folder / "report.json").read_text())["after"]["perplexity"]["perplexity"]
 
 
-def control(args: argparse.Namespace) -> dict:
-    """How much GPTQ's rounding moves when only the Hessian's summation order changes (``--control``).
-
-    Block 0's q_proj of the bundled model: its Hessian summed over every window in one pass, against the two
-    halves summed apart and combined as the all-reduce combines them, and against the first with a relative
-    noise of 1e-6; the share of 4-bit codes that change in each case.
-    """
-    import torch
-
-    from core.data.texts import load_texts, token_windows
-    from core.engine.calibration import HessianStats, capture_block_inputs, find_blocks
-    from core.models.loading import load_model
-    from core.techniques.quantize.gptq import gptq_quantize_weight
-
-    torch.manual_seed(0)
-    loaded = load_model("bundled:smollm2-135m")
-    windows = token_windows(load_texts("bundled:wiki-calibration"), loaded.tokenizer, args.sequence_length,
-                            args.calibration_windows)
-    _, blocks = find_blocks(loaded.model)
-    linear, seen = blocks[0].self_attn.q_proj, []
-    with torch.no_grad():
-        inputs, kwargs = capture_block_inputs(loaded.model, blocks, windows, "cpu")
-        handle = linear.register_forward_pre_hook(lambda _m, a: seen.append(a[0].detach()))
-        for x, kw in zip(inputs, kwargs, strict=True):
-            blocks[0](x, **kw)
-        handle.remove()
-    whole, halves = HessianStats(linear), [HessianStats(linear), HessianStats(linear)]
-    for index, x in enumerate(seen):
-        whole.add(x)
-        halves[index % 2].add(x)
-    tokens = halves[0].tokens + halves[1].tokens
-    combined = (halves[0].hessian * halves[0].tokens + halves[1].hessian * halves[1].tokens) / tokens
-    noisy = whole.hessian * (1 + 1e-6 * torch.randn_like(whole.hessian))
-    noisy = (noisy + noisy.T) / 2
-
-    def codes(hessian):
-        return gptq_quantize_weight(linear.weight, hessian, 4, 64, True, False, 0.01, 128)[0]
-
-    reference = codes(whole.hessian)
-    return {"layer": "model.layers.0.self_attn.q_proj",
-            "hessian_relative_difference": float((combined - whole.hessian).norm() / whole.hessian.norm()),
-            "codes_changed_by_two_halves": float((codes(combined) != reference).float().mean()),
-            "codes_changed_by_1e-6_noise": float((codes(noisy) != reference).float().mean())}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_window_arguments(parser, calibration=8, windows=8, sequence_length=256)
-    parser.add_argument("--control", action="store_true",
-                        help="only the GPTQ rounding control (bench/results/distributed_control.json)")
     args = parser.parse_args()
     started = provenance()
-    if args.control:
-        row = control(args)
-        print(row)
-        print(f"wrote {write_results('distributed_control', [row], vars(args), started)}")
-        return
     rows: list[dict] = []
     settings = {"model": "bundled:smollm2-135m", "calibration": "bundled:wiki-calibration",
                 "evaluation": "bundled:wiki-evaluation", "calibration_windows": args.calibration_windows,

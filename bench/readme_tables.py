@@ -333,8 +333,9 @@ def _accuracy(score: dict) -> str:
     return f"{value:.1%} ± {score['stderr']:.1%}" if score.get("stderr") is not None else f"{value:.1%}"
 
 
-def tasks() -> str:
-    result = load("tasks")
+def tasks(name: str = "tasks") -> str:
+    """Zero-shot task accuracy per model (``tasks``: a seeded subset; ``tasks_full``: every question, resumable)."""
+    result = load(name)
     rows, names = result["rows"], result["settings"]["tasks"]
     first = rows[0]["tasks"]
     header = ["model"] + [f"{TASK_TITLES.get(n, n)} ({first[n]['headline']})" for n in names] + [
@@ -345,7 +346,7 @@ def tasks() -> str:
     counts = ", ".join(f"{TASK_TITLES.get(n, n)} {first[n]['n']:,} of {first[n]['rows_total']:,}" for n in names)
     subset = any(first[n]["n"] < first[n]["rows_total"] for n in names)
     note = (f" (a random subset, seed {result['settings']['seed']}, the same for every model)" if subset else "")
-    return (source_line(["tasks"], ["bench/bench_tasks.py"]) + table(header, body)
+    return (source_line([name], ["bench/bench_tasks.py"]) + table(header, body)
             + f"\nQuestions scored per task: {counts}{note}.\n")
 
 
@@ -476,17 +477,19 @@ def distributed() -> str:
             "max |Δw| over every Linear as the saved model computes with it (packed layers dequantized); wall "
             "seconds of the whole command (load, measure, step, measure, save), one thread per process, with both "
             "processes on the same two shared cores, so no speed-up is expected here.")
-    check = load("distributed_control")["rows"][0]
-    why = (f"Why GPTQ's rows differ: in {check['layer']} the Hessian of the two halves, combined as the all-reduce "
-           f"combines them, differs from the one-pass sum by {check['hessian_relative_difference']:.0e} (relative), "
-           f"and that alone changes {check['codes_changed_by_two_halves']:.2%} of its 4-bit codes (a 1e-6 relative "
-           f"noise changes {check['codes_changed_by_1e-6_noise']:.2%}); each changed code changes the next layers' "
-           "inputs, so over 30 layers the two roundings diverge: two results from the same statistics, not the "
-           "same bits (tests/test_distributed.py bounds the drift on a 2-layer model). Wanda, whose mask does not "
-           "round, is identical.")
-    return (source_line(["distributed", "distributed_control"], ["bench/bench_distributed.py"])
+    trained = next((row["params"] for row in result["rows"] if row["technique"] == "distill_causal_lm"), None)
+    how = ("Wanda and GPTQ: each process calibrates on half the windows and the statistics are added up before "
+           "each block is compressed; GPTQ's Hessian is a float64 sum of each window's product, which does not "
+           "depend on which process added which window, so its rounding decisions are the same bits (the float32 "
+           "running mean it replaced had let the two runs' roundings drift apart).")
+    if trained:
+        how += (f" Distillation ({trained['student_layers']}-layer student, {trained['max_steps']} steps, batches of "
+                f"{trained['batch_size']} of {trained['train_windows']} training windows): each process takes half "
+                "of every batch and DistributedDataParallel averages the gradients; the difference is the order of "
+                "the float sums, which Adam's division by the gradients' running size enlarges where they are tiny.")
+    return (source_line(["distributed"], ["bench/bench_distributed.py"])
             + table(["step", "max \\|Δw\\|", "weights moved > 1e-3", "perplexity, 1 process", "perplexity, 2 processes",
-                     "s, 1 process", "s, 2 processes"], body) + "\n" + note + "\n\n" + why + "\n")
+                     "s, 1 process", "s, 2 processes"], body) + "\n" + note + "\n\n" + how + "\n")
 
 
 def gguf() -> str:
@@ -581,7 +584,7 @@ def stream() -> str:
 RENDERERS: dict[str, Callable[[], str]] = {
     "baseline": baseline, "prune": prune, "prune-peers": prune_peers, "structured": structured, "quant": quant,
     "quant-ingredients": quant_ingredients, "quant-peers": quant_peers, "decode": decode, "lowrank": lowrank,
-    "distill": distill, "classify": classify, "tasks": tasks, "tasks-speed": tasks_speed, "estimates": estimates, "gguf": gguf,
+    "distill": distill, "classify": classify, "tasks": tasks, "tasks-full": lambda: tasks("tasks_full"), "tasks-speed": tasks_speed, "estimates": estimates, "gguf": gguf,
     "models": models, "qat": qat,
     "distributed": distributed, "stream": stream,
 }
