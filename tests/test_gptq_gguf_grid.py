@@ -184,12 +184,13 @@ def test_gptqs_blocks_are_llama_cpps_and_beat_its_rounding(grid, gguf_type, act_
 
 @pytest.mark.parametrize("grid", ["q4_0", "q8_0"])
 def test_block_scale_search_beats_llama_cpps_reference_rule(grid):
-    """On the bundled model's weights with a skewed importance, the searched scales' importance-weighted rounding
-    error is well below the reference rule's in total (measured: 0.77× for Q4_0, 0.56× for Q8_0), and for Q4_0
-    almost no block is worse (the search starts from the reference rule; only rounding d to a value float16 and
+    """On the bundled model's weights with a skewed importance (log-normal per input, as activations are), the
+    searched scales' importance-weighted rounding error is well below the reference rule's in total and below the
+    same search unweighted (measured: 0.48× and 0.62× for Q4_0, 0.33× and 0.59× for Q8_0), and for Q4_0 almost no
+    block is worse than the reference rule (the search starts from it; only rounding d to a value float16 and
     bfloat16 both hold can cost a block a little)."""
     weight = load_model("bundled:smollm2-135m").model.get_submodule("model.layers.5.mlp.up_proj").weight.detach().float()
-    importance = torch.linspace(0.05, 3.0, weight.shape[1]) ** 2
+    importance = torch.exp(1.5 * torch.randn(weight.shape[1], generator=torch.Generator().manual_seed(0)))
     low, high = (-8, 7) if grid == "q4_0" else (-127, 127)
 
     def block_errors(d):
@@ -200,7 +201,9 @@ def test_block_scale_search_beats_llama_cpps_reference_rule(grid):
     _, reference, _ = gguf_codes(weight, grid)
     searched = block_errors(block_scales(weight, grid, importance))
     plain = block_errors(reference)
-    assert float(searched.sum()) < (0.82 if grid == "q4_0" else 0.65) * float(plain.sum())
+    unweighted = block_errors(block_scales(weight, grid, torch.ones_like(importance)))
+    assert float(searched.sum()) < 0.6 * float(plain.sum())
+    assert float(searched.sum()) < 0.75 * float(unweighted.sum())
     if grid == "q4_0":
         assert float((searched <= plain).float().mean()) > 0.98
 
