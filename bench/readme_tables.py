@@ -503,10 +503,11 @@ def gguf() -> str:
     if gptq:
         seconds = ", ".join(f"{row['type']} {row['gptq_s']:.0f} s" for row in gptq)
         chunks = settings.get("gptq_calibration_windows", settings["calibration_windows"])
-        gptq_note = (" GPTQ-on-grid: our GPTQ step with `grid` set to the type (act-order; llama.cpp's blocks of 32 and "
-                     "scale rule, each block's largest weight on the extreme code) on the first "
+        gptq_note = (" GPTQ-on-grid: our GPTQ step with `grid` set to the type (act-order; llama.cpp's blocks of 32, each "
+                     "block's scale searched as llama.cpp's imatrix quantizer does, weighted by the Hessian's diagonal, "
+                     "on the original weights as act-order's static groups are) on the first "
                      f"{chunks} of those chunks, run through the runner ({seconds}), and exported by the Export "
-                     "page's job: the file holds "
+                     "page's job, which writes the blocks from the codes and scales: the file holds "
                      "GPTQ's error-compensated codes with no second rounding; its token embedding is quantized by "
                      "the export as in llama.cpp's files.")
         earlier = settings.get("earlier_columns")
