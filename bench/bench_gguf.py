@@ -177,7 +177,10 @@ def only_gptq(args) -> int:
     print_table(rows, COLUMNS)
     settings = {**earlier["settings"], "gptq_types": args.gptq_types, "gptq": GPTQ_SETTINGS,
                 "gptq_calibration_windows": args.calibration_windows,
+                # the other columns' own run: an earlier --only-gptq run passes on where its columns came from
                 "earlier_columns": {"from": "the committed run of " + earlier["date"], "commit": earlier["commit"],
+                                    **{k: v for k, v in earlier["settings"].get("earlier_columns", {}).items()
+                                       if k in ("from", "commit")},
                                     "note": "only the GPTQ-on-grid columns (ppl_gptq, mb_gptq, gptq_s) and rows of "
                                             "types that run lacked were measured in this run (--only-gptq)"}}
     path = write_results(args.name, rows, settings, started)
