@@ -158,7 +158,7 @@ def test_choose_run_cancel_run_compare_export(qtbot, window, dialogs, save_as, t
     AutoModelForCausalLM.from_pretrained(copied)
     assert sum(p.numel() for p in load_model(str(copied)).model.parameters()) == report["after"]["parameters"]
 
-    export.gguf_type.setCurrentIndex(export.gguf_type.findData("Q4_0"))
+    export.gguf.set_checked(["Q4_0"])
     save_as.path = tmp_path / "tiny.gguf"
     _export_by_key(qtbot, window, Qt.Key.Key_E, CTRL)
     assert not dialogs, [d.text() for d in dialogs]
