@@ -101,7 +101,9 @@ L, WINDOWS = 128, 2
 
 @pytest.mark.slow
 @pytest.mark.skipif(not datasets_ready(), reason="bundled datasets missing: run `make data`")
-@pytest.mark.parametrize("bits,group,symmetric", [(4, 32, False), (4, 64, True), (8, 32, True), (8, 64, False)])
+# 4-bit both ways on the real model; 8 bits, symmetric and not, on the tiny 256-wide Llama below (seconds there,
+# a minute each here)
+@pytest.mark.parametrize("bits,group,symmetric", [(4, 32, False), (4, 64, True)])
 def test_bundled_rtn_folder_loads_in_plain_transformers_with_our_logits(tmp_path, monkeypatch, bits, group,
                                                                          symmetric):
     from core.data.perplexity_windows import perplexity_windows
@@ -150,7 +152,7 @@ def wide_llama_dir(tmp_path, tiny_tokenizer):
 
 
 @pytest.mark.parametrize("technique,bits,symmetric", [("rtn_quantize", 4, False), ("rtn_quantize", 8, True),
-                                                      ("gptq_quantize", 4, False)])
+                                                      ("rtn_quantize", 8, False), ("gptq_quantize", 4, False)])
 def test_group_128_folder_loads_in_plain_transformers_with_our_logits(tmp_path, wide_llama_dir, text_file, monkeypatch,
                                                                       technique, bits, symmetric):
     run_step(tmp_path, wide_llama_dir, text_file, technique, {"bits": bits, "group_size": 128, "symmetric": symmetric,
