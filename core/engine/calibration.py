@@ -318,19 +318,20 @@ class HessianStats:
         columns = linear.in_features
         device = linear.weight.device
         self._sum = torch.zeros(columns, columns, dtype=torch.float64, device=device)  # upper triangle used
-        self._product = torch.empty(columns, columns, dtype=torch.float32, device=device)
         self._full: torch.Tensor | None = None
         self.tokens = 0
 
     def add(self, x: torch.Tensor) -> None:
         x = x.reshape(-1, x.shape[-1]).to(torch.float32)
         columns = x.shape[1]
-        if self._product.shape != self._sum.shape:  # freed when H was read; needed again
-            self._product = torch.empty(self._sum.shape, dtype=torch.float32, device=self._sum.device)
         panel = -(-columns // self.PANELS)
+        # float32 scratch for this window only, so a block's Hessians hold 8 bytes per entry between windows
+        product = torch.empty(panel, columns, dtype=torch.float32, device=self._sum.device)
         for start in range(0, columns, panel):  # x xᵀ's upper panels; what lies below them is never read
-            self._product[start:start + panel, start:].addmm_(x[:, start:start + panel].T, x[:, start:], beta=0)
-            self._sum[start:start + panel, start:] += self._product[start:start + panel, start:]
+            rows = min(panel, columns - start)
+            part = product[:rows, : columns - start]
+            torch.mm(x[:, start:start + rows].T, x[:, start:], out=part)
+            self._sum[start:start + rows, start:] += part
         self.tokens += x.shape[0]
         self._full = None
 
@@ -346,7 +347,6 @@ class HessianStats:
         if self._full is None:
             upper = torch.triu(self._sum) * (2.0 / max(self.tokens, 1))  # a Linear no window reached stays zero
             self._full = (upper + torch.triu(upper, diagonal=1).T).to(torch.float32)
-            self._product = torch.empty(0)  # the scratch product is not needed once H is read
         return self._full
 
 

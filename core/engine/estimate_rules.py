@@ -214,8 +214,10 @@ def _gptq_seconds(chosen: list[Layer], config: Any, ctx: Context, per_column: fl
 
 
 def _block_working_bytes(chosen: list[Layer], ctx: Context) -> int:
-    """A block's Hessians (float32 in×in per distinct input) + the calibration activations in and out."""
-    per_block = max((layer.in_features ** 2 * 4 for layer in chosen), default=0) * 4
+    """A block's Hessians (a float64 in×in sum per distinct input, and one float32 H read at a time) + the
+    calibration activations in and out."""
+    largest = max((layer.in_features ** 2 for layer in chosen), default=0)
+    per_block = largest * 8 * 4 + largest * 4
     return per_block + ctx.calibration_tokens * ctx.hidden * 4 * 3
 
 
