@@ -10,7 +10,7 @@ PY=$1
 DEST=$2
 VERSION=0.3.36
 TOOLS="llama-quantize llama-perplexity llama-imatrix llama-tokenize"
-STAMP="$DEST/bin/.built-$VERSION"
+STAMP="$DEST/bin/.built-$VERSION-logflush"  # the suffix names the patch below: older builds are rebuilt
 CONVERT_STAMP="$DEST/convert/.extracted-$VERSION"
 SDIST="$DEST/src/llama_cpp_python-$VERSION.tar.gz"
 [ -f "$STAMP" ] && [ -f "$CONVERT_STAMP" ] && exit 0
@@ -31,6 +31,12 @@ fi
 rm -rf "$DEST/src/llama_cpp_python-$VERSION"
 tar -xzf "$SDIST" -C "$DEST/src" "llama_cpp_python-$VERSION/vendor/llama.cpp"
 SRC="$DEST/src/llama_cpp_python-$VERSION/vendor/llama.cpp"
+# llama.cpp leaks its logger on purpose (its log.cpp cites ggml-org/llama.cpp#22142), so the logger's thread can
+# lose the last lines at exit: llama-perplexity's final value went missing on busy cores, four runs in a row.
+# One line flushes the queue at exit on this platform (a pause joins the logger's thread).
+sed -i 's|^        log = new common_log;$|        log = new common_log;\n        std::atexit([]() { common_log_pause(log); });|' \
+	"$SRC/common/log.cpp"
+grep -q "std::atexit(\[\]() { common_log_pause(log); });" "$SRC/common/log.cpp"
 cmake -S "$SRC" -B "$DEST/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
 	-DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
 	-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF \
