@@ -9,21 +9,20 @@ renamed; a failure or a cancel leaves nothing half-written.  The jobs are genera
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.errors import StudioError, write_error
+from core.errors import StudioError
 from core.eval.compare import read_output_folder
 from core.events import Log, Progress
+from core.io.atomic import atomic_file
 from core.io.output_rules import Input, OutputError, check_output_dir, check_output_file
 from core.io.saving import atomic_folder
 from core.models.formats import get_format, read_manifest
 from core.models.loading import iter_load_model, resolve_source
-from core.partials import journaled, partial_path
 
 GGUF_TYPES = {"F16": "16-bit floats: the largest file, no quality loss",
               "Q8_0": "8-bit blocks: about half of F16, nearly no quality loss",
@@ -142,14 +141,8 @@ def write_text_atomic(path: str | Path, text: str, replaceable: Callable[[Path],
     if replaceable is not None and path.exists() and not replaceable(path):
         raise OutputError(f"{path} exists and this app did not write it, so it is never replaced: choose "
                           "another file name")
-    with journaled(partial_path(path)) as partial:
-        try:
-            partial.write_text(text, encoding="utf-8")
-            os.replace(partial, path)
-        except OSError as exc:
-            raise write_error(exc, path, f"writing {path.name}") from exc
-        finally:
-            partial.unlink(missing_ok=True)
+    with atomic_file(path, f"writing {path.name}") as partial:
+        partial.write_text(text, encoding="utf-8")
     return path
 
 

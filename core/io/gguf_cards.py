@@ -10,16 +10,14 @@ file without it was not written by this app and is never replaced (:func:`check_
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.errors import write_error
+from core.io.atomic import atomic_file
 from core.io.gguf_types import GGUF_TYPE_INFO, needs_quantizer
 from core.io.ollama_template import ollama_template, stop_words
 from core.io.output_rules import OutputError, resolved
-from core.partials import journaled, ordinary_permissions, partial_path
 
 CARD_MARK = "written by LLM Compression Studio"
 README_NAME = "README.md"
@@ -204,14 +202,7 @@ def check_card_file(path: str | Path, overwrite: bool) -> Path:
 def write_card(path: Path, text: str, overwrite: bool) -> Path:
     """Write ``text`` at ``path`` atomically, under the rules of :func:`check_card_file` (checked again here)."""
     target = check_card_file(path, overwrite)
-    with journaled(partial_path(target)) as partial:
-        try:
-            partial.write_text(text, encoding="utf-8")
-            ordinary_permissions(partial)
-            check_card_file(target, overwrite)  # nothing foreign appeared meanwhile
-            os.replace(partial, target)
-        except OSError as exc:
-            raise write_error(exc, target, "writing the card") from exc
-        finally:
-            partial.unlink(missing_ok=True)
+    with atomic_file(target, "writing the card") as partial:
+        partial.write_text(text, encoding="utf-8")
+        check_card_file(target, overwrite)  # nothing foreign appeared meanwhile
     return target

@@ -24,14 +24,15 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-from core.errors import StudioError, write_error
+from core.errors import StudioError
 from core.events import Progress
+from core.io.atomic import atomic_file
 from core.io.gguf_export import ARCHITECTURES
 from core.io.gguf_quantize import iter_quantize_file
 from core.io.gguf_types import GGUF_TYPE_INFO
 from core.io.llama_cpp_tools import TOOLS_ENV, build_folder, require_tool, run_command
 from core.io.output_rules import GGUF_MARK_KEY
-from core.partials import journaled, ordinary_permissions, partial_path, remove_path
+from core.partials import journaled, remove_path
 
 CONVERTER = "convert_hf_to_gguf.py"
 # files a tokenizer may need beside what save_pretrained writes (a SentencePiece model: Gemma, Phi-3, Mistral)
@@ -70,22 +71,15 @@ def iter_convert_folder(folder: str | Path, path: str | Path, outtype: str = "f1
     file's).  Yields events (cancel points); returns ``path``."""
     script = require_converter()
     path = Path(path)
-    with journaled(partial_path(path)) as partial:
-        try:
-            # the converter's own gguf-py (beside it) is the one it is written for; no download, no remote code
-            env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-            env.pop("NO_LOCAL_GGUF", None)
-            yield from run_command([sys.executable, str(script), str(folder), "--outfile", str(partial), "--outtype",
-                                    outtype, "--model-name", name or path.stem], doing="converting to GGUF with llama.cpp's convert_hf_to_gguf.py",
-                                   env=env, label=CONVERTER)
-            if not partial.is_file():
-                raise StudioError(f"{CONVERTER} finished without writing {partial.name}")
-            ordinary_permissions(partial)
-            os.replace(partial, path)
-        except OSError as exc:
-            raise write_error(exc, path, "writing the GGUF file") from exc
-        finally:
-            partial.unlink(missing_ok=True)
+    with atomic_file(path, "writing the GGUF file") as partial:
+        # the converter's own gguf-py (beside it) is the one it is written for; no download, no remote code
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        env.pop("NO_LOCAL_GGUF", None)
+        yield from run_command([sys.executable, str(script), str(folder), "--outfile", str(partial), "--outtype",
+                                outtype, "--model-name", name or path.stem], doing="converting to GGUF with llama.cpp's convert_hf_to_gguf.py",
+                               env=env, label=CONVERTER)
+        if not partial.is_file():
+            raise StudioError(f"{CONVERTER} finished without writing {partial.name}")
     return path
 
 
@@ -124,9 +118,8 @@ def iter_converted_gguf(model: Any, tokenizer: Any, path: str | Path, quant: str
     require_converter()
     require_tool("llama-quantize")  # both before any work: one line saying how to get them
     yield Progress("writing GGUF", 0, 3)
-    hidden = partial_path(path)
-    with journaled(Path(f"{hidden}.model")) as folder, journaled(Path(f"{hidden}.f16.gguf")) as base, \
-            journaled(hidden) as out_partial:
+    with atomic_file(path, "writing the GGUF file") as out_partial, \
+            journaled(Path(f"{out_partial}.model")) as folder, journaled(Path(f"{out_partial}.f16.gguf")) as base:
         try:
             folder.mkdir()
             save_float_folder(model, tokenizer, folder, extras_from)
@@ -137,14 +130,9 @@ def iter_converted_gguf(model: Any, tokenizer: Any, path: str | Path, quant: str
             seconds = yield from iter_quantize_file(base, out_partial, quant, imatrix=imatrix,
                                                     keep_embedding=keep_embedding, threads=threads,
                                                     extra_args=["--override-kv", f"{GGUF_MARK_KEY}=str:1"])
-            ordinary_permissions(out_partial)
-            os.replace(out_partial, path)
-        except OSError as exc:
-            raise write_error(exc, path, "writing the GGUF file") from exc
         finally:
             remove_path(folder)
             base.unlink(missing_ok=True)
-            out_partial.unlink(missing_ok=True)
     yield Progress("writing GGUF", 3, 3)
     return {"path": str(path), "bytes": path.stat().st_size, "quant": quant, "quantize_seconds": seconds,
             "architecture": getattr(model.config, "model_type", None),

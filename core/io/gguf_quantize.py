@@ -20,12 +20,13 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-from core.errors import StudioError, write_error
+from core.errors import StudioError
 from core.events import Progress
+from core.io.atomic import atomic_file
 from core.io.gguf_export import LAYER_TENSORS, export_gguf
 from core.io.gguf_types import needs_quantizer
 from core.io.llama_cpp_tools import run_tool
-from core.partials import journaled, ordinary_permissions, partial_path
+from core.partials import journaled
 
 
 def gguf_tensor_name(state_name: str) -> str:
@@ -78,19 +79,15 @@ def iter_quantized_gguf(model: Any, tokenizer: Any, path: str | Path, quant: str
     yield Progress("writing GGUF", 0, 2)
     # the F16 input keeps a .gguf ending (export_gguf wants one); both are journaled, so a killed process's
     # leftovers are swept at the next start
-    with journaled(Path(f"{partial_path(path)}.f16.gguf")) as base, journaled(partial_path(path)) as out_partial:
+    with atomic_file(path, "writing the GGUF file") as out_partial, \
+            journaled(Path(f"{out_partial}.f16.gguf")) as base:
         try:
             export_gguf(model, tokenizer, base, "F16", pre=pre, name=name)
             yield Progress("writing GGUF", 1, 2)
             seconds = yield from iter_quantize_file(base, out_partial, quant, imatrix=imatrix,
                                                     keep_embedding=keep_embedding, threads=threads)
-            ordinary_permissions(out_partial)
-            os.replace(out_partial, path)
-        except OSError as exc:
-            raise write_error(exc, path, "writing the GGUF file") from exc
         finally:
             base.unlink(missing_ok=True)
-            out_partial.unlink(missing_ok=True)
     yield Progress("writing GGUF", 2, 2)
     return {"path": str(path), "bytes": path.stat().st_size, "quant": quant, "quantize_seconds": seconds,
             "imatrix": str(imatrix) if imatrix is not None else None}

@@ -13,14 +13,13 @@ Weight names are llama.cpp's (``blk.3.attn_q.weight``), as our GGUF export names
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from core.errors import StudioError, write_error
-from core.partials import journaled, ordinary_permissions, partial_path
+from core.errors import StudioError
+from core.io.atomic import atomic_file
 
 
 @dataclass
@@ -43,31 +42,24 @@ def write_imatrix(entries: dict[str, ImatrixEntry], path: str | Path, *, dataset
     if not entries:
         raise StudioError("the importance matrix is empty: the calibration saw no Linear layers")
     path = Path(path)
-    with journaled(partial_path(path)) as partial:
+    with atomic_file(path, "writing the importance matrix") as partial:
+        writer = gguf.GGUFWriter(str(partial), "llama")
+        writer.kv_data[0].pop(gguf.Keys.General.ARCHITECTURE, None)  # llama-imatrix writes no architecture
         try:
-            writer = gguf.GGUFWriter(str(partial), "llama")
-            writer.kv_data[0].pop(gguf.Keys.General.ARCHITECTURE, None)  # llama-imatrix writes no architecture
-            try:
-                writer.add_type(gguf.GGUFType.IMATRIX)
-                writer.add_array(gguf.Keys.IMatrix.DATASETS, list(datasets))
-                writer.add_uint32(gguf.Keys.IMatrix.CHUNK_COUNT, int(chunk_count))
-                writer.add_uint32(gguf.Keys.IMatrix.CHUNK_SIZE, int(chunk_size))
-                for name in sorted(entries):
-                    entry = entries[name]
-                    # ggml shapes (nval, 1) and (1, 1) are numpy's (1, nval) and (1, 1)
-                    writer.add_tensor(f"{name}.in_sum2", np.asarray(entry.sum2, dtype=np.float32).reshape(1, -1))
-                    writer.add_tensor(f"{name}.counts", np.full((1, 1), float(entry.count), dtype=np.float32))
-                writer.write_header_to_file()
-                writer.write_kv_data_to_file()
-                writer.write_tensors_to_file()
-            finally:
-                writer.close()
-            ordinary_permissions(partial)
-            os.replace(partial, path)
-        except OSError as exc:
-            raise write_error(exc, path, "writing the importance matrix") from exc
+            writer.add_type(gguf.GGUFType.IMATRIX)
+            writer.add_array(gguf.Keys.IMatrix.DATASETS, list(datasets))
+            writer.add_uint32(gguf.Keys.IMatrix.CHUNK_COUNT, int(chunk_count))
+            writer.add_uint32(gguf.Keys.IMatrix.CHUNK_SIZE, int(chunk_size))
+            for name in sorted(entries):
+                entry = entries[name]
+                # ggml shapes (nval, 1) and (1, 1) are numpy's (1, nval) and (1, 1)
+                writer.add_tensor(f"{name}.in_sum2", np.asarray(entry.sum2, dtype=np.float32).reshape(1, -1))
+                writer.add_tensor(f"{name}.counts", np.full((1, 1), float(entry.count), dtype=np.float32))
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
         finally:
-            partial.unlink(missing_ok=True)
+            writer.close()
     return path
 
 
