@@ -20,7 +20,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from core.data.samples import bundled_dataset_path
 from core.errors import DataError
@@ -178,6 +178,22 @@ def token_windows(texts: list[str], tokenizer, sequence_length: int,
     import torch  # here, not at the top: the Pipeline page counts labels at start-up, before torch is loaded
 
     return torch.tensor(windows, dtype=torch.long)
+
+
+class CalibrationData(Protocol):
+    """Where the calibration windows come from: a recipe's ``data`` section has these fields."""
+
+    calibration: str
+    text_column: str
+    sequence_length: int
+    calibration_windows: int
+
+
+def calibration_windows(data: CalibrationData, tokenizer) -> torch.LongTensor:
+    """The token windows ``[n, data.sequence_length]`` of the calibration text the data-aware steps learn
+    from: at most ``data.calibration_windows`` of them, cut from ``data.calibration`` by :func:`token_windows`."""
+    texts = load_texts(data.calibration, data.text_column)
+    return token_windows(texts, tokenizer, data.sequence_length, data.calibration_windows)
 
 
 def check_window_request(sequence_length: int, max_windows: int | None) -> None:

@@ -22,7 +22,7 @@ import torch
 
 from core.data.perplexity_windows import PerplexityWindows, perplexity_windows
 from core.data.task_rows import TASKS, load_task
-from core.data.texts import load_labelled, load_texts, local_path, token_windows
+from core.data.texts import calibration_windows, load_labelled, load_texts, local_path, token_windows
 from core.engine import distributed
 from core.engine.original_cache import keep_measurements, load_measurements, measurement_key
 from core.engine.preflight import check_shapes_before_loading
@@ -68,9 +68,7 @@ class RunContext:
     def calibration_windows(self) -> torch.Tensor:
         """Token windows [n, sequence_length] of the recipe's calibration text (loaded once)."""
         if self._calibration is None:
-            data = self.recipe.data
-            texts = load_texts(data.calibration, data.text_column)
-            self._calibration = token_windows(texts, self.tokenizer, data.sequence_length, data.calibration_windows)
+            self._calibration = calibration_windows(self.recipe.data, self.tokenizer)
         return self._calibration
 
 

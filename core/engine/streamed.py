@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from core.data.perplexity_windows import perplexity_windows
-from core.data.texts import load_texts, token_windows
+from core.data.texts import calibration_windows, load_texts
 from core.engine.calibration import find_blocks
 from core.engine.recipe import Recipe
 from core.engine.registry import StepReport, get_technique
@@ -106,10 +106,9 @@ class StreamContext:
     _windows: torch.Tensor | None = field(default=None, repr=False)
 
     def calibration_windows(self) -> torch.Tensor:
+        """Token windows [n, sequence_length] of the recipe's calibration text (loaded once)."""
         if self._windows is None:
-            data = self.recipe.data
-            texts = load_texts(data.calibration, data.text_column)
-            self._windows = token_windows(texts, self.tokenizer, data.sequence_length, data.calibration_windows)
+            self._windows = calibration_windows(self.recipe.data, self.tokenizer)
         return self._windows
 
 
