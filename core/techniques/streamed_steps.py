@@ -1,6 +1,6 @@
 """The block-wise techniques' bodies for a streamed model (:mod:`core.engine.streamed`).
 
-Each is the in-memory handler's math and loop (``wanda_mask`` through ``prune_blockwise``,
+Each is the in-memory handler's math and loop (``prune_wanda_blocks``, the handler's own pass,
 ``gptq_quantize_weight`` through ``run_blockwise``) without what needs the whole model at once
 (counting every weight's bytes, swapping packed modules into the model, the embedding step): the
 calibration engine reads and writes each block, so the result is the in-memory one, block by block.
@@ -15,14 +15,12 @@ from typing import Any
 
 import torch
 
-from core.engine.calibration import HessianStats, InputNormStats, run_blockwise
+from core.engine.calibration import HessianStats, run_blockwise
 from core.engine.registry import StepReport
 from core.engine.streamed import StreamContext, register_streamed
 from core.events import LayerStat
 from core.models.formats import model_format, write_manifest
-from core.techniques.prune.data_aware import prune_blockwise
-from core.techniques.prune.masks import parse_pattern
-from core.techniques.prune.wanda import wanda_mask
+from core.techniques.prune.wanda import prune_wanda_blocks
 from core.techniques.quantize.common import QUANT_NOTES, check_widths, size_metrics
 from core.techniques.quantize.gptq import gptq_quantize_weight
 from core.techniques.quantize.packed_format import mark_quantized, quantization_config
@@ -31,15 +29,8 @@ from core.techniques.quantize.packed_linear import PackedLinear
 
 @register_streamed("wanda_prune")
 def stream_wanda(model, config, ctx: StreamContext) -> Generator[Any, None, StepReport]:
-    """Wanda on a streamed model: the handler's math (``wanda_mask``) and shared loop (``prune_blockwise``)."""
-    n, m = parse_pattern(config.pattern)
-
-    def prune_linear(_name, linear, stats: InputNormStats, sparsity: float) -> dict:
-        linear.weight.mul_(wanda_mask(linear.weight, stats.norms(), sparsity, n, m))
-        return {}
-
-    rows, achieved, _schedule = yield from prune_blockwise(
-        model, ctx, config=config, make_stats=InputNormStats, prune_linear=prune_linear, stage="Wanda pruning")
+    """Wanda on a streamed model: the handler's own pass over the blocks (``prune_wanda_blocks``)."""
+    rows, achieved, _schedule = yield from prune_wanda_blocks(model, ctx, config)
     return StepReport(summary=f"Pruned {len(rows)} layers to {achieved:.1%} zeros with Wanda, streamed block by block.",
                       metrics={"sparsity": achieved, "layers": len(rows)}, layers=rows,
                       notes=["Saved dense: zeros take as much disk as any other value."])
