@@ -93,6 +93,28 @@ def text_file(tmp_path):
     return path
 
 
+@pytest.fixture(scope="session")
+def held_out_text(tmp_path_factory):
+    """A function: ``held_out_text(n)`` is a .txt file of the first ``n`` documents of the bundled held-out
+    text (``bundled:wiki-evaluation``), paragraphs apart, written once per ``n`` (what llama.cpp's tools and
+    our perplexity both read).  Skips the test when the bundled datasets are missing."""
+    from core.data.samples import datasets_ready
+    from core.data.texts import load_texts
+
+    if not datasets_ready():
+        pytest.skip("bundled datasets missing: run `make data`")
+    written = {}
+
+    def text(documents: int):
+        if documents not in written:
+            path = tmp_path_factory.mktemp("held-out") / "evaluation.txt"
+            path.write_text("\n\n".join(load_texts("bundled:wiki-evaluation")[:documents]) + "\n")
+            written[documents] = path
+        return written[documents]
+
+    return text
+
+
 @pytest.fixture
 def tiny_llama_dir(tmp_path, tiny_llama, tiny_tokenizer):
     """The tiny Llama saved as a plain transformers folder (safetensors + tokenizer)."""

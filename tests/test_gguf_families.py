@@ -34,15 +34,9 @@ TOLERANCE = 1e-3  # relative, perplexity: llama.cpp computes in its own order an
 
 
 @pytest.fixture(scope="module")
-def text(tmp_path_factory):
-    from core.data.samples import datasets_ready
-    from core.data.texts import load_texts
-
-    if not datasets_ready():
-        pytest.skip("bundled datasets missing: run `make data`")
-    path = tmp_path_factory.mktemp("text") / "text.txt"
-    path.write_text("\n\n".join(load_texts("bundled:wiki-evaluation")[:3]) + "\n")
-    return path
+def text(held_out_text):
+    """Three held-out documents: enough for CHUNKS windows of L tokens, and the SentencePiece training text."""
+    return held_out_text(3)
 
 
 @pytest.fixture(scope="module")

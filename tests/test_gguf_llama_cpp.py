@@ -40,15 +40,9 @@ def smollm(session_cache):
 
 
 @pytest.fixture(scope="module")
-def held_out(tmp_path_factory):
-    from core.data.samples import datasets_ready
-    from core.data.texts import load_texts
-
-    if not datasets_ready():
-        pytest.skip("bundled datasets missing: run `make data`")
-    path = tmp_path_factory.mktemp("held-out") / "evaluation.txt"
-    path.write_text("\n\n".join(load_texts("bundled:wiki-evaluation")[:8]) + "\n")
-    return path
+def held_out(held_out_text):
+    """Eight held-out documents: enough for CHUNKS windows of L tokens."""
+    return held_out_text(8)
 
 
 @pytest.fixture(scope="module")
