@@ -24,6 +24,11 @@ from core.engine import distributed
 from core.errors import RecipeError
 
 
+def processes() -> int:
+    """How many processes train together (the process group's size; 1 without one)."""
+    return distributed.world_size()
+
+
 def rows(batch: Any) -> int:
     """How many examples (rows) a batch holds: a tensor's first dimension, or its first tensor's."""
     if isinstance(batch, torch.Tensor):

@@ -145,9 +145,9 @@ def train(model: torch.nn.Module, *, batch_at: Callable[[int], Any],
     if accelerator is not None:
         train_model, optimizer = accelerator.prepare(model, optimizer)
         yield Log(f"Training with accelerate on {torch.cuda.device_count()} GPUs.")
-    elif data_parallel.distributed.world_size() > 1:  # torchrun: each process trains on its share of each batch
+    elif data_parallel.processes() > 1:  # torchrun: each process trains on its share of each batch
         train_model = data_parallel.wrap(model)
-        yield Log(f"Training data-parallel on {data_parallel.distributed.world_size()} processes: each takes its "
+        yield Log(f"Training data-parallel on {data_parallel.processes()} processes: each takes its "
                   "share of every batch and the gradients are averaged.")
     autocast = settings.device.startswith("cuda") and settings.mixed_precision and accelerator is None
     meter = ProgressMeter(settings.stage, settings.total_steps, settings.step_index)
@@ -191,7 +191,7 @@ def train(model: torch.nn.Module, *, batch_at: Callable[[int], Any],
                     total, soft, hard, n = compute_loss(train_model, batch)
                 scaled = total * (weight / accumulation)
                 accelerator.backward(scaled) if accelerator is not None else scaled.backward()
-                share = weight / data_parallel.distributed.world_size() / accumulation
+                share = weight / data_parallel.processes() / accumulation
                 sums = [s + float(v.detach()) * share for s, v in zip(sums, (total, soft, hard), strict=True)]
                 count += int(n)
             *sums, count = data_parallel.sum_across([*sums, count])  # the whole batch's, on every process
