@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--train-length", type=int, default=128, help="tokens per training window")
     parser.add_argument("--train-windows", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--lr", type=float, default=3e-5)
     parser.add_argument("--bits", default="3,4")
     parser.add_argument("--windows", type=int, default=8, help="evaluation windows per text")
     parser.add_argument("--sequence-length", type=int, default=256, help="evaluation window length")

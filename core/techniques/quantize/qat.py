@@ -12,15 +12,17 @@ the logits training ended with.
 Where it starts (decided here, see the notes of each run):
 
 * after a quantization step (RTN, GPTQ) the packed layers keep *their* grid: scales and zero points
-  are GPTQ's / RTN's, fixed while training, and the latent weights start at the step's Ŵ, so step 0
-  is exactly the PTQ result and training only moves weights between levels of that grid (the
-  config's bits / group size / symmetry are then not used: the layers say theirs);
-* from float layers, the grid is RTN's of the float weights (min-max or MSE-clipped, per ``clip``),
-  likewise fixed while training;
+  start as GPTQ's / RTN's and the latent weights at the step's Ŵ, so step 0 is exactly the PTQ
+  result (the config's bits / group size / symmetry are then not used: the layers say theirs);
+* from float layers, the grid starts as RTN's of the float weights (min-max or MSE-clipped, per ``clip``);
+* on these int grids the zero points stay fixed, and the per-group scales train with the weights
+  (``learn_scales``, the learned step size of LSQ / EfficientQAT) or stay fixed: a latent weight
+  changes ŵ only when it crosses a rounding boundary, a scale moves its whole group at once, which
+  is what lets a short run recover (see :func:`fake_quant.int_fake_quantize_learned_scale`);
 * ``grid = q4_0 / q8_0``: llama.cpp's blocks of 32, whose scale is re-derived from the weights at
   every step as llama.cpp will derive it, so the GGUF export writes the trained values unchanged.
 
-Only the targeted layers' weights and biases train; embeddings, norms and the output head stay
+Only the targeted layers' weights, biases (and scales) train; embeddings, norms and the output head stay
 as they arrived (they would otherwise drift towards the training text).  With ``quantize_embedding``
 the token embedding is packed (RTN, as the RTN / GPTQ steps do it) *before* training, so training
 sees the model exactly as it is saved; on the q4_0 / q8_0 grids it stays float, since the GGUF
@@ -55,6 +57,11 @@ GRID_HELP = ("int: the app's packed grid (bits and group size as set; saved for 
 @dataclass
 class QATConfig(WeightQuantConfig, LossOptions, TrainingOptions):
     grid: str = param("int", GRID_HELP, choices=GRIDS, label="Grid")
+    learn_scales: bool = param(True, "Train the int grid's per-group scales along with the weights (learned step "
+                               "size): each scale moves all the weights of its group at once, so short runs recover "
+                               "more. Off: the scales stay those the grid started with. (Q4_0/Q8_0 grids derive "
+                               "their scales from the weights, as llama.cpp does.)", label="Learn the scales",
+                               expert=True)
     sequence_length: int = param(0, "Tokens per training window (0 = the recipe's sequence length).", minimum=0,
                                  maximum=8192, label="Tokens per training window", expert=True)
     train_windows: int = param(256, "How many windows of calibration text to train on (fewer if the text is "
@@ -109,13 +116,12 @@ def prepare_qat(model: nn.Module, config: QATConfig) -> tuple[list[tuple[str, QA
     layers = []
     for name, module in chosen:
         if type(module) is PackedLinear:
-            layer = QATLinear.from_packed(module)
+            layer = QATLinear.from_packed(module, config.learn_scales)
         else:
             layer = QATLinear.from_linear(module, config.bits, config.group_size, config.symmetric, config.grid,
-                                          config.clip)
-        layer.weight.requires_grad_(True)
-        if layer.bias is not None:
-            layer.bias.requires_grad_(True)
+                                          config.clip, config.learn_scales)
+        for parameter in layer.parameters():  # weight, bias and (learned scales) the scales' log gains
+            parameter.requires_grad_(True)
         replace_module(model, name, layer)
         layers.append((name, layer))
     if packed and len(packed) == len(chosen):
@@ -158,7 +164,7 @@ def apply_qat(model, config: QATConfig, ctx):
     layers, start = prepare_qat(model, config)
     grid = layers[0][1]
     yield Log(f"QAT starts from {start}: {len(layers)} layers, {grid.bits} bits, group {grid.group_size or 'per-channel'}, "
-              f"grid {config.grid}; only their weights train")
+              f"grid {config.grid}; only their weights" + (" and scales" if layers[0][1].learn_scale else "") + " train")
     result, teacher_ppl = yield from train_on_windows(model, teacher, train_windows, val_windows, config, ctx,
                                                       stage="Quantization-aware training", store_name="qat")
     rows = finish_qat(model, layers)
@@ -179,9 +185,11 @@ def apply_qat(model, config: QATConfig, ctx):
                 f"{metrics['val_perplexity_start']:.2f} → {metrics['val_perplexity_best']:.2f} (original "
                 f"{teacher_ppl:.2f}); {metrics['bits_per_weight']:.2f} bits per weight stored.",
         metrics=metrics, layers=rows,
-        notes=[f"Started from {start}; " + ("the grid's scales and zero points stayed fixed while training."
+        notes=[f"Started from {start}; " + (("the grid's zero points stayed fixed and its scales trained (learned step size)."
+                                              if config.learn_scales else
+                                              "the grid's scales and zero points stayed fixed while training.")
                                              if config.grid == "int" else f"{config.grid} scales were re-derived "
                                              "from the weights at every step, as llama.cpp derives them."),
                *embedding_notes,
-               "Only the quantized layers' weights trained; validation windows are held out from the calibration "
+               "Only the quantized layers' weights (and their scales) trained; validation windows are held out from the calibration "
                "text, the recipe's evaluation text is not used to pick the checkpoint."])
