@@ -29,6 +29,7 @@ from core.eval.task_accuracy import (
 )
 from core.events import Log, drain
 from core.models.loading import load_model
+from tests.helpers import collect
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not tasks_ready(), reason="task rows missing: run `make data`")]
 
@@ -133,9 +134,9 @@ def _separately(model, tokenizer, question: ChoiceQuestion) -> list[float]:
 def test_packed_choices_equal_separate_forward_passes(smollm):
     for name in ("hellaswag", "arc_challenge", "piqa"):
         questions = pick_questions(load_task(name), 5, seed=1)
-        events = list(iter_choice_loglikelihoods(smollm.model, smollm.tokenizer, questions, token_budget=512))
+        # one pass gives both the events (packing was used) and the log-likelihoods
+        events, lls = collect(iter_choice_loglikelihoods(smollm.model, smollm.tokenizer, questions, token_budget=512))
         assert not any(isinstance(e, Log) and "separately" in e.message for e in events)  # packing was used
-        lls = drain(iter_choice_loglikelihoods(smollm.model, smollm.tokenizer, questions, token_budget=512))
         for question, packed in zip(questions, lls, strict=True):
             assert packed == pytest.approx(_separately(smollm.model, smollm.tokenizer, question), abs=1e-3)
 
@@ -152,9 +153,8 @@ def test_a_model_that_ignores_the_packing_mask_is_scored_choice_by_choice(smollm
             return self.inner(input_ids=input_ids, use_cache=False)  # plain causal: later choices read earlier ones
 
     questions = pick_questions(load_task("arc_easy"), 4, seed=2)
-    events = list(iter_choice_loglikelihoods(IgnoresMasks(smollm.model), smollm.tokenizer, questions))
+    events, lls = collect(iter_choice_loglikelihoods(IgnoresMasks(smollm.model), smollm.tokenizer, questions))
     assert any(isinstance(e, Log) and "separately" in e.message for e in events)
-    lls = drain(iter_choice_loglikelihoods(IgnoresMasks(smollm.model), smollm.tokenizer, questions))
     for question, got in zip(questions, lls, strict=True):
         assert got == pytest.approx(_separately(smollm.model, smollm.tokenizer, question), abs=1e-3)
 
