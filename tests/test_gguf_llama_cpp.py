@@ -6,7 +6,7 @@ that instruction only when they are missing.  On the bundled model (SmolLM2-135M
 * llama-perplexity on our F16 export gives our own perplexity (llama.cpp's convention, core.eval.perplexity)
   to a fraction of a percent: the file is read as we wrote it (tokenizer, rotary permutation, weights);
 * the Q4_K_M export holds llama.cpp's K-quant blocks, runs, and costs a little perplexity, not a lot;
-* our importance matrix makes Q4_K_M and Q3_K_M no worse than without it (the point of having one).
+* our importance matrix makes Q4_K_M and Q3_K_M clearly better than without it (the point of having one).
 """
 
 from __future__ import annotations
@@ -27,7 +27,11 @@ MISSING = missing_reason("llama-quantize") or missing_reason("llama-perplexity")
 needs_llama_cpp = pytest.mark.skipif(MISSING is not None, reason=str(MISSING))
 
 L, CHUNKS = 256, 8
-CALIBRATION_WINDOWS = 32
+# 8 chunks of 512 tokens for our importance matrix.  Measured on this held-out text (llama.cpp perplexity,
+# without -> with our imatrix): 8 chunks Q4_K_M 15.37 -> 14.52 (5.6% lower), Q3_K_M 15.63 -> 14.59 (6.6%);
+# 16 chunks 14.56 (5.3%) and 14.51 (7.1%).  More chunks do not help here and cost minutes (32 took ~9 min of
+# make test on busy cores), so 8 keep the 2% margin asserted below with room to spare.
+CALIBRATION_WINDOWS = 8
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +94,9 @@ def test_llama_cpp_runs_the_k_quant_export_and_our_imatrix_helps(smollm, held_ou
         assert math.isfinite(value) and value > theirs_f16["perplexity"], (quant, with_imatrix, value)
     assert found["Q4_K_M", False] < 1.15 * theirs_f16["perplexity"], found
     assert found["Q3_K_M", False] > found["Q4_K_M", False], found  # fewer bits, more loss
-    # the importance matrix is worth having: never worse, at both types
-    assert found["Q4_K_M", True] <= found["Q4_K_M", False], found
-    assert found["Q3_K_M", True] <= found["Q3_K_M", False], found
+    # the importance matrix is worth having: clearly better (2% lower perplexity; measured 5-7%), at both types
+    assert found["Q4_K_M", True] < 0.98 * found["Q4_K_M", False], found
+    assert found["Q3_K_M", True] < 0.98 * found["Q3_K_M", False], found
 
 
 @pytest.mark.slow
