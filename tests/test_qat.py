@@ -294,3 +294,27 @@ def test_a_cancelled_qat_run_resumes_bit_for_bit(monkeypatch, tmp_path, tiny_lla
     assert all(torch.equal(seen["weights"][name], weight) for name, weight in expected.items())
 
 
+
+
+@pytest.mark.slow
+def test_qat_on_the_bundled_model_recovers_much_of_what_3_bit_rounding_lost(tmp_path):
+    """The registered RTN step then the registered QAT step, through the runner on SmolLM2-135M (every Linear,
+    3 bits, symmetric groups of 64): 6 training steps of 4 × 128 tokens bring the model much closer to the original
+    on windows held out from the training text.  The step's step-0 measurement is the RTN result exactly (see the
+    tests above), so start vs best is RTN vs QAT.  Fixed scales do not move in so few steps (the latent weights sit
+    on their grid points): this is mostly the learned scales' doing.  Measured: perplexity 157.6 → 76.1, KL to the
+    original 2.05 → 1.35; without learning the scales nothing moves."""
+    grid = {"bits": 3, "group_size": 64, "symmetric": True}
+    recipe = Recipe.from_dict({
+        "name": "qat", "model": {"source": "bundled:smollm2-135m"},
+        "data": {"calibration": "bundled:wiki-calibration", "evaluation": "bundled:wiki-evaluation",
+                 "sequence_length": 128, "calibration_windows": 8},
+        "evaluation": {"max_windows": 2, "kl_to_teacher": False},
+        "steps": [{"technique": "rtn_quantize", "params": grid},
+                  {"technique": "qat", "params": {**grid, "max_steps": 6, "eval_every": 6, "batch_size": 4,
+                                                  "learning_rate": 3e-5, "train_windows": 64,
+                                                  "validation_windows": 2}}]})
+    metrics = drain(run_recipe(recipe, tmp_path / "qat"))["steps"][1]["metrics"]
+    assert metrics["best_step"] == 6, metrics
+    assert metrics["kl_to_teacher_best"] < 0.8 * metrics["kl_to_teacher_start"], metrics
+    assert metrics["val_perplexity_best"] < 0.7 * metrics["val_perplexity_start"], metrics
