@@ -7,6 +7,7 @@
     xvfb-run -a python -m gui.screenshot --step export --out docs/screenshots/export.png
     xvfb-run -a python -m gui.screenshot --step compare --result OUTPUT_FOLDER --out compare.png
     xvfb-run -a python -m gui.screenshot --step pipeline --tasks arc_easy,piqa --out pipeline.png
+    xvfb-run -a python -m gui.screenshot --step run --recipe docs/screenshots/recipes/qat-run.yaml --out qat.png
 
 Starts the app, waits for the device list, loads the model, waits until it is shown, grabs the
 window to a PNG and quits.  ``--step pipeline`` first sets up a Wanda 50% step with a small
@@ -15,6 +16,8 @@ half the layers are pruned.  ``--step compare`` runs it to the end (speed measur
 the Compare page once the playground has answered; ``--step export`` grabs the Export page of that
 result.  ``--result FOLDER`` shows an existing output folder on Compare and Export instead of
 running (the playground is left unasked); ``--tasks`` ticks zero-shot tasks on the Pipeline page.
+``--recipe FILE`` sets up that recipe instead of the Wanda step (as File ▸ Open recipe would); when
+it trains, ``--step run`` grabs once the Loss chart has ``--loss-points`` steps.
 Exit code 0 on success, 1 if anything failed or timed out.
 """
 
@@ -81,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="ask the platform for a light or dark palette (Qt 6.8+)")
     parser.add_argument("--result", type=Path, default=None,
                         help="Compare/Export: show this output folder instead of running a pipeline")
+    parser.add_argument("--recipe", type=Path, default=None, help="recipe to set up instead of the Wanda step")
+    parser.add_argument("--loss-points", type=int, default=8,
+                        help="with a recipe that trains: grab the Run page after this many training steps")
     parser.add_argument("--tasks", default="", help="comma-separated zero-shot tasks to tick (arc_easy, piqa, …)")
     args = parser.parse_args(argv)
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
@@ -169,7 +175,14 @@ def main(argv: list[str] | None = None) -> int:
                 return
             QTimer.singleShot(500, grab if step == "Compare" else after_run)
             return
-        (prepare_quick_result if step in ("Compare", "Export") else prepare_pipeline)(window, tasks)
+        if args.recipe is not None:
+            from core.engine.recipe import load_recipe
+
+            window.pipeline_panel.apply_recipe(load_recipe(args.recipe))
+            window.pipeline_panel.recipe_bar.output.setText(
+                str(Path(tempfile.gettempdir()) / "compression-studio-shots" / args.recipe.stem))
+        else:
+            (prepare_quick_result if step in ("Compare", "Export") else prepare_pipeline)(window, tasks)
         if step == "Pipeline":
             QTimer.singleShot(500, grab)
             return
@@ -182,9 +195,13 @@ def main(argv: list[str] | None = None) -> int:
             return
         grabbed = {"done": False}
 
+        plots = window.run_panel.plots
+        trains = args.recipe is not None and not plots.loss_plot.isHidden()  # the Loss chart is shown: it trains
+
         def maybe_grab(_event=None, force: bool = False) -> None:
-            layers = sum(len(v) for v in window.run_panel.plots.layer_values.values())
-            if not grabbed["done"] and (force or layers >= 100):
+            layers = sum(len(v) for v in plots.layer_values.values())
+            steps = plots.loss["total"][0].size if "total" in plots.loss else 0
+            if not grabbed["done"] and (force or (steps >= args.loss_points if trains else layers >= 100)):
                 grabbed["done"] = True
                 QTimer.singleShot(300, grab)
 

@@ -161,6 +161,8 @@ def test_loss_chart_is_hidden_for_a_pipeline_that_does_not_train(run_panel, tmp_
         assert not plot.isHidden()
 
 
-def test_loss_chart_is_shown_for_a_pipeline_with_distillation(run_panel, tmp_path):
-    run_panel.start(_recipe("magnitude_prune", "distill_causal_lm"), tmp_path / "out", "cpu")
+@pytest.mark.parametrize("training", ["distill_causal_lm", "qat", "train_classifier", "distill_classifier"])
+def test_loss_chart_is_shown_for_a_pipeline_with_a_training_step(run_panel, tmp_path, training):
+    """Distillation and quantization-aware training (a quantization step that trains) both report a loss."""
+    run_panel.start(_recipe("rtn_quantize", training), tmp_path / "out", "cpu")
     assert not run_panel.plots.loss_plot.isHidden()

@@ -31,6 +31,8 @@ class Needs:
     # The step may train against the run's original model (the runner keeps a copy); a config can narrow
     # this with a ``needs_original()`` method (e.g. only when the student is the model as it arrives).
     teacher: bool = False
+    # The step is a training run: it reports a loss every optimizer step (the Run page shows its Loss chart).
+    trains: bool = False
 
 
 @dataclass

@@ -134,7 +134,8 @@ def train_on_windows(student, teacher, train_windows: torch.Tensor, val_windows:
           summary="Train a smaller student (fewer layers/heads, a model you name, or the pruned model itself) to "
                   "imitate the teacher's next-token probabilities on text. Streams loss and validation "
                   "perplexity; checkpoints; resumable.",
-          config=DistillCausalLMConfig, needs=Needs(calibration_data=True, teacher=True, tasks=("causal-lm",)))
+          config=DistillCausalLMConfig, needs=Needs(calibration_data=True, teacher=True, trains=True,
+                                                    tasks=("causal-lm",)))
 def apply_distill_causal_lm(model, config: DistillCausalLMConfig, ctx):
     """Handler: build the pair, cut train/validation windows, train with the distillation loss, keep the best."""
     train_windows, val_windows = split_windows(ctx, config)

@@ -204,7 +204,7 @@ class TrainClassifierConfig(ClassifierDataOptions, TrainingOptions):
 @register("train_classifier", title="Train a teacher classifier", family="distillation",
           summary="Fine-tune the classifier (e.g. the bundled MiniLM encoder with a fresh head) on the labelled "
                   "data, so a distillation step has a teacher. Validation after every epoch; best epoch kept.",
-          config=TrainClassifierConfig, needs=Needs(tasks=TASK))
+          config=TrainClassifierConfig, needs=Needs(tasks=TASK, trains=True))
 def apply_train_classifier(model, config: TrainClassifierConfig, ctx):
     """Handler: name the head's outputs after the dataset's labels, fine-tune, keep the best epoch."""
     splits = load_splits(ctx)
@@ -238,7 +238,7 @@ class DistillClassifierConfig(DistillationChecks, StudentOptions, LossOptions, C
           summary="Train a smaller classifier (fewer layers/heads, a model you name, or the pruned model) on the "
                   "teacher's soft predictions and the true labels. Accuracy/F1 on validation each epoch, on the "
                   "test split at the end; checkpoints; resumable.",
-          config=DistillClassifierConfig, needs=Needs(teacher=True, tasks=TASK))
+          config=DistillClassifierConfig, needs=Needs(teacher=True, tasks=TASK, trains=True))
 def apply_distill_classifier(model, config: DistillClassifierConfig, ctx):
     """Handler: validate the data first, build the pair, distil, keep the best epoch, score the test split."""
     splits = load_splits(ctx)

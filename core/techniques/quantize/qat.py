@@ -149,7 +149,8 @@ def finish_qat(model: nn.Module, layers: list[tuple[str, QATLinear]]) -> list[di
           summary="Train the quantized model (2–8 bits, or llama.cpp's Q4_0/Q8_0 blocks) against the original "
                   "as teacher, so it learns to work with rounded weights; after RTN or GPTQ it starts from "
                   "their result. Slow (a training run); recovers quality that rounding alone loses at 3–4 bits.",
-          config=QATConfig, needs=Needs(calibration_data=True, teacher=True, tasks=("causal-lm",)))
+          config=QATConfig, needs=Needs(calibration_data=True, teacher=True, trains=True,
+                                                    tasks=("causal-lm",)))
 def apply_qat(model, config: QATConfig, ctx):
     """Handler: fake-quantize the targets, train with the distillation loss, convert to the packed format."""
     teacher = getattr(ctx, "teacher", None)

@@ -44,9 +44,6 @@ from gui.worker import JobHandle, start_job
 # heaviest: every plot redrawn empty) has the GIL and the CPU to itself (bench/bench_ui_stall.py).
 FIRST_PAINT_S = 0.15
 
-# Technique families whose steps train and report a loss ("loss/..." metrics); the Loss chart is for them.
-TRAINING_FAMILIES = ("distillation",)
-
 # Returns (recipe, output folder, device) for a new run, or raises StudioError saying what is missing.
 RunSource = Callable[[], tuple[Any, Path, str]]
 # Returns the pre-flight estimate of the pipeline about to run (with ``phase_seconds``), or None.
@@ -61,8 +58,9 @@ def _metric_text(metric: Any) -> str:
 
 
 def trains(recipe: Any) -> bool:
-    """Whether an enabled step of ``recipe`` trains, and so reports a loss (the distillation family)."""
-    return any(get_technique(step.technique).family in TRAINING_FAMILIES for _, step in recipe.enabled_steps())
+    """Whether an enabled step of ``recipe`` trains, and so reports a loss (distillation, classifier training,
+    quantization-aware training: their registrations say ``Needs(trains=True)``)."""
+    return any(get_technique(step.technique).needs.trains for _, step in recipe.enabled_steps())
 
 
 class RunPanel(QWidget):
