@@ -1,11 +1,16 @@
 """Quantization-aware training benchmark (issue 17) on the bundled SmolLM2-135M.
 
-    .venv/bin/python bench/bench_qat.py [--steps 8] [--batch-size 4] [--train-length 128] [--lr 3e-4]
-        [--bits 3,4] [--windows 8] [--sequence-length 256] [--calibration-windows 16] [--name qat]
+    .venv/bin/python bench/bench_qat.py [--steps 8] [--batch-size 4] [--train-length 128] [--lr 3e-5]
+        [--bits 3,4] [--starts rtn,gptq] [--no-control] [--windows 8] [--sequence-length 256]
+        [--calibration-windows 16] [--name qat]
+
+The README's rows: ``--steps 40 --batch-size 4 --train-length 128 --bits 3,4`` (``--name qat``) and a
+longer run of the 3-bit GPTQ start with its control, ``--steps 120 --bits 3 --starts gptq --name qat_long``.
 
 Rows: the float model; RTN and GPTQ+MSE (asymmetric, act-order) at 4-bit g64 and 3-bit g64; QAT
 starting from each of them (the registered ``qat`` step after the registered RTN / GPTQ step,
-each with the run's original as teacher, keeping the PTQ step's scales and zero points); and the
+each with the run's original as teacher, starting from the PTQ step's scales and zero points, the
+scales then learned); and the
 control: the float model trained by ``distill_causal_lm`` (student = current) for the same steps on
 the same windows with the same loss, so a gain from adapting to the training text is not counted
 as recovery from quantization.  Every step is the registered handler, run in this process with the
@@ -82,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--windows", type=int, default=8, help="evaluation windows per text")
     parser.add_argument("--sequence-length", type=int, default=256, help="evaluation window length")
     parser.add_argument("--calibration-windows", type=int, default=16, help="GPTQ calibration windows")
+    parser.add_argument("--starts", default="rtn,gptq", help="PTQ starting points: rtn, gptq or both")
+    parser.add_argument("--no-control", action="store_true", help="skip the float control row")
     parser.add_argument("--name", default="qat")
     args = parser.parse_args(argv)
 
@@ -114,16 +121,18 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     keep({"row": "float (original)", **_measure(original, original, wiki, reviews), "wall_s": 0.0, "tokens": 0})
 
-    control = copy.deepcopy(original)
-    report, seconds = _run_step(control, original, tokenizer, "distill_causal_lm",
-                                {"student": "current", **training}, recipe, 0, root)
-    keep({"row": "float, trained the same steps (control)", **_measure(control, original, wiki, reviews),
-          "wall_s": seconds, "tokens": tokens})
-    del control
+    if not args.no_control:
+        control = copy.deepcopy(original)
+        report, seconds = _run_step(control, original, tokenizer, "distill_causal_lm",
+                                    {"student": "current", **training}, recipe, 0, root)
+        keep({"row": "float, trained the same steps (control)", **_measure(control, original, wiki, reviews),
+              "wall_s": seconds, "tokens": tokens})
+        del control
 
     for bits in [int(b) for b in args.bits.split(",")]:
         grid = {"bits": bits, "group_size": 64}
-        for label, technique, params in (("RTN", "rtn_quantize", {}), ("GPTQ+MSE", "gptq_quantize", GPTQ_MSE)):
+        starts = {"rtn": ("RTN", "rtn_quantize", {}), "gptq": ("GPTQ+MSE", "gptq_quantize", GPTQ_MSE)}
+        for label, technique, params in (starts[name.strip()] for name in args.starts.split(",")):
             ptq_params = {**grid, **params}
             ptq = copy.deepcopy(original)
             _, ptq_seconds = _run_step(ptq, original, tokenizer, technique, ptq_params, recipe, 0, root)

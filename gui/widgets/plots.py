@@ -137,6 +137,8 @@ class LivePlots(QWidget):
             self.grid.addWidget(self.size_plot, 0, 0)
             self.grid.addWidget(self.quality_plot, 0, 1)
             self.grid.addWidget(self.layer_cell, 1, 0, 1, 2)
+        for row in (0, 1):  # the two rows share the height (else the top row, the Loss chart's, shrinks to a strip)
+            self.grid.setRowStretch(row, 1)
         self.loss_plot.setVisible(trains)
 
     # -- lifecycle -------------------------------------------------------------------------------
