@@ -166,3 +166,14 @@ def test_loss_chart_is_shown_for_a_pipeline_with_a_training_step(run_panel, tmp_
     """Distillation and quantization-aware training (a quantization step that trains) both report a loss."""
     run_panel.start(_recipe("rtn_quantize", training), tmp_path / "out", "cpu")
     assert not run_panel.plots.loss_plot.isHidden()
+
+
+def test_the_charts_share_the_height_in_two_equal_rows(run_panel, qtbot, tmp_path):
+    """The Loss chart is not squeezed into a strip above the others (a plot's size hint follows its last size, so
+    the row that grew first used to keep the space)."""
+    run_panel.start(_recipe("rtn_quantize", "qat"), tmp_path / "out", "cpu")
+    plots = run_panel.plots
+    qtbot.waitUntil(lambda: plots.quality_plot.height() > 0)
+    assert plots.loss_plot.height() == plots.size_plot.height()
+    assert plots.loss_plot.height() >= 0.85 * plots.quality_plot.height(), (plots.loss_plot.height(),
+                                                                            plots.quality_plot.height())

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QGraphicsItem, QGridLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QGraphicsItem, QGridLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from gui.widgets import quality_chart
 from gui.widgets.axes import rounded_axes
@@ -77,11 +77,11 @@ class LivePlots(QWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.loss_plot = make_plot("Loss", "loss", "training step", "Training loss of distillation steps "
-                                   "(total, soft = imitating the teacher, hard = the true labels). Empty until "
+        self.loss_plot = make_plot("Loss", "loss", "training step", "Training loss of the steps that train: "
+                                   "distillation, quantization-aware training (total, soft = imitating the teacher, hard = the true labels). Empty until "
                                    "a step trains.")
         self.loss_plot.addLegend(offset=(-10, 10))
-        self.loss_note = pg.TextItem("No loss yet: only steps that train\n(distillation) report one.",
+        self.loss_note = pg.TextItem("No loss yet: only steps that train\n(distillation, QAT) report one.",
                                      color="#888888", anchor=(0.5, 0.5))
         self.loss_note.setPos(0.5, 0.5)
         self.loss_plot.addItem(self.loss_note)
@@ -117,6 +117,10 @@ class LivePlots(QWidget):
         self._dirty: set[str] = set()
         self.timer = QTimer(self, interval=REDRAW_MS, timeout=self.redraw)
 
+        # The two rows share the height.  A plot's size hint follows its last size, so with the default policy the
+        # row that first grew kept the space and the top row (the Loss chart's) stayed a 110-pixel strip.
+        for plot in (self.loss_plot, self.size_plot, self.quality_plot, self.layer_plot):
+            plot.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Ignored)
         self.grid = QGridLayout()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -137,7 +141,7 @@ class LivePlots(QWidget):
             self.grid.addWidget(self.size_plot, 0, 0)
             self.grid.addWidget(self.quality_plot, 0, 1)
             self.grid.addWidget(self.layer_cell, 1, 0, 1, 2)
-        for row in (0, 1):  # the two rows share the height (else the top row, the Loss chart's, shrinks to a strip)
+        for row in (0, 1):
             self.grid.setRowStretch(row, 1)
         self.loss_plot.setVisible(trains)
 
