@@ -5,7 +5,7 @@
         [--calibration-windows 16] [--name qat]
 
 The README's rows: ``--steps 40 --batch-size 4 --train-length 128 --bits 3,4`` (``--name qat``) and a
-longer run of the 3-bit GPTQ start with its control, ``--steps 120 --bits 3 --starts gptq --name qat_long``.
+longer run of the 3-bit GPTQ start with its control, ``--steps 100 --bits 3 --starts gptq --name qat_long``.
 
 Rows: the float model; RTN and GPTQ+MSE (asymmetric, act-order) at 4-bit g64 and 3-bit g64; QAT
 starting from each of them (the registered ``qat`` step after the registered RTN / GPTQ step,
