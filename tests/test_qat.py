@@ -128,8 +128,10 @@ def test_learning_the_scales_alone_fits_the_float_layer_better():
     x = torch.randn(256, 128)
     target = linear(x).detach()
     before = torch.mean((layer(x) - target) ** 2).item()
-    optimizer = torch.optim.Adam([layer.scale_log_gain], lr=3e-3)
-    for _ in range(60):
+    from core.techniques.quantize.qat_linear import SCALE_RATE
+
+    optimizer = torch.optim.Adam([layer.scale_log_gain], lr=1e-2 / SCALE_RATE)  # each scale moves ≤ 1% per step
+    for _ in range(100):
         optimizer.zero_grad()
         torch.mean((layer(x) - target) ** 2).backward()
         optimizer.step()
@@ -138,7 +140,7 @@ def test_learning_the_scales_alone_fits_the_float_layer_better():
         packed = layer.to_packed()
         assert torch.equal(packed(x), layer(x))
     assert not torch.equal(packed.weight_scale, layer.weight_scale)  # the scales it saves are the trained ones
-    assert after < 0.95 * before, (before, after)  # measured 0.0110 -> 0.0101 (re-fitting by MSE clipping: 0.0099)
+    assert after < 0.95 * before, (before, after)  # measured 0.0110 -> 0.0099 (re-fitting by MSE clipping: 0.0099)
 
 
 def _tiny_recipe(tiny_llama_dir, text, steps, **evaluation) -> Recipe:
