@@ -60,7 +60,8 @@ class QATConfig(WeightQuantConfig, LossOptions, TrainingOptions):
     learn_scales: bool = param(True, "Train the int grid's per-group scales along with the weights (learned step "
                                "size): each scale moves all the weights of its group at once, so short runs recover "
                                "more. Off: the scales stay those the grid started with. (Q4_0/Q8_0 grids derive "
-                               "their scales from the weights, as llama.cpp does.)", label="Learn the scales",
+                               "their scales from the weights, as llama.cpp does.) A scale moves by about 100× the learning "
+                               "rate per step (relative), so keep the learning rate near 3e-5.", label="Learn the scales",
                                expert=True)
     sequence_length: int = param(0, "Tokens per training window (0 = the recipe's sequence length).", minimum=0,
                                  maximum=8192, label="Tokens per training window", expert=True)
