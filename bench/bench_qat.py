@@ -1,7 +1,7 @@
 """Quantization-aware training benchmark (issue 17) on the bundled SmolLM2-135M.
 
     .venv/bin/python bench/bench_qat.py [--steps 8] [--batch-size 4] [--train-length 128] [--lr 3e-5]
-        [--bits 3,4] [--starts rtn,gptq] [--no-control] [--windows 8] [--sequence-length 256]
+        [--alpha 0.5] [--temperature 2] [--bits 3,4] [--starts rtn,gptq] [--no-control] [--windows 8] [--sequence-length 256]
         [--calibration-windows 16] [--name qat]
 
 The README's rows: ``--steps 40 --batch-size 4 --train-length 128 --bits 3,4`` (``--name qat``) and a
@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-length", type=int, default=128, help="tokens per training window")
     parser.add_argument("--train-windows", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-5)
+    parser.add_argument("--alpha", type=float, default=0.5, help="weight of the teacher's soft targets")
+    parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--bits", default="3,4")
     parser.add_argument("--windows", type=int, default=8, help="evaluation windows per text")
     parser.add_argument("--sequence-length", type=int, default=256, help="evaluation window length")
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     root = tempfile.mkdtemp(prefix="bench-qat-")
     training = {"max_steps": args.steps, "eval_every": args.steps, "batch_size": args.batch_size,
                 "learning_rate": args.lr, "weight_decay": 0.0, "train_windows": args.train_windows,
-                "validation_windows": 4, "temperature": 2.0, "alpha": 0.5}
+                "validation_windows": 4, "temperature": args.temperature, "alpha": args.alpha}
     tokens = args.steps * args.batch_size * args.train_length
     settings = {**vars(args), "training": training, "tokens_per_training_row": tokens,
                 "evaluation": f"{args.windows} windows of {args.sequence_length} tokens per text",
