@@ -318,15 +318,33 @@ def qat(name: str = "qat") -> str:
     scales = "learned" if settings["training"].get("learn_scales", True) else "fixed"
     budget = (f"Each trained row: {settings['steps']} steps × {settings['batch_size']} windows × "
               f"{settings['train_length']} tokens = {settings['tokens_per_training_row']:,} tokens of "
-              f"bundled:wiki-calibration (learning rate {settings['lr']:g}, T = 2, α = 0.5, QAT scales {scales}); "
-              f"evaluation {settings['evaluation']}; {settings['threads']} CPU thread(s) shared with other jobs, so "
-              "wall times are of a busy machine.")
+              f"bundled:wiki-calibration, drawn from {settings['train_windows']:,} windows (learning rate "
+              f"{settings['lr']:g}, T = {settings.get('temperature', 2.0):g}, α = {settings.get('alpha', 0.5):g}, "
+              f"QAT scales {scales}); evaluation {settings['evaluation']}; {settings['threads']} CPU thread(s) shared "
+              "with other jobs, so wall times are of a busy machine.")
     if not settings.get("complete"):
         budget += " The run stopped before every row was measured: the missing rows have no result yet."
-    return (source_line([name], ["bench/bench_qat.py"])
+    text = (source_line([name], ["bench/bench_qat.py"])
             + table(["row", "perplexity held-out wiki", "gap to float closed", "perplexity reviews",
                      "KL to original", "wall s", "tokens trained", "step kept (0 = the start)"], body)
             + "\n" + budget + "\n")
+    scored = [row for row in rows if "tasks" in row]
+    if scored:
+        names = list(scored[0]["tasks"])
+        first = scored[0]["tasks"]
+        header = ["row"] + [f"{TASK_TITLES.get(n, n)} ({first[n]['headline']})" for n in names] + ["average"]
+        body = [[row["row"]] + [_accuracy(row["tasks"][n]) for n in names]
+                + [f"{_headline_average(row['tasks']):.1%}"] for row in scored]
+        counts = ", ".join(f"{TASK_TITLES.get(n, n)} {first[n]['n']:,} of {first[n]['rows_total']:,}" for n in names)
+        text += ("\n" + table(header, body) + f"\nZero-shot task accuracy (lm-eval's scoring) on a seeded random "
+                 f"subset of each task's questions, the same for every row ({counts}).\n")
+    return text
+
+
+def _headline_average(scores: dict) -> float:
+    """The mean of each task's headline accuracy (acc for BoolQ, acc_norm for the others)."""
+    values = [score["acc" if score["headline"] == "acc" else "acc_norm"] for score in scores.values()]
+    return sum(values) / len(values)
 
 
 def classify() -> str:
@@ -604,7 +622,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "baseline": baseline, "prune": prune, "prune-peers": prune_peers, "structured": structured, "quant": quant,
     "quant-ingredients": quant_ingredients, "quant-peers": quant_peers, "decode": decode, "lowrank": lowrank,
     "distill": distill, "classify": classify, "tasks": tasks, "tasks-full": lambda: tasks("tasks_full"), "tasks-speed": tasks_speed, "estimates": estimates, "gguf": gguf,
-    "models": models, "qat": qat, "qat-long": lambda: qat("qat_long"),
+    "models": models, "qat": qat, "qat-long": lambda: qat("qat_long"), "qat-tasks": lambda: qat("qat_tasks"),
     "distributed": distributed, "stream": stream,
 }
 
