@@ -9,9 +9,10 @@ The README's rows: ``--steps 40 --batch-size 4 --train-length 128 --bits 3,4`` (
 ``--steps 40 --bits 3 --starts gptq --task-limit 250 --name qat_tasks``.
 
 Training windows: every row draws its batches from ``--train-windows`` windows of the calibration text, so
-with the default (1024) and 40 steps × 4 windows each window is seen at most once.  With 64 windows
-(2.5 passes over them) the 3-bit row from GPTQ+MSE ended at 23.25 held-out perplexity instead of 21.41,
-and 100 steps (6 passes) at 24.50: repeating a few windows fits them, not the original.
+with the default (1024) and 40 steps × 4 windows none is seen twice.  With 64 windows (2.5 passes over
+them; bench/results/qat.json as committed in 9efe7fa) the 3-bit row from GPTQ+MSE ended at 23.25 held-out
+perplexity instead of 21.41, and 100 steps (6 passes, qat_long.json) at 24.50: repeating a few windows
+fits them, not the original.
 
 Rows: the float model; RTN and GPTQ+MSE (asymmetric, act-order) at 4-bit g64 and 3-bit g64; QAT
 starting from each of them (the registered ``qat`` step after the registered RTN / GPTQ step,

@@ -66,7 +66,9 @@ class QATConfig(WeightQuantConfig, LossOptions, TrainingOptions):
     sequence_length: int = param(0, "Tokens per training window (0 = the recipe's sequence length).", minimum=0,
                                  maximum=8192, label="Tokens per training window", expert=True)
     train_windows: int = param(256, "How many windows of calibration text to train on (fewer if the text is "
-                               "shorter).", minimum=1, maximum=1_000_000, label="Training windows")
+                               "shorter). Give at least steps × batch size, so each window is seen about once: "
+                               "passing over a few windows many times fits them, not the original.", minimum=1,
+                               maximum=1_000_000, label="Training windows")
     validation_windows: int = param(8, "Windows held out from the calibration text to measure perplexity and "
                                     "KL to the original at each evaluation.", minimum=1, maximum=10_000,
                                     label="Held-out windows", expert=True)
