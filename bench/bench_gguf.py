@@ -13,6 +13,10 @@ Needs llama.cpp's tools (`make llama-cpp`).
 GPTQ-on-grid (``--gptq-types``, Q4_0 by default; Q8_0 too if asked): the registered GPTQ step with ``grid`` q4_0 /
 q8_0 (act-order) run through the runner on the same calibration chunks as the imatrix, its result folder exported
 by the Export page's job to that type (no second rounding: the file holds GPTQ's codes) and measured the same way.
+``--lowrank R`` measures a second model instead of the bundled one: the bundled model with the registered
+``svd_lowrank`` step (activation-aware, ``target_reduction`` R, factors merged back into dense Linears) run
+through the runner first, so that its weights no longer sit on the bundled file's 4-bit grid (SmolLM2 ships as
+Q4_1, which favours plain rounding back to a 4-bit grid); the result folder is then the model of every column.
 ``--only-gptq`` measures just these columns and keeps the other columns of the committed result (the imatrix pass
 alone takes about 20 minutes on the 2-core machine); the result's settings then say which run they came from.
 """
@@ -41,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration-windows", type=int, default=32)
     parser.add_argument("--name", default="gguf")
     parser.add_argument("--gptq-types", default="Q4_0", help="types to run GPTQ-on-grid for (Q4_0, Q8_0; '' none)")
+    parser.add_argument("--lowrank", type=float, default=0.0,
+                        help="measure the bundled model after low-rank factorization merged to dense (this share "
+                             "of parameters removed) instead of the bundled model itself")
     parser.add_argument("--only-gptq", action="store_true",
                         help="measure only the GPTQ-on-grid columns; keep the committed result's other columns")
     args = parser.parse_args(argv)
@@ -58,11 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     for tool in ("llama-quantize", "llama-perplexity"):
         require_tool(tool)
     started = provenance()
-    loaded = load_model("bundled:smollm2-135m")
-    parameters = sum(p.numel() for p in loaded.model.parameters())
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-gguf-") as tmp:
         folder = Path(tmp)
+        args.source = lowrank_source(folder, args) if args.lowrank else "bundled:smollm2-135m"
+        loaded = load_model(args.source)
+        parameters = sum(p.numel() for p in loaded.model.parameters())
         held_out = folder / "held-out.txt"
         held_out.write_text("\n\n".join(load_texts("bundled:wiki-evaluation")) + "\n")
         imatrix = folder / "smollm.imatrix.gguf"
@@ -90,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(f"{quant}: {row}", flush=True)
     print_table(rows, COLUMNS)
-    settings = {**vars(args), "model": "bundled:smollm2-135m", "parameters": parameters,
+    settings = {**vars(args), "parameters": parameters,
+                "model": "bundled:smollm2-135m" + (f", low-rank {args.lowrank:.0%} merged to dense" if args.lowrank else ""),
                 "chunks_scored": reference["chunks"], "imatrix_seconds": imatrix_seconds,
                 "calibration": "bundled:wiki-calibration", "held_out": "bundled:wiki-evaluation",
                 "gptq": GPTQ_SETTINGS, "gptq_calibration_windows": args.calibration_windows}
@@ -103,6 +112,25 @@ COLUMNS = [("type", "type", "s"), ("mb", "MB", ".1f"), ("ppl", "ppl (no imatrix)
            ("ppl_imatrix", "ppl (our imatrix)", ".3f"), ("ppl_gptq", "ppl (GPTQ-on-grid)", ".3f"),
            ("quantize_s", "quantize s", ".1f")]
 GPTQ_SETTINGS = {"act_order": True, "dampening": 0.01}  # the step's recommended 4-bit setting (see its help)
+
+
+def lowrank_source(folder: Path, args) -> str:
+    """The bundled model after the registered svd_lowrank step (merged to dense), saved by the runner; its folder."""
+    from core.engine.recipe import Recipe
+    from core.engine.runner import run_recipe
+    from core.events import drain
+
+    recipe = Recipe.from_dict({
+        "name": "lowrank-source", "model": {"source": "bundled:smollm2-135m"},
+        "data": {"calibration": "bundled:wiki-calibration", "evaluation": "bundled:wiki-evaluation",
+                 "sequence_length": args.context, "calibration_windows": args.calibration_windows},
+        "evaluation": {"max_windows": 1},
+        "steps": [{"technique": "svd_lowrank", "params": {"target_reduction": args.lowrank, "merge_to_dense": True}}]})
+    result = folder / "lowrank-source"
+    clock = time.perf_counter()
+    drain(run_recipe(recipe, result))
+    args.lowrank_s = time.perf_counter() - clock
+    return str(result)
 
 
 def gptq_types(args) -> list[str]:
@@ -120,7 +148,7 @@ def gptq_on_grid(quant: str, folder: Path, held_out: Path, args) -> dict:
 
     bits = {"Q4_0": 4, "Q8_0": 8}[quant]
     recipe = Recipe.from_dict({
-        "name": f"gptq-{quant.lower()}", "model": {"source": "bundled:smollm2-135m"},
+        "name": f"gptq-{quant.lower()}", "model": {"source": getattr(args, "source", "bundled:smollm2-135m")},
         "data": {"calibration": "bundled:wiki-calibration", "evaluation": "bundled:wiki-evaluation",
                  "sequence_length": args.context, "calibration_windows": args.calibration_windows},
         "evaluation": {"max_windows": 1},  # the runner's own measure is not reported here: llama.cpp's is

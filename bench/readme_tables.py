@@ -528,8 +528,9 @@ def distributed() -> str:
                      "s, 1 process", "s, 2 processes"], body) + "\n" + note + "\n\n" + how + "\n")
 
 
-def gguf() -> str:
-    result = load("gguf")
+def gguf(name: str = "gguf") -> str:
+    """Issue 22: llama.cpp's perplexity of each GGUF type, without and with our imatrix, and GPTQ-on-grid."""
+    result = load(name)
     settings = result["settings"]
     rows = [[row["type"], num(row["mb"], ".1f"), ppl(row["ppl"]), ppl(row.get("ppl_imatrix")),
              ppl(row.get("ppl_gptq")), num(row.get("quantize_s"), ".1f"), num(row.get("quantize_imatrix_s"), ".1f")]
@@ -550,10 +551,12 @@ def gguf() -> str:
         if earlier:
             gptq_note += (f" The GPTQ-on-grid column was measured in the run named above; the other columns come from "
                           f"{earlier['from']} (commit {earlier['commit']}).")
-    return (source_line(["gguf"], ["bench/bench_gguf.py"])
+    model = (f"Model: {settings['model']} (the low-rank step took {settings['lowrank_s']:.0f} s). "
+             if settings.get("lowrank") else "")
+    return (source_line([name], ["bench/bench_gguf.py"])
             + table(["type", "file MB", "llama.cpp perplexity, no imatrix", "… with our imatrix", "… GPTQ-on-grid",
                      "quantize s", "… with imatrix s"], rows)
-            + f"\nPerplexity by `llama-perplexity` on {settings['chunks_scored']} chunks of {settings['context']} "
+            + f"\n{model}Perplexity by `llama-perplexity` on {settings['chunks_scored']} chunks of {settings['context']} "
               f"tokens of the held-out Wikipedia text (llama.cpp's convention: the second half of each chunk scored); "
               f"our importance matrix from {settings['calibration_windows']} chunks of the calibration text "
               f"({settings['imatrix_seconds']:.0f} s). SmolLM2-135M's 576-wide layers are not multiples of the "
@@ -621,7 +624,7 @@ def stream() -> str:
 RENDERERS: dict[str, Callable[[], str]] = {
     "baseline": baseline, "prune": prune, "prune-peers": prune_peers, "structured": structured, "quant": quant,
     "quant-ingredients": quant_ingredients, "quant-peers": quant_peers, "decode": decode, "lowrank": lowrank,
-    "distill": distill, "classify": classify, "tasks": tasks, "tasks-full": lambda: tasks("tasks_full"), "tasks-speed": tasks_speed, "estimates": estimates, "gguf": gguf,
+    "distill": distill, "classify": classify, "tasks": tasks, "tasks-full": lambda: tasks("tasks_full"), "tasks-speed": tasks_speed, "estimates": estimates, "gguf": gguf, "gguf-lowrank": lambda: gguf("gguf_lowrank"),
     "models": models, "qat": qat, "qat-long": lambda: qat("qat_long"), "qat-tasks": lambda: qat("qat_tasks"),
     "distributed": distributed, "stream": stream,
 }
