@@ -76,7 +76,8 @@ def _measure(model, original, wiki, reviews, tasks: dict) -> dict:
     return measured
 
 
-def _run_step(model, original, tokenizer, technique: str, params: dict, recipe, index: int, root: str):
+def _run_step(model, original, tokenizer, technique: str, params: dict, recipe, index: int):
+    """Run one registered step in this process; its checkpoints (about a GB each) go to a folder removed after it."""
     from core.engine.params import config_from_dict
     from core.engine.registry import get_technique
     from core.engine.runner import RunContext
@@ -84,10 +85,11 @@ def _run_step(model, original, tokenizer, technique: str, params: dict, recipe, 
 
     info = get_technique(technique)
     config = config_from_dict(info.config_cls, params)
-    ctx = RunContext(recipe, tokenizer, "cpu", step_index=index, teacher=original, checkpoint_root=Path(root))
-    started = time.perf_counter()
-    report = drain(info.handler(model, config, ctx))
-    return report, time.perf_counter() - started
+    with tempfile.TemporaryDirectory(prefix="bench-qat-") as root:
+        ctx = RunContext(recipe, tokenizer, "cpu", step_index=index, teacher=original, checkpoint_root=Path(root))
+        started = time.perf_counter()
+        report = drain(info.handler(model, config, ctx))
+        return report, time.perf_counter() - started
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def measure(model) -> dict:
         return _measure(model, original, wiki, reviews, tasks)
+
     recipe = Recipe(data=DataSpec(calibration="bundled:wiki-calibration", sequence_length=args.train_length,
                                   calibration_windows=args.calibration_windows))
-    root = tempfile.mkdtemp(prefix="bench-qat-")
     training = {"max_steps": args.steps, "eval_every": args.steps, "batch_size": args.batch_size,
                 "learning_rate": args.lr, "weight_decay": 0.0, "train_windows": args.train_windows,
                 "validation_windows": 4, "temperature": args.temperature, "alpha": args.alpha}
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_control:
         control = copy.deepcopy(original)
         report, seconds = _run_step(control, original, tokenizer, "distill_causal_lm",
-                                    {"student": "current", **training}, recipe, 0, root)
+                                    {"student": "current", **training}, recipe, 0)
         keep({"row": "float, trained the same steps (control)", **measure(control),
               "wall_s": seconds, "tokens": tokens, "train_windows": report.metrics["train_windows"]})
         del control
@@ -159,11 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         for label, technique, params in (starts[name.strip()] for name in args.starts.split(",")):
             ptq_params = {**grid, **params}
             ptq = copy.deepcopy(original)
-            _, ptq_seconds = _run_step(ptq, original, tokenizer, technique, ptq_params, recipe, 0, root)
+            _, ptq_seconds = _run_step(ptq, original, tokenizer, technique, ptq_params, recipe, 0)
             keep({"row": f"{label} {bits}-bit g64", **measure(ptq), "wall_s": ptq_seconds,
                   "tokens": 0})
             qat_params = {**grid, "symmetric": params.get("symmetric", True), **training}
-            report, seconds = _run_step(ptq, original, tokenizer, "qat", qat_params, recipe, 1, root)
+            report, seconds = _run_step(ptq, original, tokenizer, "qat", qat_params, recipe, 1)
             keep({"row": f"QAT from {label} {bits}-bit g64", **measure(ptq),
                   "wall_s": ptq_seconds + seconds, "tokens": report.metrics["tokens_trained"],
                   "best_step": report.metrics["best_step"], "train_windows": report.metrics["train_windows"]})
