@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only-gptq", action="store_true",
                         help="measure only the GPTQ-on-grid columns; keep the committed result's other columns")
     args = parser.parse_args(argv)
+    if args.only_gptq and args.lowrank:
+        parser.error("--only-gptq adds to the committed bundled-model result; run --lowrank without it")
     if args.only_gptq:
         return only_gptq(args)
 
