@@ -5,8 +5,8 @@ speed against lm-evaluation-harness's on the same rows.
 
 ``--limit N`` scores a seeded random N questions of each task (0 = every question: about two hours per
 model on two CPU cores).  ``--resume`` (with ``--name``) scores in chunks of ``--chunk`` questions and keeps
-every finished chunk's log-likelihoods in ``bench/results/progress/<name>.json``, so a run stopped by the
-end of a session goes on where it stopped in the next; a chunk is only reused by the same model, the same
+every finished chunk's log-likelihoods in ``bench/results/progress/<name>.json`` (a local cache of a few MB,
+not committed: only the finished result is), so a stopped run goes on where it stopped; a chunk is only reused by the same model, the same
 scoring code (a hash of the files that compute log-likelihoods) and the same weights (a fingerprint of every
 parameter) is reused.  Each model is loaded fresh; GPTQ uses the "4-bit for a laptop" preset's settings
 (4-bit, groups of 64, asymmetric, act-order, MSE ranges) and Wanda 50% unstructured, both calibrated on
