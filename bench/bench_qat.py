@@ -64,15 +64,16 @@ def _texts_windows(tokenizer, length: int, windows: int):
 def _measure(model, original, wiki, reviews, tasks: dict) -> dict:
     """Perplexity on both texts and KL to the original; with ``tasks`` (names, limit, tokenizer) task accuracy."""
     from core.eval.perplexity import kl_to_teacher, perplexity
-    from core.eval.task_accuracy import task_accuracy
+    from core.eval.task_accuracy import iter_tasks
+    from core.events import drain
 
     tokens = wiki.tokens if hasattr(wiki, "tokens") else wiki
     measured = {"ppl_wiki": perplexity(model, wiki).perplexity, "ppl_reviews": perplexity(model, reviews).perplexity,
                 "kl": kl_to_teacher(model, original, tokens).kl_per_token}
     if tasks["limit"]:
         model.eval()
-        measured["tasks"] = {name: task_accuracy(model, tasks["tokenizer"], name, tasks["limit"]).to_dict()
-                             for name in tasks["names"]}
+        scores = drain(iter_tasks(model, tasks["tokenizer"], tasks["names"], tasks["limit"]))
+        measured["tasks"] = {name: score.to_dict() for name, score in scores.items()}
     return measured
 
 

@@ -343,8 +343,7 @@ def qat(name: str = "qat") -> str:
 
 def _headline_average(scores: dict) -> float:
     """The mean of each task's headline accuracy (acc for BoolQ, acc_norm for the others)."""
-    values = [score["acc" if score["headline"] == "acc" else "acc_norm"] for score in scores.values()]
-    return sum(values) / len(values)
+    return sum(_headline(score) for score in scores.values()) / len(scores)
 
 
 def classify() -> str:
@@ -364,8 +363,12 @@ TASK_TITLES = {"arc_easy": "ARC-Easy", "arc_challenge": "ARC-Challenge", "piqa":
                "boolq": "BoolQ"}
 
 
+def _headline(score: dict) -> float:
+    return score["acc"] if score["headline"] == "acc" else score["acc_norm"]
+
+
 def _accuracy(score: dict) -> str:
-    value = score["acc"] if score["headline"] == "acc" else score["acc_norm"]
+    value = _headline(score)
     return f"{value:.1%} ± {score['stderr']:.1%}" if score.get("stderr") is not None else f"{value:.1%}"
 
 
